@@ -1,0 +1,1 @@
+"""Benchmarks: latency/throughput harness against peers, fidelity parity and reports (``ganrt bench``)."""

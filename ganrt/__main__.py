@@ -1,0 +1,3 @@
+from ganrt.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Quality metrics (Fréchet distance, KID, Inception Score, precision/recall) and feature extractors."""

@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny conditional DCGAN spec and a random-init checkpoint of it (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _few_threads():
+    # Tests are small; more threads only add contention on a 2-core CI machine.
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_spec():
+    from ganrt.spec import GeneratorSpec
+
+    return GeneratorSpec(arch="dcgan", latent_dim=16, channels=1, height=32, width=32, num_classes=10,
+                         arch_kwargs={"width": 16, "embed_dim": 8})
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_spec):
+    """A checkpoint written through the real format, weights random (seeded), EMA = G."""
+    from ganrt.checkpoint import Checkpoint, save_checkpoint
+    from ganrt.models import build_generator, get
+
+    torch.manual_seed(0)
+    g = build_generator(tiny_spec)
+    d = get("dcgan").build_discriminator(tiny_spec)
+    # give BatchNorm non-trivial running stats so eval mode differs from identity
+    g.train()
+    with torch.no_grad():
+        g(torch.randn(32, tiny_spec.latent_dim), torch.randint(0, 10, (32,)))
+    tensors = {f"G.{k}": v for k, v in g.state_dict().items()}
+    tensors.update({f"G_ema.{k}": v for k, v in g.state_dict().items()})
+    tensors.update({f"D.{k}": v for k, v in d.state_dict().items()})
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, Checkpoint(spec=tiny_spec, tensors=tensors, step=0,
+                                     dataset={"name": "random-init"}))
+    return path
+
+
+def has_cuda() -> bool:
+    return bool(torch.cuda.is_available())
+
+
+def has_tensorrt() -> bool:
+    return importlib.util.find_spec("tensorrt") is not None and has_cuda()

@@ -1,0 +1,1 @@
+"""Training: datasets, losses, regularizers, EMA, the loop and sample grids (``ganrt train``)."""
