@@ -73,7 +73,8 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     bad = [k for k in checkpoint.tensors if not k.startswith(PREFIXES)]
     if bad:
         raise CheckpointError(f"checkpoint tensor names must start with {PREFIXES}, got {bad[:3]}")
-    tensors = {k: v.detach().contiguous().cpu() for k, v in checkpoint.tensors.items()}
+    # clone: G and G_ema (or tied weights) may share storage, which safetensors refuses to write
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in checkpoint.tensors.items()}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"ganrt": json.dumps(checkpoint.metadata())})

@@ -1,0 +1,81 @@
+import json
+
+import pytest
+
+from ganrt.bundle import MANIFEST, Bundle, onnx_artifact_name, onnx_file_name
+from ganrt.errors import BundleError
+
+
+def write_bundle(path, spec, payload=b"graph-bytes"):
+    src = path.parent / "src.bin"
+    src.write_bytes(payload)
+    b = Bundle.create(path, spec, graph={"inputs": []})
+    b.add_artifact(onnx_artifact_name("fp32"), src, file=onnx_file_name("fp32"), kind="onnx", precision="fp32",
+                   passed=True, parity={"psnr_db": 60.0})
+    b.save()
+    return b
+
+
+def test_bundle_round_trip(tmp_path, tiny_spec):
+    write_bundle(tmp_path / "b", tiny_spec)
+    b = Bundle.open(tmp_path / "b")
+    assert b.spec == tiny_spec
+    assert b.artifact("onnx-fp32")["file"] == "model.fp32.onnx"
+    assert b.artifact_path("onnx-fp32").read_bytes() == b"graph-bytes"
+    assert list(b.find(kind="onnx", precision="fp32")) == ["onnx-fp32"]
+    assert b.find(precision="int8") == {}
+
+
+def test_tampered_artifact_is_detected(tmp_path, tiny_spec):
+    write_bundle(tmp_path / "b", tiny_spec)
+    (tmp_path / "b" / "model.fp32.onnx").write_bytes(b"evil-bytes!")
+    with pytest.raises(BundleError, match="sha256"):
+        Bundle.open(tmp_path / "b")
+
+
+def test_missing_artifact_and_missing_manifest_are_clear(tmp_path, tiny_spec):
+    write_bundle(tmp_path / "b", tiny_spec)
+    (tmp_path / "b" / "model.fp32.onnx").unlink()
+    with pytest.raises(BundleError, match="missing"):
+        Bundle.open(tmp_path / "b")
+    (tmp_path / "c").mkdir()
+    with pytest.raises(BundleError, match="no manifest.json"):
+        Bundle.open(tmp_path / "c")
+    with pytest.raises(BundleError, match="does not exist"):
+        Bundle.open(tmp_path / "nowhere")
+
+
+def test_unknown_artifact_lists_what_the_bundle_has(tmp_path, tiny_spec):
+    b = write_bundle(tmp_path / "b", tiny_spec)
+    with pytest.raises(BundleError, match="has: onnx-fp32"):
+        b.artifact("onnx-int8")
+
+
+def test_future_manifest_version_is_refused(tmp_path, tiny_spec):
+    write_bundle(tmp_path / "b", tiny_spec)
+    m = tmp_path / "b" / MANIFEST
+    data = json.loads(m.read_text())
+    data["format_version"] = 7
+    m.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="version 7"):
+        Bundle.open(tmp_path / "b")
+
+
+def test_create_refuses_a_non_bundle_directory_and_another_generator(tmp_path, tiny_spec):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    with pytest.raises(BundleError, match="not empty"):
+        Bundle.create(tmp_path / "x", tiny_spec)
+    write_bundle(tmp_path / "b", tiny_spec)
+    with pytest.raises(BundleError, match="another generator"):
+        Bundle.create(tmp_path / "b", tiny_spec.replace(latent_dim=99))
+
+
+def test_reexport_keeps_other_artifacts(tmp_path, tiny_spec):
+    write_bundle(tmp_path / "b", tiny_spec)
+    src = tmp_path / "int8.bin"
+    src.write_bytes(b"q")
+    b = Bundle.create(tmp_path / "b", tiny_spec)
+    b.add_artifact("onnx-int8", src, file="model.int8.onnx", kind="onnx", precision="int8")
+    b.save()
+    assert sorted(Bundle.open(tmp_path / "b").artifacts) == ["onnx-fp32", "onnx-int8"]
