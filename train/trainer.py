@@ -1,0 +1,219 @@
+"""The Trainer extension point: what one family needs to train, behind one small interface.
+
+The loop (``ganrt.train.loop.train``) owns everything around a step -- data order, RNG seeding, logging,
+sample grids, checkpoints, resume -- and asks a ``Trainer`` for the rest. ``AdversarialTrainer`` is the
+standard GAN step (every family whose ``ModelFamily.trainer`` is None). A family with its own objective
+names its class in ``ModelFamily.trainer = "ganrt.train.<module>:<Class>"``.
+
+How to subclass (e.g. ``ganrt.train.progan:ProGANTrainer``, ``ganrt.train.vae:VAETrainer``)::
+
+    class VAETrainer(Trainer):
+        def build_models(self):                    # default: family.build_generator / build_discriminator
+            ...                                    # return (G, D); D may be None (no D. tensors then)
+        def build_optimizers(self):                # default: Adam(G, lr_g), Adam(D, lr_d), config.betas
+            ...                                    # return {"G": opt, "D": opt}; any names, all are resumed
+        def step(self, batch, step):               # REQUIRED: one optimisation step, returns floats to log
+            x, y = batch.images, batch.labels      # (B, C, H, W) float in [-1, 1]; (B,) int64 or None
+            z = self.randn(x.shape[0], self.spec.latent_dim)   # draw noise through self.rng
+            ...
+            return {"loss": loss.item()}
+
+Optional hooks: ``update_ema(step)`` (called by the loop after ``step``; default EMA of G into G_ema),
+``sample(z, labels)`` (the images of the sample grid; default G_ema in eval mode), ``extra_state()`` /
+``load_extra_state(state)`` (JSON-able state beyond tensors, e.g. a growth stage; saved with the optimiser
+state and restored on resume), ``discriminator_config()`` (kwargs to rebuild D from the spec, stored in
+the checkpoint).
+
+Rules that make ``--resume`` exact: draw every random number from ``self.rng`` (a ``torch.Generator``)
+or the global torch RNG (both are saved and restored); keep all learned state in ``G``/``G_ema``/``D``
+(parameters and buffers) or in ``extra_state()``; keep optimiser state in ``self.optimizers``.
+``G_ema`` is what gets sampled, checkpointed as ``G_ema.`` and exported, so it must stay a module that
+``build_generator(spec)`` rebuilds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from ganrt.train.augment import diff_augment
+from ganrt.train.config import TrainConfig
+from ganrt.train.ema import EMA
+from ganrt.train.losses import get_loss
+from ganrt.train.regularizers import feature_matching_loss, gradient_penalty, r1_penalty
+from torch import nn
+
+from ganrt.models import ModelFamily, get
+from ganrt.spec import GeneratorSpec
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # (B, C, H, W) float32 in [-1, 1], on the trainer's device
+    labels: torch.Tensor | None  # (B,) int64, or None for an unconditional run
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, spec: GeneratorSpec, *, device: torch.device | str = "cpu",
+                 rng: torch.Generator | None = None) -> None:
+        self.config = config
+        self.spec = spec
+        self.family: ModelFamily = get(spec.arch)
+        self.device = torch.device(device)
+        self.rng = rng if rng is not None else torch.Generator(device=self.device).manual_seed(config.seed)
+        G, D = self.build_models()
+        self.G: nn.Module = G.to(self.device).train()
+        self.D: nn.Module | None = D.to(self.device).train() if D is not None else None
+        self.ema = EMA(self.G, decay=config.ema_decay, start=config.ema_start)
+        self.optimizers: dict[str, torch.optim.Optimizer] = self.build_optimizers()
+
+    # --- hooks ---------------------------------------------------------------------------------------------------
+    def build_models(self) -> tuple[nn.Module, nn.Module | None]:
+        G = self.family.build_generator(self.spec)
+        D = None
+        if self.family.build_discriminator is not None:
+            D = self.family.build_discriminator(self.spec, **self.discriminator_config())
+        return G, D
+
+    def discriminator_config(self) -> dict[str, Any]:
+        """Keyword arguments of ``family.build_discriminator(spec, **kw)``; stored in the checkpoint."""
+        c = self.config
+        cfg: dict[str, Any] = {"spectral_norm": c.spectral_norm, "minibatch_stddev": c.minibatch_stddev}
+        if c.width is not None:
+            cfg["width"] = c.width
+        return cfg
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.config
+        opts = {"G": torch.optim.Adam(self.G.parameters(), lr=c.lr_g, betas=c.betas)}
+        if self.D is not None:
+            opts["D"] = torch.optim.Adam(self.D.parameters(), lr=c.lr_d, betas=c.betas)
+        return opts
+
+    def step(self, batch: Batch, step: int) -> dict[str, float]:
+        """One optimisation step on ``batch`` (``step`` is 0-based). Returns the losses to log."""
+        raise NotImplementedError
+
+    def update_ema(self, step: int) -> None:
+        self.ema.update(self.G, step)
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """(B, C, H, W) images for the sample grid, from the EMA generator in eval mode."""
+        return self.G_ema(z, labels)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # --- helpers -------------------------------------------------------------------------------------------------
+    @property
+    def G_ema(self) -> nn.Module:
+        return self.ema.module
+
+    def modules(self) -> dict[str, nn.Module]:
+        """The checkpointed modules by tensor prefix (G., G_ema., D.)."""
+        mods = {"G": self.G, "G_ema": self.G_ema}
+        if self.D is not None:
+            mods["D"] = self.D
+        return mods
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=self.rng, device=self.device)
+
+    def random_labels(self, n: int) -> torch.Tensor | None:
+        if not self.spec.num_classes:
+            return None
+        return torch.randint(0, self.spec.num_classes, (n,), generator=self.rng, device=self.device)
+
+
+class AdversarialTrainer(Trainer):
+    """The standard GAN step: D on real vs fake (+ R1 / gradient penalty), then G (+ feature matching).
+
+    D sees every image through DiffAugment when a policy is set. Fakes use the real batch's labels, so
+    D compares like with like; G's step draws fresh latents and labels.
+    """
+
+    def __init__(self, config: TrainConfig, spec: GeneratorSpec, **kw: Any) -> None:
+        super().__init__(config, spec, **kw)
+        self.loss = get_loss(config.loss or self.family.default_loss)
+        self.policies = config.augment_policies
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.policies, generator=self.rng) if self.policies else x
+
+    def _critic(self, x: torch.Tensor, labels: torch.Tensor | None, features: bool = False):
+        return self.D(self._augment(x), labels, return_features=features)
+
+    def step(self, batch: Batch, step: int) -> dict[str, float]:
+        c = self.config
+        real, labels = batch.images, batch.labels
+        b = real.shape[0]
+        opt_g, opt_d = self.optimizers["G"], self.optimizers["D"]
+        logs: dict[str, float] = {}
+
+        # --- D ---
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        for i in range(c.d_steps):
+            d_index = step * c.d_steps + i
+            with torch.no_grad():
+                fake = self.G(self.randn(b, self.spec.latent_dim), labels)
+            lazy_r1 = c.r1_gamma > 0 and d_index % c.r1_every == 0
+            real_in = real.detach().requires_grad_(lazy_r1)
+            real_logits = self._critic(real_in, labels)
+            fake_logits = self._critic(fake, labels)
+            d_loss = self.loss.d_loss(real_logits, fake_logits)
+            total = d_loss
+            if lazy_r1:
+                r1 = r1_penalty(real_in, real_logits)
+                total = total + (c.r1_gamma / 2) * c.r1_every * r1
+                logs["r1"] = r1.item()
+            if self.loss.gradient_penalty:
+                gp = gradient_penalty(lambda x: self._critic(x, labels), real, fake, generator=self.rng)
+                total = total + c.gp_weight * gp
+                logs["gp"] = gp.item()
+            opt_d.zero_grad(set_to_none=True)
+            total.backward()
+            opt_d.step()
+        logs["d_loss"] = d_loss.item()
+        logs["d_real"] = real_logits.detach().mean().item()
+        logs["d_fake"] = fake_logits.detach().mean().item()
+
+        # --- G ---
+        self.G.requires_grad_(True)
+        self.D.requires_grad_(False)
+        g_labels = self.random_labels(b)
+        fake = self.G(self.randn(b, self.spec.latent_dim), g_labels)
+        want_features = c.feature_matching > 0
+        out = self._critic(fake, g_labels, features=want_features)
+        fake_logits, fake_feats = out if want_features else (out, None)
+        g_loss = self.loss.g_loss(fake_logits)
+        total = g_loss
+        if want_features:
+            with torch.no_grad():
+                _, real_feats = self._critic(real, labels, features=True)
+            fm = feature_matching_loss(real_feats, fake_feats)
+            total = total + c.feature_matching * fm
+            logs["fm"] = fm.item()
+        opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        opt_g.step()
+        self.D.requires_grad_(True)
+        logs["g_loss"] = g_loss.item()
+        return logs
+
+
+def trainer_class(family: ModelFamily) -> type[Trainer]:
+    """The Trainer a family trains with: its own (``family.trainer``) or the standard adversarial one."""
+    if family.trainer is None:
+        return AdversarialTrainer
+    from ganrt.models import load_factory
+
+    cls = load_factory(family.trainer)
+    if not (isinstance(cls, type) and issubclass(cls, Trainer)):
+        raise TypeError(f"{family.trainer} (trainer of {family.name!r}) is not a ganrt.train.trainer.Trainer")
+    return cls
