@@ -1,0 +1,269 @@
+"""export(): a generator -> a verified bundle (weights, ONNX fp32/fp16/int8, TensorRT engines).
+
+Everything is built and verified in a staging directory beside the bundle; only when every requested
+variant has passed (or ``allow_failed_parity`` keeps it, marked ``passed=false``) are the files moved in
+and the manifest written, last. A failed export leaves the bundle as it was. Re-exporting into an
+existing bundle of the same generator replaces only the artifacts it rebuilds (and drops the graphs and
+engines it does not rebuild when the graph's I/O changed, since they no longer match the manifest).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from ganrt.bundle import MANIFEST, WEIGHTS, Bundle, onnx_artifact_name, onnx_file_name
+from ganrt.errors import BundleError, ConfigError, SpecError
+from ganrt.postprocess import OUTPUT_FORMATS
+from ganrt.spec import GeneratorSpec
+
+from ganrt.export import graph as G
+from ganrt.export.verify import TOLERANCES, Tolerance, Verification, make_reference, raise_if_failed, verified_batches
+from ganrt.export.verify import verify_onnx
+
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _check_options(spec: GeneratorSpec, precisions: Sequence[str], max_batch: int, output_format: str,
+                   opset: int) -> list[str]:
+    if not isinstance(spec, GeneratorSpec):
+        raise SpecError(f"spec must be a ganrt.spec.GeneratorSpec, got {type(spec).__name__}")
+    precisions = list(dict.fromkeys(precisions))
+    bad = [p for p in precisions if p not in EXPORT_PRECISIONS]
+    if bad or not precisions:
+        raise ConfigError(f"precisions must be a non-empty subset of {EXPORT_PRECISIONS}, got {list(precisions)}")
+    if "fp32" not in precisions:  # every other precision is derived from, and verified beside, the fp32 graph
+        precisions.insert(0, "fp32")
+    if not isinstance(max_batch, int) or max_batch < 1:
+        raise ConfigError(f"max_batch must be an integer >= 1, got {max_batch!r}")
+    if output_format not in OUTPUT_FORMATS:
+        raise ConfigError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
+    if not isinstance(opset, int) or not 17 <= opset <= 23:
+        raise ConfigError(f"opset must be an integer in 17..23, got {opset!r} (18 is the tested default)")
+    return precisions
+
+
+def _check_destination(out_dir: Path, spec: GeneratorSpec) -> None:
+    """Fail before any work when the bundle could not be written (same rules as Bundle.create)."""
+    if (out_dir / MANIFEST).is_file():
+        old = Bundle.open(out_dir, verify=False)
+        if old.spec != spec:
+            raise BundleError(f"{out_dir} already holds a bundle of another generator ({old.spec.arch}, latent "
+                              f"{old.spec.latent_dim}); export into a new directory")
+    elif out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise BundleError(f"{out_dir} exists, is not empty and is not a ganrt bundle; choose another --out")
+
+
+def _check_weights_rebuild(state: dict[str, torch.Tensor], spec: GeneratorSpec) -> None:
+    """The torch backend rebuilds the generator from spec + weights: make sure that works now."""
+    from ganrt.models import build_generator
+
+    try:
+        rebuilt = build_generator(spec)
+        rebuilt.load_state_dict(state, strict=True)
+    except SpecError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpecError(f"the module's weights do not fit the generator its spec describes (arch {spec.arch!r}): "
+                        f"{first}. Give the spec of this module, or arch='external' with factory='pkg.mod:callable'"
+                        ) from None
+
+
+def _weights_file(path: Path, generator: nn.Module, spec: GeneratorSpec, source: dict[str, Any]) -> None:
+    from ganrt.checkpoint import Checkpoint, save_checkpoint
+
+    tensors = {f"G.{k}": v for k, v in generator.state_dict().items()}
+    save_checkpoint(path, Checkpoint(spec=spec, tensors=tensors, step=int(source.get("step", 0) or 0),
+                                     extra={"exported_from": source}))
+
+
+def _entry_extra(v: Verification) -> dict[str, Any]:
+    return {"tolerance": v.tolerance, "failures": v.failures}
+
+
+def export(generator: nn.Module, out_dir: str | os.PathLike, *, spec: GeneratorSpec,
+           precisions: Sequence[str] = ("fp32",), max_batch: int = 64, output_format: str = "uint8-nhwc",
+           opset: int = 18, tensorrt: bool = False, exporter: str = "auto", verify_batch_cap: int = 16,
+           allow_failed_parity: bool = False, tolerances: dict[str, Tolerance] | None = None,
+           int8_op_types: Sequence[str] | None = None, calibration_size: int = 64,
+           fp16_safe_max: float | None = None, trt_workspace_mb: int = 1024, source: dict[str, Any] | None = None,
+           progress: Progress | None = None) -> Bundle:
+    """Export ``generator`` (any ``nn.Module`` taking (z[, labels][, truncation]) and returning images in
+    ``spec.output_range``) to a verified bundle in ``out_dir``; returns the opened :class:`Bundle`.
+
+    ``precisions``: any of fp32, fp16, int8 (fp32 is always built: the others derive from it).
+    ``tensorrt``: also build TensorRT engines for each exported precision (needs a GPU and TensorRT).
+    ``verify_batch_cap``: the largest batch verified (batches 1, 3 and min(max_batch, cap)).
+    ``allow_failed_parity``: keep a variant outside its tolerance, marked ``passed=false``, instead of failing.
+    ``int8_op_types``: the op types int8 quantizes (default :data:`ganrt.export.int8.DEFAULT_OP_TYPES`).
+    """
+    log = progress or _quiet
+    precisions = _check_options(spec, precisions, max_batch, output_format, opset)
+    tolerances = {**TOLERANCES, **(tolerances or {})}
+    out_dir = Path(out_dir)
+    _check_destination(out_dir, spec)
+    if tensorrt:
+        from ganrt.export.tensorrt import require_tensorrt
+
+        require_tensorrt()
+    source = dict(source or {"kind": "module", "class": f"{type(generator).__module__}.{type(generator).__qualname__}"})
+
+    state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
+    if spec.arch != "external":
+        _check_weights_rebuild(state, spec)
+    module = G.GraphModule(G.prepare_generator(generator), spec, output_format).eval()
+    log(f"checking the generator against its spec ({spec.arch}, z {spec.latent_dim}, "
+        f"images {spec.channels}x{spec.height}x{spec.width})")
+    G.check_against_spec(module, spec, seeds=[0, 1, 2])
+    graph = G.graph_description(spec, output_format=output_format, opset=opset, max_batch=max_batch)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
+    try:
+        staged, verifications = _build(module, generator, spec, stage, precisions=precisions, opset=opset,
+                                       exporter=exporter, max_batch=max_batch, verify_batch_cap=verify_batch_cap,
+                                       tolerances=tolerances, int8_op_types=int8_op_types,
+                                       calibration_size=calibration_size, fp16_safe_max=fp16_safe_max,
+                                       source=source, log=log)
+        if not allow_failed_parity:
+            raise_if_failed(verifications)
+        if tensorrt:
+            staged += _build_engines(stage, staged, spec, max_batch=max_batch, workspace_mb=trt_workspace_mb,
+                                     out_dir=out_dir, log=log)
+        bundle = _write_bundle(out_dir, spec, graph, source, staged, log)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    log(f"bundle written: {out_dir}")
+    return Bundle.open(bundle.path)
+
+
+def _build(module, generator, spec, stage: Path, *, precisions, opset, exporter, max_batch, verify_batch_cap,
+           tolerances, int8_op_types, calibration_size, fp16_safe_max, source, log):
+    """Build and verify every artifact in ``stage``; returns ([(name, file, kwargs for add_artifact)], checks)."""
+    import onnx
+    import onnxruntime
+
+    staged: list[tuple[str, Path, dict[str, Any]]] = []
+    weights = stage / WEIGHTS
+    _weights_file(weights, generator, spec, source)
+    staged.append(("weights", weights, {"file": WEIGHTS, "kind": "weights", "precision": "fp32",
+                                        "made_by": {"format": "ganrt.checkpoint", "torch": torch.__version__}}))
+
+    log(f"exporting to ONNX (opset {opset}, exporter {exporter})")
+    raw_path = stage / "export.raw.onnx"
+    made_by = G.export_onnx(module, spec, raw_path, opset=opset, exporter=exporter, log=log)
+    full = onnx.load(str(raw_path))
+    full, slim_info = G.simplify(full)
+    G.name_batch_axis(full)
+    log(f"  onnxslim: {slim_info['nodes_before']} -> {slim_info['nodes_after']} nodes")
+    G.check_model(full, "the fp32 graph")
+    base_made_by = {**made_by, **G.onnx_versions(), "onnxruntime": onnxruntime.__version__,
+                    "simplify": slim_info}
+    full_paths = {"fp32": stage / "full.fp32.onnx"}
+    onnx.save(full, str(full_paths["fp32"]))
+
+    batches = verified_batches(max_batch, verify_batch_cap)
+    log(f"computing the torch reference at batch {', '.join(map(str, batches))}")
+    reference = make_reference(module, spec, batches)
+    verifications: list[Verification] = []
+    made: dict[str, dict[str, Any]] = {"fp32": dict(base_made_by)}
+
+    if "fp16" in precisions:
+        from ganrt.export.fp16 import convert_fp16
+
+        log("converting to fp16 (sensitive nodes kept fp32)")
+        model16, info = convert_fp16(full, spec, safe_max=fp16_safe_max)
+        G.check_model(model16, "the fp16 graph")
+        full_paths["fp16"] = stage / "full.fp16.onnx"
+        onnx.save(model16, str(full_paths["fp16"]))
+        made["fp16"] = {**base_made_by, **info}
+    if "int8" in precisions:
+        from ganrt.export.int8 import quantize_int8
+
+        log(f"quantizing to int8 (QDQ, symmetric, calibration {calibration_size} latents)")
+        full_paths["int8"] = stage / "full.int8.onnx"
+        info = quantize_int8(full_paths["fp32"], full_paths["int8"], spec, op_types=int8_op_types,
+                             calibration_size=calibration_size, work_dir=stage)
+        G.check_model(onnx.load(str(full_paths["int8"])), "the int8 graph")
+        made["int8"] = {**base_made_by, **info}
+
+    for precision in precisions:
+        name = onnx_artifact_name(precision)
+        log(f"verifying {name} against torch fp32 (onnxruntime CPU, batch {', '.join(map(str, batches))})")
+        v = verify_onnx(full_paths[precision], reference, spec, variant=name, tolerance=tolerances[precision])
+        log(("  passed: " if v.passed else "  FAILED: ") + v.summary())
+        verifications.append(v)
+        shipped = stage / onnx_file_name(precision)
+        onnx.save(G.drop_output(onnx.load(str(full_paths[precision]))), str(shipped))
+        staged.append((name, shipped, {"file": onnx_file_name(precision), "kind": "onnx", "precision": precision,
+                                       "made_by": made[precision], "parity": v.parity, "passed": v.passed,
+                                       **_entry_extra(v)}))
+    return staged, verifications
+
+
+def _build_engines(stage: Path, staged, spec, *, max_batch, workspace_mb, out_dir: Path, log):
+    from ganrt.export.tensorrt import build_engine
+
+    engines = []
+    cache_src = out_dir / "timing.cache"
+    cache = stage / "timing.cache"
+    if cache_src.is_file():
+        shutil.copyfile(cache_src, cache)
+    for name, path, kw in list(staged):
+        if kw["kind"] != "onnx" or not kw.get("passed"):
+            continue
+        log(f"building a TensorRT engine from {name}")
+        engine_path, entry = build_engine(path, stage, precision=kw["precision"], max_batch=max_batch,
+                                          workspace_mb=workspace_mb, timing_cache=cache)
+        engines.append((entry.pop("name"), engine_path, entry))
+    if engines and cache.is_file():
+        engines.append(("timing-cache", cache, {"file": "timing.cache", "kind": "timing_cache", "precision": None,
+                                                 "made_by": {"tensorrt": engines[0][2]["made_by"]["tensorrt"]}}))
+    return engines
+
+
+def _write_bundle(out_dir: Path, spec, graph, source, staged, log) -> Bundle:
+    bundle = Bundle.create(out_dir, spec, graph=None, source=source)
+    stale: list[str] = []
+    rebuilt = {name for name, _, _ in staged}
+    if bundle.graph and bundle.graph != graph:
+        stale = [n for n, a in bundle.artifacts.items() if a.get("kind") in ("onnx", "engine") and n not in rebuilt]
+        if stale:
+            log(f"  the graph's I/O changed: dropping {', '.join(sorted(stale))} (not rebuilt by this export)")
+    bundle.graph = graph
+    old_files = {n: bundle.artifacts[n]["file"] for n in stale}
+    for n in stale:
+        del bundle.artifacts[n]
+    for name, path, kw in staged:
+        bundle.add_artifact(name, path, **kw)
+    bundle.save()  # the manifest last: until now the old manifest described the bundle
+    for file in old_files.values():
+        if file not in {a["file"] for a in bundle.artifacts.values()}:
+            (out_dir / file).unlink(missing_ok=True)
+    return bundle
+
+
+def export_checkpoint(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike, *, ema: bool = True,
+                      **options: Any) -> Bundle:
+    """Export a ganrt checkpoint's generator (its EMA weights by default); options as :func:`export`."""
+    from ganrt.checkpoint import load_generator, read_metadata
+    from ganrt.fileio import sha256_file
+
+    path = Path(checkpoint_path)
+    generator, spec = load_generator(path, ema=ema)
+    meta = read_metadata(path)
+    source = {"kind": "checkpoint", "path": str(path), "sha256": sha256_file(path), "step": meta.get("step", 0),
+              "weights": "G_ema" if ema else "G", "dataset": meta.get("dataset") or {}}
+    return export(generator, out_dir, spec=spec, source=source, **options)

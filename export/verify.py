@@ -1,0 +1,168 @@
+"""Mandatory verification: every exported graph against the torch fp32 reference on fixed seeds.
+
+Each graph runs in onnxruntime (CPU) at batch 1, an odd batch and the largest verified batch (the
+bundle's max batch, capped for speed; what was verified is recorded). The images are compared with
+:func:`ganrt.parity.image_parity` in uint8 levels, and the float output is checked for NaN/Inf. A
+variant passes when its figures are inside the tolerance of its precision (:data:`TOLERANCES`).
+
+Tolerances, and why:
+
+- fp32: max 1 uint8 level: the same arithmetic in another order only flips roundings at .5.
+- fp16: >= 45 dB PSNR over all verified images and at most 8 levels anywhere (fp16 storage of weights and
+  activations, sensitive nodes kept fp32); measured ~55-60 dB / 1-3 levels on DCGAN digits models.
+- int8: >= 25 dB PSNR and mean |diff| <= 4 levels: static QDQ quantization of a generator is lossy
+  (EXPORT-NOTES.md: max 15-50 levels); max |diff| is recorded but not gated.
+Any NaN/Inf in the float output fails every precision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ganrt.errors import ParityError
+from ganrt.parity import image_parity, json_safe
+from ganrt.postprocess import ToUint8NHWC
+
+from ganrt.export.graph import RAW_OUTPUT, GraphModule, sample_inputs
+
+VERIFY_BATCH_CAP = 16  # the largest batch verified when max_batch is larger (recorded in the manifest)
+ODD_BATCH = 3
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_abs_diff: float | None = None  # uint8 levels, anywhere
+    min_psnr_db: float | None = None  # over all verified images
+    max_mean_abs_diff: float | None = None
+    max_nonfinite: int = 0
+
+    def failures(self, parity: dict[str, Any]) -> list[str]:
+        out = []
+        if parity["nonfinite"] > self.max_nonfinite:
+            out.append(f"{parity['nonfinite']} NaN/Inf values in the float output")
+        if self.max_abs_diff is not None and parity["max_abs_diff"] > self.max_abs_diff:
+            out.append(f"max |diff| {parity['max_abs_diff']:.0f} levels > {self.max_abs_diff:g}")
+        if self.min_psnr_db is not None and parity["psnr_db"] < self.min_psnr_db:
+            out.append(f"PSNR {parity['psnr_db']:.1f} dB < {self.min_psnr_db:g} dB")
+        if self.max_mean_abs_diff is not None and parity["mean_abs_diff"] > self.max_mean_abs_diff:
+            out.append(f"mean |diff| {parity['mean_abs_diff']:.2f} levels > {self.max_mean_abs_diff:g}")
+        return out
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(max_abs_diff=1),
+    "fp16": Tolerance(max_abs_diff=8, min_psnr_db=45.0),
+    "bf16": Tolerance(max_abs_diff=16, min_psnr_db=35.0),
+    "int8": Tolerance(min_psnr_db=25.0, max_mean_abs_diff=4.0),
+}
+
+
+def verified_batches(max_batch: int, cap: int = VERIFY_BATCH_CAP) -> list[int]:
+    """Batch 1, an odd batch and the largest verified batch, without repeats, in increasing order."""
+    top = max(1, min(int(max_batch), int(cap)))
+    return sorted({1, min(ODD_BATCH, top), top})
+
+
+def batch_seeds(batches: list[int]) -> list[list[int]]:
+    """Distinct fixed seeds per batch: batch b at position i uses 1000*(i+1) .. 1000*(i+1)+b-1."""
+    return [list(range(1000 * (i + 1), 1000 * (i + 1) + b)) for i, b in enumerate(batches)]
+
+
+@dataclass
+class Reference:
+    """The torch fp32 reference images for each verified batch (computed once, shared by every variant)."""
+
+    batches: list[int]
+    seeds: list[list[int]]
+    feeds: list[dict[str, np.ndarray]]
+    images: list[np.ndarray]  # uint8 (B, H, W, C)
+
+
+def _as_uint8(x: np.ndarray, output_range) -> np.ndarray:
+    """Float (B, C, H, W) -> uint8 (B, H, W, C) with the graph's own post-processing (NaN -> 0)."""
+    t = torch.from_numpy(np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0))
+    return ToUint8NHWC(output_range)(t).numpy()
+
+
+def make_reference(module: GraphModule, spec, batches: list[int]) -> Reference:
+    seeds = batch_seeds(batches)
+    feeds, images = [], []
+    for s in seeds:
+        f = sample_inputs(spec, s)
+        with torch.no_grad():
+            out = module(*(torch.from_numpy(v) for v in f.values()))
+        img = out[0].numpy() if isinstance(out, tuple) else _as_uint8(out.numpy(), spec.output_range)
+        feeds.append(f)
+        images.append(img)
+    return Reference(batches=list(batches), seeds=seeds, feeds=feeds, images=images)
+
+
+@dataclass
+class Verification:
+    variant: str
+    parity: dict[str, Any]  # image_parity over every verified image + per-batch figures (JSON-safe)
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+    tolerance: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        p = self.parity
+        return (f"{self.variant}: max |diff| {p['max_abs_diff']:.0f} levels, mean {p['mean_abs_diff']:.3f}, "
+                f"PSNR {_fmt_db(p['psnr_db'])}, >1 level {100 * p['frac_gt_1']:.3f}%, NaN/Inf {p['nonfinite']}")
+
+
+def _fmt_db(v) -> str:
+    return f"{v:.1f} dB" if isinstance(v, (int, float)) and np.isfinite(v) else "inf dB (identical)"
+
+
+def session(model_path: str | Path, threads: int | None = None):
+    """An onnxruntime CPU session (threads: torch's setting by default, so tests stay single-threaded)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def verify_onnx(model_path: str | Path, reference: Reference, spec, *, variant: str,
+                tolerance: Tolerance) -> Verification:
+    """Run the graph (outputs images [+ raw]) on the reference's feeds and compare."""
+    sess = session(model_path)
+    out_names = [o.name for o in sess.get_outputs()]
+    float_images = sess.get_outputs()[0].type == "tensor(float)"
+    ref_all, var_all, nonfinite, per_batch = [], [], 0, {}
+    for b, feeds, ref in zip(reference.batches, reference.feeds, reference.images):
+        outs = dict(zip(out_names, sess.run(out_names, feeds)))
+        raw = outs.get(RAW_OUTPUT, outs["images"] if float_images else None)
+        bad = int((~np.isfinite(raw)).sum()) if raw is not None else 0
+        img = _as_uint8(outs["images"], spec.output_range) if float_images else outs["images"]
+        if img.shape != ref.shape:
+            raise ParityError(f"{variant}: graph returns shape {list(img.shape)} at batch {b}, the torch reference "
+                              f"{list(ref.shape)}; the exported graph does not keep a dynamic batch axis")
+        p = image_parity(ref, img, nonfinite=bad)
+        per_batch[str(b)] = {"max_abs_diff": p["max_abs_diff"], "psnr_db": p["psnr_db"], "nonfinite": bad}
+        ref_all.append(ref)
+        var_all.append(img)
+        nonfinite += bad
+    parity = image_parity(np.concatenate(ref_all), np.concatenate(var_all), nonfinite=nonfinite)
+    failures = tolerance.failures(parity)
+    parity.update({"batch_sizes": list(reference.batches), "seeds": [[s[0], s[-1]] for s in reference.seeds],
+                   "per_batch": per_batch, "reference": "torch-fp32", "runner": "onnxruntime-cpu"})
+    return Verification(variant=variant, parity=json_safe(parity), passed=not failures, failures=failures,
+                        tolerance=asdict(tolerance))
+
+
+def raise_if_failed(results: list[Verification]) -> None:
+    failed = [r for r in results if not r.passed]
+    if failed:
+        detail = "; ".join(f"{r.variant} failed ({', '.join(r.failures)}) [{r.summary()}]" for r in failed)
+        raise ParityError(f"parity check failed: {detail}. Nothing was written to the bundle. Pass "
+                          "--allow-failed-parity (allow_failed_parity=True) to keep the variant marked passed=false, "
+                          "or export without that precision")
