@@ -1,0 +1,205 @@
+"""onnxruntime backend: the bundle's ONNX graph on the CPU, CUDA or TensorRT execution provider.
+
+- CPU: tuned SessionOptions (intra-op threads = physical cores unless told, sequential execution,
+  ORT_ENABLE_ALL graph optimizations, CPU memory arena and memory pattern on).
+- CUDA: inputs and outputs bound to device buffers (IO binding); with ``cuda_graphs`` the provider's
+  CUDA graph is enabled and each batch size gets its own static buffers and graph id
+  (``gpu_graph_id``), so after the first call at a size a request replays one captured graph.
+- TensorRT EP: engines and timing cache kept inside the bundle (``ort-trt-cache/``; a user cache
+  directory when the bundle is read-only), an optimization profile over batch 1..max_batch.
+
+onnxruntime is imported only when this backend is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ganrt.bundle import Bundle
+from ganrt.errors import BackendUnavailable, BundleError
+from ganrt.runtime.base import Backend, to_uint8_nhwc
+from ganrt.runtime.machine import physical_cores
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+              "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(double)": np.float64}
+TRT_CACHE_DIR = "ort-trt-cache"
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, bundle: Bundle, *, artifact: str, precision: str, provider: str = "cpu",
+                 max_batch: int | None = None, threads: int | None = None, cuda_graphs: bool = True,
+                 device_id: int = 0, cache_dir: str | os.PathLike | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailable("onnxruntime is not installed: `pip install ganrt[cpu]` "
+                                     "(or ganrt[gpu] for CUDA/TensorRT)") from None
+        if provider not in PROVIDERS:
+            raise BackendUnavailable(f"unknown onnxruntime provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
+        if PROVIDERS[provider] not in ort.get_available_providers():
+            raise BackendUnavailable(f"onnxruntime's {PROVIDERS[provider]} is not available here (this onnxruntime "
+                                     f"has {', '.join(ort.get_available_providers())}); for GPUs install "
+                                     "onnxruntime-gpu instead of onnxruntime")
+        device = "cpu" if provider == "cpu" else "cuda"
+        option = {"cpu": None, "cuda": "cuda", "tensorrt": "trtep"}[provider]
+        super().__init__(bundle.spec, precision=precision, device=device,
+                         max_batch=max_batch or int(bundle.graph.get("max_batch") or 64), option=option,
+                         provider=PROVIDERS[provider])
+        self._ort = ort
+        self._device_id = int(device_id)
+        self._output_format = bundle.graph.get("output_format", "uint8-nhwc")
+        self._path = bundle.artifact_path(artifact)
+        self.threads = int(threads) if threads else physical_cores()
+        self.cuda_graphs = bool(cuda_graphs) and provider == "cuda"
+        self.note = ""
+
+        options = self._session_options()
+        if provider == "cpu":
+            providers = [PROVIDERS["cpu"]]
+        elif provider == "cuda":
+            providers = [(PROVIDERS["cuda"], self._cuda_options(self.cuda_graphs)), PROVIDERS["cpu"]]
+        else:
+            providers = [(PROVIDERS["tensorrt"], self._trt_options(bundle, cache_dir)),
+                         (PROVIDERS["cuda"], self._cuda_options(False)), PROVIDERS["cpu"]]
+        try:
+            self._session = ort.InferenceSession(str(self._path), sess_options=options, providers=providers)
+        except Exception as e:
+            if not self.cuda_graphs:
+                raise BackendUnavailable(f"onnxruntime cannot load {self._path.name} on {PROVIDERS[provider]}: "
+                                         f"{_first_line(e)}") from None
+            # CUDA graphs need every node on the CUDA provider; run without them rather than fail
+            self.cuda_graphs = False
+            self.note = f"CUDA graphs off ({_first_line(e)})"
+            providers[0] = (PROVIDERS["cuda"], self._cuda_options(False))
+            self._session = ort.InferenceSession(str(self._path), sess_options=options, providers=providers)
+        if self.cuda_graphs:
+            self.option = "cuda-cudagraph"
+        active = self._session.get_providers()
+        if active[0] != PROVIDERS[provider]:
+            raise BackendUnavailable(f"onnxruntime fell back to {active[0]} instead of {PROVIDERS[provider]} "
+                                     "(CUDA/cuDNN/TensorRT libraries missing or mismatched?)")
+
+        self._inputs = {i.name: ORT_DTYPES.get(i.type, np.float32) for i in self._session.get_inputs()}
+        self._output = self._session.get_outputs()[0].name
+        expected = {"z"} | ({"labels"} if self.spec.conditional else set()) | \
+            ({"truncation"} if self.spec.has_truncation else set())
+        if set(self._inputs) != expected:
+            raise BundleError(f"{self._path.name} takes inputs {sorted(self._inputs)}, but the bundle's spec needs "
+                              f"{sorted(expected)}; re-export the bundle")
+        self._bound: dict[int, _BoundBatch] = {}
+
+    # -- configuration --------------------------------------------------------------------------------
+    def _session_options(self):
+        ort = self._ort
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # a generator is one chain: no inter-op parallelism
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.enable_cpu_mem_arena = True
+        so.enable_mem_pattern = True  # reuses the previous run's allocation plan for the same shapes
+        so.log_severity_level = 3  # errors only: the TensorRT/CUDA providers are chatty
+        return so
+
+    def _cuda_options(self, cuda_graphs: bool) -> dict:
+        return {"device_id": str(self._device_id), "enable_cuda_graph": "1" if cuda_graphs else "0",
+                "cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": "1"}
+
+    def _trt_options(self, bundle: Bundle, cache_dir) -> dict:
+        cache = Path(cache_dir) if cache_dir else trt_cache_dir(bundle)
+        cache.mkdir(parents=True, exist_ok=True)
+        shapes = {}
+        for size in ("min", "opt", "max"):
+            b = {"min": 1, "opt": min(8, self.max_batch), "max": self.max_batch}[size]
+            parts = [f"z:{b}x{self.spec.latent_dim}"]
+            if self.spec.conditional:
+                parts.append(f"labels:{b}")
+            if self.spec.has_truncation:
+                parts.append(f"truncation:{b}")
+            shapes[f"trt_profile_{size}_shapes"] = ",".join(parts)
+        self.cache_dir = cache
+        return {"device_id": str(self._device_id), "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": "True",
+                "trt_timing_cache_path": str(cache), **shapes}
+
+    # -- running --------------------------------------------------------------------------------------
+    def _cast(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: feeds[k].astype(dtype, copy=False) for k, dtype in self._inputs.items()}
+
+    def _finish(self, out: np.ndarray) -> np.ndarray:
+        if self._output_format == "float-nchw":
+            return to_uint8_nhwc(out, self.spec.output_range)
+        return out
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        feeds = self._cast(feeds)
+        if self.device == "cpu":
+            return self._finish(self._session.run([self._output], feeds)[0])
+        if self.cuda_graphs:
+            batch = feeds["z"].shape[0]
+            bound = self._bound.get(batch)
+            if bound is None:
+                bound = self._bound[batch] = _BoundBatch(self, feeds, graph_id=len(self._bound) + 1)
+            return self._finish(bound.run(feeds))
+        ort = self._ort
+        binding = self._session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", self._device_id))
+        binding.bind_output(self._output, "cuda", self._device_id)
+        self._session.run_with_iobinding(binding)
+        return self._finish(binding.get_outputs()[0].numpy())
+
+    def _close(self) -> None:
+        self._bound.clear()
+        self._session = None
+
+
+class _BoundBatch:
+    """Static device buffers and an IO binding for one batch size, replayed as CUDA graph ``graph_id``."""
+
+    def __init__(self, backend: OnnxRuntimeBackend, feeds: dict[str, np.ndarray], graph_id: int) -> None:
+        ort = backend._ort
+        dev = backend._device_id
+        self.session = backend._session
+        self.inputs = {k: ort.OrtValue.ortvalue_from_numpy(v, "cuda", dev) for k, v in feeds.items()}
+        out_meta = self.session.get_outputs()[0]
+        b = feeds["z"].shape[0]
+        spec = backend.spec
+        if backend._output_format == "float-nchw":
+            shape, dtype = (b, spec.channels, spec.height, spec.width), np.float32
+        else:
+            shape, dtype = (b, spec.height, spec.width, spec.channels), np.uint8
+        self.output = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, "cuda", dev)
+        self.binding = self.session.io_binding()
+        for k, v in self.inputs.items():
+            self.binding.bind_ortvalue_input(k, v)
+        self.binding.bind_ortvalue_output(out_meta.name, self.output)
+        self.run_options = ort.RunOptions()
+        self.run_options.add_run_config_entry("gpu_graph_id", str(graph_id))  # one captured graph per size
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        for k, v in feeds.items():
+            self.inputs[k].update_inplace(v)  # same device address: the captured graph reads it
+        self.session.run_with_iobinding(self.binding, self.run_options)
+        return self.output.numpy()
+
+
+def trt_cache_dir(bundle: Bundle) -> Path:
+    """The TensorRT EP's engine/timing cache: inside the bundle, or a user cache dir if it is read-only."""
+    inside = bundle.path / TRT_CACHE_DIR
+    if os.access(bundle.path, os.W_OK):
+        return inside
+    key = hashlib.sha256(str(bundle.path.resolve()).encode()).hexdigest()[:16]
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ganrt" / "ort-trt" / key
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

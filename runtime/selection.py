@@ -1,0 +1,327 @@
+"""Which backend runs a bundle here: a pure function of the manifest and of what this machine has.
+
+``select(manifest, available, backend=..., precision=..., device=...)`` returns a ``Choice`` saying which
+backend, precision, device and artifact to load and why. ``backend="auto"`` picks, among the variants
+this machine can run whose parity passed:
+
+1. by the manifest's "benchmarks" section, when it was recorded on this machine (same CPU and GPU
+   strings): the variant with the lowest median latency;
+2. else by the default order: tensorrt > onnxruntime-cuda > openvino-bf16 (only when the CPU has bf16
+   and a bf16 artifact passed parity) > onnxruntime-cpu > torch.
+
+Without a requested precision, GPU backends prefer fp16 > bf16 > fp32 and CPU backends fp32 (int8 is
+lossy and, on CPUs, measured slower: it is used only when asked for). Nothing here imports a backend.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ganrt.bundle import PRECISIONS
+from ganrt.errors import BackendUnavailable, BundleError, ConfigError
+from ganrt.runtime.machine import Availability
+
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
+DEVICES = ("cpu", "cuda")
+ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                 "tensorrt": "TensorrtExecutionProvider"}
+GPU_PRECISION_ORDER = ("fp16", "bf16", "fp32")
+ENGINE_FILE = re.compile(r"(?P<precision>[a-z0-9]+)\.sm(?P<sm>\d+)\.trt(?P<trt>[0-9.]+?)\.plan$")
+
+
+@dataclass(frozen=True)
+class Choice:
+    backend: str  # "torch" | "onnxruntime" | "openvino" | "tensorrt"
+    precision: str
+    device: str  # "cpu" | "cuda"
+    artifact: str  # manifest artifact name ("weights", "onnx-fp32", "trt-fp16-sm89-trt10.13", ...)
+    options: tuple[str, ...] = ()  # variant options: "cuda", "trtep", "compile", "cudagraph"
+    passed: bool | None = None  # the artifact's parity verdict in the manifest
+    reason: str = ""
+
+    @property
+    def variant(self) -> str:
+        return "-".join((self.backend, self.precision, *self.options))
+
+    @property
+    def provider(self) -> str | None:
+        """onnxruntime's execution provider for this choice."""
+        if self.backend != "onnxruntime":
+            return None
+        return ORT_PROVIDERS["tensorrt" if "trtep" in self.options else self.device]
+
+    def but(self, **changes: Any) -> "Choice":
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+
+@dataclass
+class _Pool:
+    """Every variant this machine could run from this bundle, in default order, and why others are not."""
+
+    choices: list[Choice] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+# -- engines --------------------------------------------------------------------------------------------
+def engine_target(name: str, entry: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(sm, trt version) an engine was built for: from its entry's fields, else from its file name."""
+    sm = entry.get("sm") or entry.get("compute_capability")
+    trt = entry.get("trt_version") or entry.get("tensorrt_version")
+    m = ENGINE_FILE.search(str(entry.get("file", "")))
+    if m:
+        sm = sm or m.group("sm")
+        trt = trt or m.group("trt")
+    if sm is not None:
+        sm = "sm" + str(sm).lower().removeprefix("sm").replace(".", "")
+    return sm, (None if trt is None else str(trt))
+
+
+def trt_version_matches(built: str | None, here: str | None) -> bool:
+    """An engine runs only on the TensorRT it was built with: every recorded version component must match."""
+    if built is None or here is None:
+        return False
+    b = [p for p in built.split(".") if p]
+    h = here.split(".")
+    return len(b) >= 1 and b == h[:len(b)]
+
+
+def engine_mismatch(name: str, entry: dict[str, Any], avail: Availability) -> str | None:
+    """Why the engine cannot run here, or None when it can."""
+    sm, trt = engine_target(name, entry)
+    if avail.sm is None:
+        return f"engine {name!r} needs a CUDA GPU; none is visible here"
+    if avail.tensorrt is None:
+        return f"engine {name!r} needs TensorRT; `pip install ganrt[gpu]`"
+    if sm != avail.sm:
+        return (f"engine {name!r} was built for {sm or 'an unknown GPU'}, this GPU ({avail.gpu}) is {avail.sm}; "
+                "rebuild it here with `ganrt export --engine`")
+    if not trt_version_matches(trt, avail.tensorrt):
+        return (f"engine {name!r} was built with TensorRT {trt or 'unknown'}, this machine has TensorRT "
+                f"{avail.tensorrt}; rebuild it here with `ganrt export --engine`")
+    return None
+
+
+# -- the pool of runnable variants ----------------------------------------------------------------------
+def _onnx_for(artifacts: dict[str, dict], precision: str, *, prefer_rewritten: bool = False) -> str | None:
+    names = [f"onnx-{precision}-rw", f"onnx-{precision}"] if prefer_rewritten else [f"onnx-{precision}",
+                                                                                    f"onnx-{precision}-rw"]
+    return next((n for n in names if n in artifacts), None)
+
+
+def openvino_artifact(artifacts: dict[str, dict], precision: str) -> str | None:
+    """bf16: a graph prepared for bf16 if the export made one, else the ConvTranspose-rewritten fp32, else fp32."""
+    if precision == "bf16":
+        return next((n for n in ("onnx-bf16", "onnx-fp32-rw", "onnx-fp32") if n in artifacts), None)
+    return _onnx_for(artifacts, precision)
+
+
+def _pool(manifest: dict[str, Any], avail: Availability) -> _Pool:
+    artifacts: dict[str, dict] = manifest.get("artifacts") or {}
+    pool = _Pool()
+
+    def add(backend, precision, device, artifact, options=()):
+        passed = True if artifact == "weights" else artifacts.get(artifact, {}).get("passed")
+        pool.choices.append(Choice(backend, precision, device, artifact, tuple(options), passed))
+
+    # tensorrt: one engine per precision that fits this GPU and TensorRT
+    engines = {n: a for n, a in artifacts.items() if a.get("kind") == "engine"}
+    for precision in GPU_PRECISION_ORDER + ("int8",):
+        for name, entry in engines.items():
+            if entry.get("precision") == precision:
+                why = engine_mismatch(name, entry, avail)
+                if why is None:
+                    add("tensorrt", precision, "cuda", name)
+                    break
+                pool.missing.append(why)
+
+    ort_cuda = avail.cuda and ORT_PROVIDERS["cuda"] in avail.ort_providers
+    ort_trt = avail.cuda and ORT_PROVIDERS["tensorrt"] in avail.ort_providers
+    for precision in GPU_PRECISION_ORDER + ("int8",):
+        art = _onnx_for(artifacts, precision)
+        if art and ort_cuda:
+            add("onnxruntime", precision, "cuda", art, ("cuda",))
+        if art and ort_trt:
+            add("onnxruntime", precision, "cuda", art, ("trtep",))
+    if not ort_cuda and avail.cuda:
+        pool.missing.append("onnxruntime CUDA provider is not installed (`pip install onnxruntime-gpu`)")
+
+    if avail.openvino:
+        for precision in ("bf16", "fp32"):
+            art = openvino_artifact(artifacts, precision)
+            if art:
+                if precision == "bf16" and artifacts[art].get("precision") == "bf16":
+                    passed = artifacts[art].get("passed")
+                else:  # fp32 graph run with the bf16 hint: no bf16 parity on record
+                    passed = None if precision == "bf16" else artifacts[art].get("passed")
+                pool.choices.append(Choice("openvino", precision, "cpu", art, (), passed))
+
+    if ORT_PROVIDERS["cpu"] in avail.ort_providers:
+        for precision in ("fp32", "fp16", "bf16", "int8"):
+            art = _onnx_for(artifacts, precision)
+            if art:
+                add("onnxruntime", precision, "cpu", art)
+
+    if avail.torch and "weights" in artifacts:
+        if avail.cuda:
+            for precision in GPU_PRECISION_ORDER:
+                add("torch", precision, "cuda", "weights", ("cuda",))
+        add("torch", "fp32", "cpu", "weights")
+    return pool
+
+
+def _have(manifest: dict[str, Any]) -> list[str]:
+    artifacts = manifest.get("artifacts") or {}
+    return sorted({a.get("precision") for a in artifacts.values() if a.get("precision")}
+                  | ({"fp32"} if "weights" in artifacts else set()))
+
+
+def _check_request(manifest: dict[str, Any], backend: str, precision: str | None, device: str | None) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if device is not None and device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision is not None:
+        have = _have(manifest)
+        # torch casts its fp32 weights; OpenVINO runs an fp32 graph with the bf16 hint
+        runtime_cast = (backend == "torch" and precision in ("fp16", "bf16")) or \
+            (backend == "openvino" and precision == "bf16")
+        if precision not in have and not runtime_cast:
+            raise BundleError(f"the bundle has no {precision} artifact (it has: {', '.join(have) or 'nothing'}); "
+                              f"export the bundle with that precision too, or ask for one it has")
+
+
+def _default_rank(choice: Choice, avail: Availability) -> tuple:
+    """Sort key of the default order; smaller is preferred."""
+    if choice.backend == "tensorrt":
+        tier = 0
+    elif choice.backend == "onnxruntime" and choice.device == "cuda":
+        tier = 1 if "cuda" in choice.options else 1.5  # the TensorRT EP builds engines at load: explicit only
+    elif choice.backend == "openvino" and choice.precision == "bf16":
+        tier = 2 if avail.openvino_bf16 else 3.6  # without bf16 support it would fall back to fp32
+    elif choice.backend == "onnxruntime":
+        tier = 3
+    elif choice.backend == "openvino":
+        tier = 3.5
+    else:
+        tier = 4 if choice.device == "cuda" else 5
+    order = GPU_PRECISION_ORDER if choice.device == "cuda" else ("fp32", "bf16", "fp16")
+    prec = order.index(choice.precision) if choice.precision in order else len(order)
+    return (tier, prec)
+
+
+def select(manifest: dict[str, Any], available: Availability, *, backend: str = "auto",
+           precision: str | None = None, device: str | None = None, provider: str | None = None) -> Choice:
+    """The variant to run, with ``reason`` saying why; clear errors when nothing fits."""
+    _check_request(manifest, backend, precision, device)
+    if provider is not None and provider not in ORT_PROVIDERS:
+        raise ConfigError(f"unknown onnxruntime provider {provider!r}; choose one of {', '.join(ORT_PROVIDERS)}")
+    pool = _pool(manifest, available)
+
+    def fits(c: Choice) -> bool:
+        if backend != "auto" and c.backend != backend:
+            return False
+        if precision is not None and c.precision != precision:
+            return False
+        if device is not None and c.device != device:
+            return False
+        if provider is not None and (c.backend != "onnxruntime" or c.provider != ORT_PROVIDERS[provider]):
+            return False
+        return True
+
+    candidates = sorted((c for c in pool.choices if fits(c)), key=lambda c: _default_rank(c, available))
+    if backend == "auto":
+        candidates = [c for c in candidates if _auto_ok(c, available, precision)]
+    if not candidates:
+        raise BackendUnavailable(_nothing_fits(manifest, available, backend, precision, device, pool))
+
+    if backend != "auto":
+        best = candidates[0]
+        why = f"{backend} was asked for"
+        if best.passed is False:
+            why += f"; WARNING: artifact {best.artifact!r} failed parity in the manifest"
+        return best.but(reason=why)
+
+    bench = manifest.get("benchmarks") or {}
+    machine = bench.get("machine") or {}
+    here = {"cpu": available.cpu, "gpu": available.gpu}
+    if bench.get("variants"):
+        if machine.get("cpu") == here["cpu"] and machine.get("gpu") == here["gpu"]:
+            timed = sorted(((v.get("median_ms"), name) for name, v in bench["variants"].items()
+                            if v.get("passed") is True and isinstance(v.get("median_ms"), (int, float))),
+                           key=lambda t: t[0])
+            for ms, name in timed:
+                match = _match_variant(name, candidates)
+                if match is not None:
+                    return match.but(
+                        reason=f"fastest variant that passed parity in the bundle's benchmarks on this machine "
+                               f"({ms:.3g} ms median at batch {bench.get('batch_size', '?')})")
+            note = "; no benchmarked variant that passed parity can run here"
+        else:
+            note = (f"; the bundle's benchmarks were recorded on another machine "
+                    f"({machine.get('cpu')!r}/{machine.get('gpu')!r}), not used")
+    else:
+        note = "; no benchmarks recorded in the bundle"
+    best = candidates[0]
+    return best.but(reason=f"default order tensorrt > onnxruntime-cuda > openvino-bf16 > onnxruntime-cpu > torch"
+                           f"{note}")
+
+
+TORCH_OPTIONS = {"cpu": ("compile",), "cuda": ("compile", "cudagraph")}
+
+
+def _match_variant(name: str, candidates: list[Choice]) -> Choice | None:
+    """The candidate a benchmarked variant name describes; torch variants may add -compile / -cudagraph."""
+    for c in candidates:
+        if name == c.variant:
+            return c
+        if c.backend == "torch" and name.startswith(c.variant + "-"):
+            extra = tuple(name[len(c.variant) + 1:].split("-"))
+            if all(o in TORCH_OPTIONS[c.device] for o in extra):
+                return c.but(options=c.options + extra)
+    return None
+
+
+def _auto_ok(c: Choice, avail: Availability, precision: str | None) -> bool:
+    """auto never picks a variant whose parity failed, nor one with no parity on record (but the reference)."""
+    if c.backend == "torch":
+        return c.precision == "fp32" or precision is not None
+    if c.passed is not True:
+        return False
+    if c.backend == "openvino" and c.precision == "bf16":
+        return avail.openvino_bf16
+    if "trtep" in c.options:
+        return False  # builds engines on first load (minutes): only when asked for, or benchmarked
+    if precision is None and c.precision == "int8":
+        return False
+    return True
+
+
+def _nothing_fits(manifest, avail, backend, precision, device, pool) -> str:
+    asked = " ".join(x for x in (backend if backend != "auto" else "any backend",
+                                 precision and f"at {precision}", device and f"on {device}") if x)
+    why = []
+    if backend in ("tensorrt",) or device == "cuda":
+        if not avail.cuda:
+            why.append("no CUDA GPU is visible here")
+    if backend == "onnxruntime" and not avail.ort_providers:
+        why.append("onnxruntime is not installed (`pip install ganrt[cpu]`)")
+    if backend == "openvino" and not avail.openvino:
+        why.append("OpenVINO is not installed (`pip install ganrt[cpu]`)")
+    if backend == "tensorrt" and not any(a.get("kind") == "engine" for a in (manifest.get("artifacts") or {}).values()):
+        why.append("the bundle has no TensorRT engine (build one with `ganrt export --engine` on the target GPU)")
+    if backend == "torch" and precision in ("fp16", "bf16") and not avail.cuda:
+        why.append(f"torch {precision} runs on CUDA only; on this CPU use precision fp32")
+    if backend == "torch" and precision == "int8":
+        why.append("the torch backend runs fp32 (and fp16/bf16 on CUDA), not int8")
+    if backend == "auto":
+        why.append("every variant that could run here failed parity or has none on record")
+    why += pool.missing
+    runnable = ", ".join(sorted({c.variant for c in pool.choices})) or "none"
+    return (f"cannot run {asked} for this bundle here: {'; '.join(dict.fromkeys(why)) or 'no matching artifact'}. "
+            f"Variants this machine can run from it: {runnable}")
