@@ -1,0 +1,155 @@
+"""Commands: ``ganrt bench`` (speed + parity of every variant of a bundle), ``ganrt eval`` (FD/KID/IS/PR of a
+generator against its data) and ``ganrt train-classifier`` (the domain feature extractor)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ganrt.errors import ConfigError
+
+EXTRACTOR_CHOICES = ("domain", "inception", "pixels")
+
+
+def _echo_json(obj) -> None:
+    from ganrt.parity import json_safe
+
+    click.echo(json.dumps(json_safe(obj), indent=2))
+
+
+def _progress(total: int, desc: str, disable: bool = False):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", leave=False, disable=disable, file=sys.stderr)
+
+
+# --- train-classifier -------------------------------------------------------------------------------------------------
+@click.command("train-classifier", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dataset", "dataset", type=str, default="mnist", show_default=True,
+              help="Dataset: 'mnist' (built in), a folder of images (class subfolders) or an .npz file.")
+@click.option("--resolution", type=click.IntRange(min=8), default=32, show_default=True,
+              help="Image size the classifier works at (generated images are resized to it).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the classifier (.safetensors).")
+@click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True, help="Training epochs.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True, help="Batch size.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True,
+              help="Peak learning rate (one-cycle schedule, Adam).")
+@click.option("--width", type=click.IntRange(min=4), default=16, show_default=True,
+              help="Channels of the first conv layer (then 2x and 4x).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of init and shuffles.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON.")
+def train_classifier(dataset: str, resolution: int, out: Path, epochs: int, batch_size: int, lr: float, width: int,
+                     seed: int, threads: int | None, as_json: bool) -> None:
+    """Train the small CNN used as the `domain` feature extractor (FD-domain, KID-domain, IS-domain).
+
+    A held-out 10% of the data gives the reported test accuracy.
+    """
+    import torch
+    from ganrt.train.datasets import load_dataset
+
+    from ganrt.metrics.domain import save_classifier
+    from ganrt.metrics.domain import train_classifier as fit
+
+    if threads:
+        torch.set_num_threads(threads)
+    data = load_dataset(dataset, resolution)
+    n_train = len(data) - max(1, round(len(data) * 0.1))
+    with _progress(epochs * (n_train // batch_size) * batch_size, "train-classifier", disable=as_json) as bar:
+        model, config, report = fit(data.images, data.labels, data.num_classes, epochs=epochs,
+                                    batch_size=batch_size, lr=lr, width=width, seed=seed, progress=bar.update)
+    save_classifier(out, model, config, dataset=data.identity, report=report)
+    report = {"out": str(out), "dataset": data.identity.get("name"), **report}
+    if as_json:
+        _echo_json(report)
+    else:
+        click.echo(f"classifier -> {out}: test accuracy {report['test_accuracy']:.4f} on {report['n_test']} "
+                   f"held-out images ({report['n_train']} trained, {epochs} epochs)")
+
+
+# --- eval -------------------------------------------------------------------------------------------------------------
+def _generator_for(path: Path, backend: str, batch_size: int):
+    """(generate(seeds) -> uint8 NHWC, spec, description) from a checkpoint file or a bundle directory."""
+    from ganrt.checkpoint import load_generator
+    from ganrt.metrics.evaluate import torch_generate_fn
+
+    if path.is_dir():
+        from ganrt.bundle import WEIGHTS, Bundle
+
+        bundle = Bundle.open(path)
+        if backend == "reference":
+            module, spec = load_generator(bundle.path / WEIGHTS)
+            return torch_generate_fn(module, spec, batch_size=batch_size), spec, "bundle reference (torch fp32)"
+        from ganrt.runtime import load
+
+        gen = load(path, backend=backend)
+        return (lambda seeds: gen.generate(seeds=list(seeds))), gen.spec, f"bundle {gen.variant}"
+    if backend != "reference":
+        raise ConfigError(f"--backend {backend} needs a bundle directory; {path} is a checkpoint, which is "
+                          "evaluated with its torch reference (export it with `ganrt export` to use a backend)")
+    module, spec = load_generator(path)
+    return torch_generate_fn(module, spec, batch_size=batch_size), spec, "checkpoint (torch fp32, EMA weights)"
+
+
+@click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--dataset", type=str, default="mnist", show_default=True,
+              help="Real data: 'mnist', a folder of images or an .npz file.")
+@click.option("--extractor", type=click.Choice(EXTRACTOR_CHOICES), default="domain", show_default=True,
+              help="Feature extractor: domain (needs --classifier), inception (FID; needs --inception-weights), "
+                   "pixels (parity-only fallback).")
+@click.option("--classifier", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Domain classifier file from `ganrt train-classifier`.")
+@click.option("--inception-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="FID Inception-v3 weights (.safetensors); default: $GANRT_INCEPTION_WEIGHTS.")
+@click.option("--n", "n", type=click.IntRange(min=10), default=2000, show_default=True,
+              help="Images per side (generated and real; real capped at the dataset size).")
+@click.option("--backend", type=click.Choice(["reference", "auto", "torch", "onnxruntime", "openvino", "tensorrt"]),
+              default="reference", show_default=True,
+              help="For a bundle: the torch fp32 reference weights, or a runtime backend.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Batch size.")
+@click.option("--kid-subsets", type=click.IntRange(min=1), default=100, show_default=True, help="KID subsets.")
+@click.option("--kid-subset-size", type=click.IntRange(min=2), default=1000, show_default=True,
+              help="KID subset size (capped at n).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Reference statistics cache (default: $GANRT_CACHE_DIR/stats or ~/.cache/ganrt/stats).")
+@click.option("--no-cache", is_flag=True, help="Recompute the real features and do not write the cache.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def eval_command(source: Path, dataset: str, extractor: str, classifier: Path | None, inception_weights: Path | None,
+                 n: int, backend: str, batch_size: int, kid_subsets: int, kid_subset_size: int,
+                 cache_dir: Path | None, no_cache: bool, as_json: bool) -> None:
+    """FD/KID/IS/precision-recall of a generator (CHECKPOINT file or BUNDLE directory) against its data.
+
+    With --extractor domain the numbers are FD-domain etc.: comparable between runs that use the same
+    classifier file, not with published FIDs.
+    """
+    import torch
+    from ganrt.train.datasets import load_dataset
+
+    from ganrt.metrics.evaluate import evaluate_generator
+    from ganrt.metrics.extractors import get_extractor
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    feat = get_extractor(extractor, classifier=classifier, inception_weights=inception_weights)
+    generate, spec, what = _generator_for(source, backend, batch_size)
+    data = load_dataset(dataset, spec.height, channels=spec.channels)
+    with _progress(3 * n, "eval", disable=as_json) as bar:
+        result = evaluate_generator(generate, data.images, data.identity, feat, n=n, batch_size=batch_size,
+                                    cache_dir=cache_dir, use_cache=not no_cache, kid_subsets=kid_subsets,
+                                    kid_subset_size=kid_subset_size, progress=bar.update)
+    result["generator"] = {"source": str(source), "what": what}
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(f"{what}: {source}  ({result['n_fake']} generated vs {result['n_real']} real, extractor "
+               f"{extractor})")
+    for name, value in result["metrics"].items():
+        if isinstance(value, dict):
+            click.echo(f"  {name:18s} {value['mean']:.5g} ± {value['std']:.2g}")
+        else:
+            click.echo(f"  {name:18s} {value:.5g}")
