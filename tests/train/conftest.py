@@ -1,0 +1,42 @@
+"""Small datasets on disk for the training tests (no network, a few KB each)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def write_png(path, array) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture
+def labelled_npz(tmp_path):
+    """24 random 32x32 gray images in 3 classes."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "labelled.npz"
+    np.savez(path, images=rng.integers(0, 256, (24, 32, 32), dtype=np.uint8),
+             labels=np.arange(24, dtype=np.int64) % 3)
+    return path
+
+
+@pytest.fixture
+def unlabelled_npz(tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "unlabelled.npz"
+    np.savez(path, images=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8))
+    return path
+
+
+def tiny_config(dataset, **changes):
+    """A TrainConfig that trains in well under a second per step on one thread."""
+    from ganrt.train.config import TrainConfig
+
+    base = dict(dataset=str(dataset), resolution=32, steps=4, batch_size=4, width=4, latent_dim=8,
+                arch_kwargs={"embed_dim": 4}, sample_every=2, checkpoint_every=2, log_every=1, sample_columns=2,
+                threads=1)
+    base.update(changes)
+    return TrainConfig(**base)
