@@ -44,6 +44,7 @@ from ganrt.train.losses import get_loss
 from ganrt.train.regularizers import feature_matching_loss, gradient_penalty, r1_penalty
 from torch import nn
 
+from ganrt.errors import ConfigError
 from ganrt.models import ModelFamily, get
 from ganrt.spec import GeneratorSpec
 
@@ -139,6 +140,9 @@ class AdversarialTrainer(Trainer):
 
     def __init__(self, config: TrainConfig, spec: GeneratorSpec, **kw: Any) -> None:
         super().__init__(config, spec, **kw)
+        if self.D is None:
+            raise ConfigError(f"architecture {spec.arch!r} has no discriminator, so the adversarial trainer cannot "
+                              "train it; its ModelFamily must name its own trainer")
         self.loss = get_loss(config.loss or self.family.default_loss)
         self.policies = config.augment_policies
 

@@ -82,3 +82,15 @@ def test_a_trainer_that_is_not_a_trainer_subclass_is_refused(tmp_path, labelled_
                         dataclasses.replace(custom_family, trainer="custom_trainer_mod:NotATrainer"))
     with pytest.raises(TypeError, match="is not a ganrt.train.trainer.Trainer"):
         train(tiny_config(labelled_npz, arch="meanmatch"), tmp_path / "run", progress=False)
+
+
+def test_adversarial_training_of_a_family_without_discriminator_is_refused(tmp_path, labelled_npz, monkeypatch):
+    import dataclasses
+
+    from ganrt import models
+    from ganrt.errors import ConfigError
+
+    family = dataclasses.replace(models.get("dcgan"), name="nod", build_discriminator=None)
+    monkeypatch.setitem(models._REGISTRY, "nod", family)
+    with pytest.raises(ConfigError, match="'nod' has no discriminator"):
+        train(tiny_config(labelled_npz, arch="nod"), tmp_path / "run", progress=False)
