@@ -62,6 +62,23 @@ def sample_inputs(spec: GeneratorSpec, seeds: list[int], *, truncation: float = 
     return feeds
 
 
+def calibration_inputs(spec: GeneratorSpec, n: int, *, seed: int = 20240601,
+                       batch: int = 8) -> list[dict[str, np.ndarray]]:
+    """Feeds drawn from the generator's own input distribution, in batches: z ~ N(0, I), labels uniform,
+    truncation uniform in [0, 1]. A generator needs no calibration dataset."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    feeds = []
+    for start in range(0, n, batch):
+        b = min(batch, n - start)
+        f = {"z": rng.standard_normal((b, spec.latent_dim)).astype(np.float32)}
+        if spec.num_classes > 0:
+            f["labels"] = rng.integers(0, spec.num_classes, size=b).astype(np.int64)
+        if spec.has_truncation:
+            f["truncation"] = rng.uniform(0.0, 1.0, size=b).astype(np.float32)
+        feeds.append(f)
+    return feeds
+
+
 class GraphModule(nn.Module):
     """The generator as the graph sees it: (z[, labels][, truncation]) -> (images, raw) for "uint8-nhwc",
     images (the raw float output) for "float-nchw"."""
@@ -196,6 +213,7 @@ def export_onnx(module: GraphModule, spec: GeneratorSpec, path: str | Path, *, o
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecations
                 (_export_dynamo if name == "dynamo" else _export_torchscript)(module, args, names, path, opset)
         except Exception as e:  # both exporters raise many unrelated types; the message is what matters
             failures.append(f"{name}: {_first_line(e)}")

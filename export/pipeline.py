@@ -12,20 +12,27 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
+from ganrt.export import graph as G
+from ganrt.export.verify import (
+    TOLERANCES,
+    Tolerance,
+    Verification,
+    make_reference,
+    raise_if_failed,
+    verified_batches,
+    verify_onnx,
+)
 from torch import nn
 
 from ganrt.bundle import MANIFEST, WEIGHTS, Bundle, onnx_artifact_name, onnx_file_name
 from ganrt.errors import BundleError, ConfigError, SpecError
 from ganrt.postprocess import OUTPUT_FORMATS
 from ganrt.spec import GeneratorSpec
-
-from ganrt.export import graph as G
-from ganrt.export.verify import TOLERANCES, Tolerance, Verification, make_reference, raise_if_failed, verified_batches
-from ganrt.export.verify import verify_onnx
 
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 Progress = Callable[[str], None]
@@ -132,7 +139,7 @@ def export(generator: nn.Module, out_dir: str | os.PathLike, *, spec: GeneratorS
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
     try:
-        staged, verifications = _build(module, generator, spec, stage, precisions=precisions, opset=opset,
+        staged, verifications, reference = _build(module, generator, spec, stage, precisions=precisions, opset=opset,
                                        exporter=exporter, max_batch=max_batch, verify_batch_cap=verify_batch_cap,
                                        tolerances=tolerances, int8_op_types=int8_op_types,
                                        calibration_size=calibration_size, fp16_safe_max=fp16_safe_max,
@@ -140,8 +147,9 @@ def export(generator: nn.Module, out_dir: str | os.PathLike, *, spec: GeneratorS
         if not allow_failed_parity:
             raise_if_failed(verifications)
         if tensorrt:
-            staged += _build_engines(stage, staged, spec, max_batch=max_batch, workspace_mb=trt_workspace_mb,
-                                     out_dir=out_dir, log=log)
+            staged += _build_engines(stage, staged, spec, reference, tolerances=tolerances,
+                                     allow_failed_parity=allow_failed_parity, max_batch=max_batch,
+                                     workspace_mb=trt_workspace_mb, out_dir=out_dir, log=log)
         bundle = _write_bundle(out_dir, spec, graph, source, staged, log)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -210,11 +218,14 @@ def _build(module, generator, spec, stage: Path, *, precisions, opset, exporter,
         staged.append((name, shipped, {"file": onnx_file_name(precision), "kind": "onnx", "precision": precision,
                                        "made_by": made[precision], "parity": v.parity, "passed": v.passed,
                                        **_entry_extra(v)}))
-    return staged, verifications
+    return staged, verifications, reference
 
 
-def _build_engines(stage: Path, staged, spec, *, max_batch, workspace_mb, out_dir: Path, log):
-    from ganrt.export.tensorrt import build_engine
+def _build_engines(stage: Path, staged, spec, reference, *, tolerances, allow_failed_parity, max_batch,
+                   workspace_mb, out_dir: Path, log):
+    from ganrt.export.tensorrt import build_engine, verify_engine
+
+    from ganrt.errors import ParityError
 
     engines = []
     cache_src = out_dir / "timing.cache"
@@ -227,6 +238,15 @@ def _build_engines(stage: Path, staged, spec, *, max_batch, workspace_mb, out_di
         log(f"building a TensorRT engine from {name}")
         engine_path, entry = build_engine(path, stage, precision=kw["precision"], max_batch=max_batch,
                                           workspace_mb=workspace_mb, timing_cache=cache)
+        check = verify_engine(engine_path, reference, spec, variant=entry["name"],
+                              tolerance=tolerances[kw["precision"]])
+        entry.update(check)
+        p = check["parity"]
+        log(f"  {entry['name']}: max |diff| {p['max_abs_diff']:.0f} levels, PSNR {p['psnr_db']} dB"
+            + ("" if check["passed"] else f" FAILED ({', '.join(check['failures'])})"))
+        if not check["passed"] and not allow_failed_parity:
+            raise ParityError(f"{entry['name']} failed parity ({', '.join(check['failures'])}); nothing was "
+                              "written to the bundle. Pass --allow-failed-parity to keep it marked passed=false")
         engines.append((entry.pop("name"), engine_path, entry))
     if engines and cache.is_file():
         engines.append(("timing-cache", cache, {"file": "timing.cache", "kind": "timing_cache", "precision": None,

@@ -152,7 +152,8 @@ def _plan(node, initializers: dict, shapes: dict) -> _Plan | str:
 
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if len(node.input) < 2 or node.input[1] not in initializers:
-        return "weight is not a constant initializer (e.g. a quantized graph); rewrite the float graph"
+        return ("weight is not a constant initializer (a quantized graph, or Identity/Constant nodes): rewrite the "
+                "float graph after onnxslim, which folds those")
     weight = numpy_helper.to_array(initializers[node.input[1]])
     if weight.ndim != 4:
         return f"only 2-D ConvTranspose is rewritten, this one is {weight.ndim - 2}-D"

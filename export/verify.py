@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from ganrt.export.graph import RAW_OUTPUT, GraphModule, sample_inputs
 
 from ganrt.errors import ParityError
 from ganrt.parity import image_parity, json_safe
 from ganrt.postprocess import ToUint8NHWC
-
-from ganrt.export.graph import RAW_OUTPUT, GraphModule, sample_inputs
 
 VERIFY_BATCH_CAP = 16  # the largest batch verified when max_batch is larger (recorded in the manifest)
 ODD_BATCH = 3
@@ -138,8 +137,8 @@ def verify_onnx(model_path: str | Path, reference: Reference, spec, *, variant: 
     out_names = [o.name for o in sess.get_outputs()]
     float_images = sess.get_outputs()[0].type == "tensor(float)"
     ref_all, var_all, nonfinite, per_batch = [], [], 0, {}
-    for b, feeds, ref in zip(reference.batches, reference.feeds, reference.images):
-        outs = dict(zip(out_names, sess.run(out_names, feeds)))
+    for b, feeds, ref in zip(reference.batches, reference.feeds, reference.images, strict=True):
+        outs = dict(zip(out_names, sess.run(out_names, feeds), strict=True))
         raw = outs.get(RAW_OUTPUT, outs["images"] if float_images else None)
         bad = int((~np.isfinite(raw)).sum()) if raw is not None else 0
         img = _as_uint8(outs["images"], spec.output_range) if float_images else outs["images"]

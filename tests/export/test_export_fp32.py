@@ -12,9 +12,10 @@ ort = pytest.importorskip("onnxruntime")
 
 
 def test_checkpoint_exports_to_a_verified_fp32_bundle(tiny_checkpoint, tiny_spec, tmp_path):
+    from ganrt.export import export_checkpoint
+
     from ganrt.bundle import Bundle
     from ganrt.checkpoint import load_generator
-    from ganrt.export import export_checkpoint
     from ganrt.latents import labels_from_seeds, latents_from_seeds
 
     bundle = export_checkpoint(tiny_checkpoint, tmp_path / "b", max_batch=8)
@@ -54,9 +55,10 @@ def test_float_nchw_output_keeps_raw_values(tiny_checkpoint, tmp_path):
 
 
 def test_users_own_module_exports_through_the_python_api(user_spec, tmp_path):
+    from ganrt.export import export
+
     from ganrt.bundle import Bundle
     from ganrt.checkpoint import load_generator
-    from ganrt.export import export
     from ganrt.models import load_factory
 
     g = load_factory(user_spec.factory)()
@@ -69,5 +71,5 @@ def test_users_own_module_exports_through_the_python_api(user_spec, tmp_path):
     # the weights rebuild through the factory alone
     rebuilt, spec = load_generator(Bundle.open(tmp_path / "b").artifact_path("weights"))
     assert spec == user_spec
-    for (k, a), b in zip(g.state_dict().items(), rebuilt.state_dict().values()):
+    for (k, a), b in zip(g.state_dict().items(), rebuilt.state_dict().values(), strict=True):
         assert torch.equal(a, b), k

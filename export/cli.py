@@ -1,0 +1,239 @@
+"""`ganrt export` (a checkpoint or your own generator -> a verified bundle) and `ganrt inspect` (a bundle's
+manifest as a table or JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ganrt.errors import ConfigError, SpecError
+
+INT8_DEFAULT_OPS = "Conv,ConvTranspose,Gemm,MatMul"  # keep in sync with ganrt.export.int8.DEFAULT_OP_TYPES
+OUTPUT_FORMATS = ("uint8-nhwc", "float-nchw")  # ganrt.postprocess.OUTPUT_FORMATS (that module imports torch)
+
+
+def _precisions(text: str) -> tuple[str, ...]:
+    items = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in items if p not in ("fp32", "fp16", "int8")]
+    if bad or not items:
+        raise ConfigError(f"--precision takes a comma-separated list of fp32, fp16, int8; got {text!r}")
+    return items
+
+
+def _image_shape(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--image-shape must look like CxHxW (e.g. 3x64x64), got {text!r}") from None
+    return c, h, w
+
+
+def _user_generator(model: str, latent_dim: int | None, image_shape: str | None, num_classes: int,
+                    has_truncation: bool, weights: Path | None):
+    from ganrt.models import load_factory
+    from ganrt.spec import GeneratorSpec
+
+    if latent_dim is None or image_shape is None:
+        raise ConfigError("--model needs --latent-dim and --image-shape (e.g. --latent-dim 128 --image-shape 3x64x64)")
+    c, h, w = _image_shape(image_shape)
+    spec = GeneratorSpec(arch="external", factory=model, latent_dim=latent_dim, channels=c, height=h, width=w,
+                         num_classes=num_classes, has_truncation=has_truncation)
+    generator = load_factory(model)()
+    if weights is not None:
+        _load_weights(generator, weights)
+    return generator, spec
+
+
+def _load_weights(generator, path: Path) -> None:
+    """A plain safetensors state dict, or a ganrt checkpoint (its G_ema, else G, tensors)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            is_ckpt = "ganrt" in (f.metadata() or {})
+        tensors = load_file(str(path))
+    except Exception as e:
+        raise ConfigError(f"--weights {path} is not a readable safetensors file ({e})") from None
+    if is_ckpt:
+        prefix = "G_ema." if any(k.startswith("G_ema.") for k in tensors) else "G."
+        tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:
+        generator.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise SpecError(f"--weights {path} do not fit the module --model builds: "
+                        f"{str(e).strip().splitlines()[0]}") from None
+
+
+class _Progress:
+    """Step lines advance a tqdm bar; indented detail lines are printed above it."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        import sys
+
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="step", disable=quiet or not sys.stderr.isatty(), leave=False,
+                        dynamic_ncols=True)
+        self.quiet = quiet
+
+    def __call__(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self.bar.disable:
+            click.echo(message, err=True)
+        else:
+            self.bar.write(message, file=sys.stderr)
+        if not message.startswith("  "):
+            self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@click.command("export", context_settings={"show_default": True})
+@click.argument("checkpoint", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Bundle directory to create (or to update: only the artifacts rebuilt are replaced).")
+@click.option("--precision", default="fp32", show_default=True,
+              help="Comma-separated precisions to export: fp32, fp16, int8 (fp32 is always built).")
+@click.option("--tensorrt/--no-tensorrt", default=False, show_default=True,
+              help="Also build TensorRT engines (needs an NVIDIA GPU and pip install 'ganrt[gpu]').")
+@click.option("--max-batch", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Largest batch the bundle serves (engine profile max; verified up to --verify-batch-cap).")
+@click.option("--opset", type=click.IntRange(17, 23), default=18, show_default=True, help="ONNX opset.")
+@click.option("--output", "output_format", type=click.Choice(OUTPUT_FORMATS), default="uint8-nhwc",
+              show_default=True, help="Graph output: uint8 NHWC pixels (post-processing in the graph) or raw floats.")
+@click.option("--model", default=None, help="Your own generator: 'package.module:factory' returning an nn.Module.")
+@click.option("--latent-dim", type=click.IntRange(1), default=None, show_default=True,
+              help="With --model: size of z.")
+@click.option("--image-shape", default=None, show_default=True, help="With --model: CxHxW, e.g. 3x64x64.")
+@click.option("--num-classes", type=click.IntRange(0), default=0, show_default=True,
+              help="With --model: number of classes (0 = unconditional; else the module takes (z, labels)).")
+@click.option("--has-truncation/--no-truncation", default=False, show_default=True,
+              help="With --model: the module takes (z, labels, truncation).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --model: safetensors weights (a state dict, or a ganrt checkpoint).")
+@click.option("--ema/--no-ema", default=True, show_default=True,
+              help="With CHECKPOINT: export the EMA generator (G_ema) rather than G.")
+@click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto",
+              show_default=True, help="torch->ONNX exporter; auto tries dynamo, then TorchScript.")
+@click.option("--int8-ops", default=INT8_DEFAULT_OPS, show_default=True,
+              help="Comma-separated op types int8 quantizes, or 'all'.")
+@click.option("--calibration-size", type=click.IntRange(8, 100_000), default=64, show_default=True,
+              help="Latents used to calibrate int8 ranges.")
+@click.option("--verify-batch-cap", type=click.IntRange(1, 4096), default=16, show_default=True,
+              help="Largest batch verified against torch (batches 1, 3 and min(max batch, cap)).")
+@click.option("--allow-failed-parity", is_flag=True, default=False, show_default=True,
+              help="Keep a variant outside its tolerance in the bundle, marked passed=false (for investigations).")
+@click.option("--trt-workspace-mb", type=click.IntRange(16, 1 << 20), default=1024, show_default=True,
+              help="TensorRT builder workspace limit in MiB.")
+@click.option("--json", "as_json", is_flag=True, default=False, show_default=True,
+              help="Print the resulting manifest as JSON (no progress output).")
+def export(checkpoint, out, precision, tensorrt, max_batch, opset, output_format, model, latent_dim, image_shape,
+           num_classes, has_truncation, weights, ema, exporter, int8_ops, calibration_size, verify_batch_cap,
+           allow_failed_parity, trt_workspace_mb, as_json):
+    """Export CHECKPOINT (or --model) to a verified bundle in --out.
+
+    \b
+    ganrt export run/checkpoint.safetensors --out bundle --precision fp32,fp16,int8
+    ganrt export --model my_pkg.gen:make_generator --latent-dim 128 --image-shape 3x64x64 --out bundle
+    """
+    import logging
+
+    precisions = _precisions(precision)
+    if (checkpoint is None) == (model is None):
+        raise ConfigError("give either a CHECKPOINT or --model package.module:factory (not both, not neither)")
+    if checkpoint is not None and (weights is not None or latent_dim is not None or image_shape is not None):
+        raise ConfigError("--weights, --latent-dim and --image-shape go with --model; a checkpoint has its own")
+    ops = None if int8_ops.strip().lower() == "all" else [o.strip() for o in int8_ops.split(",") if o.strip()]
+    options = dict(precisions=precisions, max_batch=max_batch, output_format=output_format, opset=opset,
+                   tensorrt=tensorrt, exporter=exporter, verify_batch_cap=verify_batch_cap,
+                   allow_failed_parity=allow_failed_parity, int8_op_types=ops if ops is not None else [],
+                   calibration_size=calibration_size, trt_workspace_mb=trt_workspace_mb)
+    all_precisions = set(precisions) | {"fp32"}
+    progress = _Progress(total=3 + 2 * len(all_precisions) + (len(all_precisions) if tensorrt else 0),
+                         quiet=as_json)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" noise
+    try:
+        from ganrt.export import export as export_module
+        from ganrt.export import export_checkpoint
+
+        if checkpoint is not None:
+            bundle = export_checkpoint(checkpoint, out, ema=ema, progress=progress, **options)
+        else:
+            generator, spec = _user_generator(model, latent_dim, image_shape, num_classes, has_truncation, weights)
+            source = {"kind": "module", "factory": model, "weights": str(weights) if weights else None}
+            bundle = export_module(generator, out, spec=spec, source=source, progress=progress, **options)
+    finally:
+        progress.close()
+    if as_json:
+        click.echo(json.dumps(bundle.to_dict(), indent=2))
+    else:
+        click.echo(render(bundle))
+
+
+def render(bundle) -> str:
+    """The manifest as a readable table."""
+    s, g = bundle.spec, bundle.graph
+    lines = [f"bundle {bundle.path}  (created {bundle.created})",
+             f"generator: {s.arch}{' (' + s.factory + ')' if s.factory else ''}, z {s.latent_dim}, "
+             f"{f'{s.num_classes} classes' if s.num_classes else 'unconditional'}, "
+             f"images {s.channels}x{s.height}x{s.width}{', truncation' if s.has_truncation else ''}"]
+    if g:
+        lines.append(f"graph: opset {g.get('opset')}, max batch {g.get('max_batch')}, output {g.get('output_format')}")
+        for kind in ("inputs", "outputs"):
+            for t in g.get(kind, []):
+                lines.append(f"  {kind[:-1]:<6} {t['name']:<12} {t['dtype']:<8} {t['shape']}")
+    lines.append("artifacts:")
+    header = f"  {'name':<28} {'kind':<12} {'prec':<5} {'size':>10}  {'sha256':<12}  {'parity':<8} " \
+             f"{'max|d|':>6} {'PSNR dB':>8} {'NaN':>4}"
+    lines.append(header)
+    for name, a in sorted(bundle.artifacts.items()):
+        p = a.get("parity") or {}
+        verdict = {True: "passed", False: "FAILED", None: "-"}[a.get("passed")]
+        psnr = p.get("psnr_db", "")
+        psnr = f"{psnr:.1f}" if isinstance(psnr, (int, float)) else str(psnr)
+        maxd = p.get("max_abs_diff", "")
+        maxd = f"{maxd:.0f}" if isinstance(maxd, (int, float)) else ""
+        lines.append(f"  {name:<28} {a.get('kind', ''):<12} {str(a.get('precision') or '-'):<5} "
+                     f"{_size(a.get('size', 0)):>10}  {str(a.get('sha256', ''))[:12]:<12}  {verdict:<8} "
+                     f"{maxd:>6} {psnr:>8} {str(p.get('nonfinite', '')):>4}")
+        kept = (a.get("made_by") or {}).get("kept_nodes")
+        if kept:
+            lines.append(f"  {'':<28} fp32-kept nodes: {len(kept)} "
+                         f"({', '.join(sorted({k['reason'] for k in kept}))})")
+    bench = bundle.benchmarks or {}
+    if bench.get("variants"):
+        lines.append(f"benchmarks (batch {bench.get('batch_size')}, {bench.get('machine', {}).get('cpu')}):")
+        for v, r in sorted(bench["variants"].items(), key=lambda kv: kv[1].get("median_ms") or 1e9):
+            lines.append(f"  {v:<28} {r.get('median_ms')} ms  {'passed' if r.get('passed') else 'FAILED'}")
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@click.command("inspect", context_settings={"show_default": True})
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, default=False, show_default=True,
+              help="Print the manifest as JSON.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Check every artifact's sha256 before showing the bundle.")
+def inspect(bundle, as_json, verify):
+    """Show a bundle's manifest: inputs, outputs, artifacts (size, precision, sha256), parity."""
+    from ganrt.bundle import Bundle
+
+    b = Bundle.open(bundle, verify=verify)
+    if as_json:
+        click.echo(json.dumps(b.to_dict(), indent=2))
+    else:
+        click.echo(render(b))
