@@ -153,3 +153,88 @@ def eval_command(source: Path, dataset: str, extractor: str, classifier: Path | 
             click.echo(f"  {name:18s} {value['mean']:.5g} ± {value['std']:.2g}")
         else:
             click.echo(f"  {name:18s} {value:.5g}")
+
+
+# --- bench ------------------------------------------------------------------------------------------------------------
+@click.command("bench", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory for results.json, report.md, latency.png, throughput.png and samples/.")
+@click.option("--batch-sizes", type=str, default="1,8,64,max", show_default=True,
+              help="Comma-separated batch sizes; 'max' is the bundle's max_batch.")
+@click.option("--duration", type=click.FloatRange(min=0.0, min_open=True), default=2.0, show_default=True,
+              help="Seconds of timed calls per variant and batch size (split over --repeats rounds).")
+@click.option("--min-runs", type=click.IntRange(min=1), default=10, show_default=True,
+              help="At least this many timed calls per variant and batch size.")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Untimed calls per variant and batch size before timing (after the timed first call).")
+@click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Interleaved rounds: every variant takes its turn in each round.")
+@click.option("--variants", type=str, default=None,
+              help="Comma-separated variant names (e.g. torch-fp32,torch-fp32-compile,onnxruntime-fp32); "
+                   "default: every variant that can run here. torch-fp32 is always included.")
+@click.option("--gate", type=str, default=None,
+              help="Parity gate, e.g. 'psnr>=40,fd_delta<=noise': exit status 1 when a variant fails it. "
+                   "Without it the default gate '" + "nonfinite==0,psnr>=30" + "' only marks variants.")
+@click.option("--classifier", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Domain classifier for the FD parity (FD-domain); default: a fixed pixel projection (FD-pixels).")
+@click.option("--dataset", type=str, default=None,
+              help="Real data for fd_delta; default: the dataset the bundle's checkpoint was trained on.")
+@click.option("--parity-n", type=click.IntRange(min=4), default=256, show_default=True,
+              help="Images (seeds 0..N-1) compared with the reference; the noise floor uses seeds N..2N-1.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads of every backend (default: physical cores).")
+@click.option("--no-record", is_flag=True, help="Do not write the results into the bundle's manifest.")
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON (results.json holds everything).")
+@click.pass_context
+def bench(ctx: click.Context, bundle: Path, out: Path, batch_sizes: str, duration: float, min_runs: int,
+          warmup: int, repeats: int, variants: str | None, gate: str | None, classifier: Path | None,
+          dataset: str | None, parity_n: int, threads: int | None, no_record: bool, as_json: bool) -> None:
+    """Speed and fidelity of every variant of BUNDLE, beside torch eager and torch.compile.
+
+    Writes results.json, report.md, latency.png, throughput.png and samples/<variant>.png into --out and
+    records median latency + parity verdict per variant in the bundle's manifest (read by backend=auto).
+    """
+    from ganrt.benchmarks.bench import run_bench
+    from tqdm import tqdm
+
+    names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+    if variants is not None and not names:
+        raise ConfigError("--variants is empty; give comma-separated names such as torch-fp32,onnxruntime-fp32")
+    bar = tqdm(desc="bench", unit="step", leave=False, disable=as_json, file=sys.stderr)
+
+    def progress(total: int, what: str) -> None:
+        bar.total = total
+        bar.set_postfix_str(what)
+        bar.update(1)
+
+    try:
+        results = run_bench(bundle, out, batch_sizes=batch_sizes, duration=duration, min_runs=min_runs,
+                            warmup=warmup, repeats=repeats, variants=names, gate=gate, classifier=classifier,
+                            dataset=dataset, parity_n=parity_n, threads=threads, record=not no_record,
+                            progress=progress, log=lambda s: bar.write(s, file=sys.stderr))
+    finally:
+        bar.close()
+    failed = results["gate"]["failed"]
+    if as_json:
+        _echo_json({"out": str(out), "runs": [{k: r.get(k) for k in ("variant", "batch_size", "latency_ms",
+                                                                      "images_per_s", "ratio_to_torch_eager", "error")}
+                                               for r in results["runs"]],
+                    "parity": {k: {"psnr_db": v["psnr_db"], "fd_ref": v["fd_ref"], "passed": v["passed"],
+                                   "failures": v["failures"]} for k, v in results["parity"].items()},
+                    "gate": results["gate"], "skipped": results["skipped"]})
+    else:
+        b = min(results["options"]["batch_sizes"])
+        click.echo(f"bench -> {out}/report.md (latency.png, throughput.png, results.json)")
+        for r in results["runs"]:
+            if r["batch_size"] == b and "latency_ms" in r:
+                p = results["parity"].get(r["variant"], {})
+                click.echo(f"  {r['variant']:28s} B={b:<3d} {r['latency_ms']['median']:9.3f} ms  "
+                           f"x{r['ratio_to_torch_eager'] or float('nan'):.3g} vs torch eager  "
+                           f"PSNR {p.get('psnr_db', float('nan')):.1f} dB  {'ok' if p.get('passed') else 'FAILED'}")
+        for name, why in results["skipped"].items():
+            click.echo(f"  {name:28s} skipped: {why}")
+    if failed and results["gate"]["explicit"]:
+        click.echo(f"ganrt: gate {results['gate']['expression']!r} failed for: "
+                   + "; ".join(f"{v} ({', '.join(results['parity'][v]['failures'])})" for v in failed), err=True)
+        ctx.exit(1)

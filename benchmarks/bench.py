@@ -1,0 +1,164 @@
+"""``run_bench``: speed of every variant of a bundle against its peers, parity against the reference, report.
+
+The steps: load every variant (cold start timed) -> interleaved timings over the batch sweep -> parity of
+each variant on the same seeds (pixels + FD against the noise floor) -> gate -> results.json, report.md,
+plots, sample grids -> the manifest's "benchmarks" section (used by ``backend="auto"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ganrt.benchmarks.gate import DEFAULT_GATE, evaluate_gate, needs_real_data, parse_gate
+from ganrt.benchmarks.harness import REFERENCE, candidate_requests, load_variants, run_timings, summarize_runs
+
+from ganrt.errors import ConfigError, GanrtError
+
+
+def parse_batch_sizes(text: str, max_batch: int) -> list[int]:
+    """'1,8,64,max' -> sorted unique ints; 'max' is the bundle's max_batch."""
+    sizes = []
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        if part == "max":
+            sizes.append(max_batch)
+            continue
+        try:
+            b = int(part)
+        except ValueError:
+            raise ConfigError(f"cannot read batch sizes {text!r}: expected comma-separated integers or 'max', "
+                              "e.g. '1,8,64,max'") from None
+        if b < 1:
+            raise ConfigError(f"batch sizes must be >= 1, got {b}")
+        sizes.append(b)
+    too_big = [b for b in sizes if b > max_batch]
+    if too_big:
+        raise ConfigError(f"batch size {too_big[0]} exceeds the bundle's max_batch {max_batch}; re-export with a "
+                          f"larger --max-batch or drop it")
+    return sorted(set(sizes))
+
+
+def _real_features(bundle, dataset: str | None, extractor, n: int, log) -> tuple[Any, str | None]:
+    """Features of n real images for fd_delta: the given dataset, else the one the checkpoint names."""
+    source = dataset or ((bundle.source or {}).get("dataset") or {}).get("name")
+    if not source:
+        return None, "no dataset given (--dataset) and none recorded in the bundle"
+    try:
+        from ganrt.train.datasets import load_dataset
+
+        from ganrt.metrics.stats_cache import reference_features
+
+        data = load_dataset(source, bundle.spec.height, channels=bundle.spec.channels)
+        return reference_features(data.images, data.identity, extractor, n=n).features, None
+    except GanrtError as e:
+        log(f"no real data for fd_delta: {e}")
+        return None, str(e)
+
+
+def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,8,64,max", duration: float = 2.0,
+              min_runs: int = 10, warmup: int = 3, repeats: int = 2, variants: list[str] | None = None,
+              gate: str | None = None, classifier: str | Path | None = None, dataset: str | None = None,
+              parity_n: int = 256, threads: int | None = None, record: bool = True, samples: bool = True,
+              progress: Callable[[int, str], None] | None = None,
+              log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Benchmark ``bundle_dir`` into ``out``; returns the results dict (also written as results.json)."""
+    import torch
+    from ganrt.benchmarks import report
+    from ganrt.benchmarks.environment import collect_environment
+    from ganrt.benchmarks.harness import thread_count
+    from ganrt.benchmarks.parity import fidelity
+    from ganrt.runtime.machine import describe_machine
+
+    from ganrt.bundle import Bundle
+    from ganrt.metrics.extractors import get_extractor
+
+    bundle = Bundle.open(bundle_dir)
+    out = Path(out)
+    checks = parse_gate(gate) if gate is not None else parse_gate(DEFAULT_GATE)
+    max_batch = int(bundle.graph.get("max_batch") or 64)
+    sizes = parse_batch_sizes(batch_sizes, max_batch)
+    if parity_n < 4:
+        raise ConfigError(f"--parity-n must be >= 4, got {parity_n}")
+    extractor = get_extractor("domain", classifier=classifier) if classifier else get_extractor("pixels")
+    real, real_note = (None, None)
+    if needs_real_data(checks) or dataset or classifier:
+        real, real_note = _real_features(bundle, dataset, extractor, parity_n, log)
+        if real is None and needs_real_data(checks):
+            raise ConfigError(f"the gate uses fd_delta, which needs real images: {real_note}; pass --dataset")
+    threads = thread_count(threads)
+    torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+
+    requests = candidate_requests(torch.cuda.is_available())
+    only = None
+    if variants:
+        only = list(dict.fromkeys(variants))
+        if REFERENCE not in only:
+            only.insert(0, REFERENCE)  # the peer every ratio is taken against
+    loaded, skipped = load_variants(bundle.path, requests, threads=threads, only=only, log=log)
+    if not loaded:
+        raise ConfigError(f"no variant of {bundle.path} can run here: " +
+                          "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    total = len(loaded) * len(sizes) * repeats + len(loaded)
+    done = [0]
+
+    def tick(what: str) -> None:
+        done[0] += 1
+        if progress:
+            progress(total, what)
+
+    try:
+        timings = run_timings(loaded, sizes, duration=duration, min_runs=min_runs, warmup=warmup, repeats=repeats,
+                              progress=lambda: tick("timing"))
+        runs = summarize_runs(loaded, timings)
+        parity, images = fidelity(bundle.path, {v.name: v.generator for v in loaded}, extractor, n=parity_n,
+                                  batch=min(max_batch, 64), real_features=real, progress=lambda: tick("parity"))
+    finally:
+        for v in loaded:
+            v.generator.close()
+    failed = []
+    for name, entry in parity.items():
+        entry["failures"] = evaluate_gate(checks, entry)
+        entry["passed"] = not entry["failures"]
+        if not entry["passed"]:
+            failed.append(name)
+    load_info = {v.name: {"cold_start_s": v.cold_start_s, "rss_before_mb": v.rss_before_mb,
+                          "rss_after_load_mb": v.rss_after_load_mb, "peak_rss_mb": v.peak_rss_mb,
+                          "gpu_memory": v.gpu_memory, "artifact": v.generator.artifact,
+                          "reason": v.generator.reason} for v in loaded}
+    results: dict[str, Any] = {
+        "schema": report.SCHEMA, "schema_version": report.SCHEMA_VERSION, "created": report.now(),
+        "bundle": {"path": str(bundle.path), "sha256": bundle.sha256(), "spec": bundle.spec.to_dict(),
+                   "max_batch": max_batch},
+        "options": {"batch_sizes": sizes, "duration_s": duration, "min_runs": min_runs, "warmup": warmup,
+                    "repeats": repeats, "threads": threads, "parity_n": parity_n, "variants": variants,
+                    "extractor": extractor.identity(), "real_data": real_note or ("yes" if real is not None else None)},
+        "environment": collect_environment(),
+        "runs": runs, "load": load_info, "parity": parity,
+        "gate": {"expression": gate or DEFAULT_GATE, "explicit": gate is not None, "failed": failed},
+        "skipped": skipped,
+    }
+    results["samples"] = report.write_sample_grids(out, images) if samples else {}
+    report.write_results(out, results)
+    report.write_plots(out, runs, f"{bundle.spec.arch} {bundle.spec.height}x{bundle.spec.width}")
+    report.write_report(out, results)
+    if record:
+        record_in_manifest(bundle, results, describe_machine())
+    return results
+
+
+def record_in_manifest(bundle, results: dict[str, Any], machine: dict[str, Any]) -> None:
+    """Write the manifest's "benchmarks" section: median at the smallest batch + parity verdict per variant."""
+    b = min(results["options"]["batch_sizes"])
+    variants = {}
+    for r in results["runs"]:
+        if r["batch_size"] != b or "latency_ms" not in r:
+            continue
+        variants[r["variant"]] = {"backend": r["backend"], "precision": r["precision"],
+                                  "median_ms": r["latency_ms"]["median"],
+                                  "passed": bool(results["parity"].get(r["variant"], {}).get("passed"))}
+    bundle.benchmarks = {"machine": machine, "batch_size": b, "variants": variants, "created": results["created"],
+                         "gate": results["gate"]["expression"]}
+    bundle.save()

@@ -1,0 +1,239 @@
+"""Benchmark outputs: results.json (versioned schema), report.md, latency.png, throughput.png, sample grids.
+
+results.json (``schema`` "ganrt.bench", ``schema_version`` 1)::
+
+    {"schema", "schema_version", "created", "bundle": {path, sha256, spec}, "options": {...},
+     "environment": {...}, "runs": [{variant, backend, precision, device, batch_size, n_runs,
+        latency_ms: {min, median, mean, p90, p99, std, max}, images_per_s, ratio_to_torch_eager, ratio_to_best,
+        first_call_ms, raw_ms: [...], warmup_ms: [...], cuda_events_ms?: {...}} | {..., error}],
+     "load": {variant: {cold_start_s, rss_before_mb, rss_after_load_mb, peak_rss_mb, gpu_memory}},
+     "parity": {variant: {psnr_db, min_image_psnr_db, max_abs_diff, ..., fd_ref, fd_ref_noise, fd_delta?,
+        fd_delta_noise?, fd_label, passed, failures}},
+     "gate": {"expression", "explicit": bool, "failed": [variant...]},
+     "skipped": {variant: reason}, "samples": {variant: file}}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ganrt.fileio import atomic_path, atomic_write_json, atomic_write_text
+from ganrt.parity import json_safe
+
+SCHEMA = "ganrt.bench"
+SCHEMA_VERSION = 1
+RUN_KEYS = ("variant", "backend", "precision", "batch_size", "latency_ms", "images_per_s")
+LATENCY_KEYS = ("min", "median", "mean", "p90", "p99", "std")
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def validate_results(results: dict[str, Any]) -> None:
+    """Raise ValueError when ``results`` does not follow the schema above (used by tests and readers)."""
+    if results.get("schema") != SCHEMA or results.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"not a {SCHEMA} v{SCHEMA_VERSION} result")
+    for key in ("environment", "runs", "parity", "load", "options", "bundle", "gate", "skipped"):
+        if key not in results:
+            raise ValueError(f"results lack {key!r}")
+    for run in results["runs"]:
+        if "error" in run:
+            continue
+        missing = [k for k in RUN_KEYS if k not in run]
+        if missing or any(k not in run["latency_ms"] for k in LATENCY_KEYS) or not run.get("raw_ms"):
+            raise ValueError(f"run {run.get('variant')}@{run.get('batch_size')} lacks {missing or 'latency keys'}")
+    for name, entry in results["parity"].items():
+        for k in ("psnr_db", "max_abs_diff", "frac_gt_1", "nonfinite", "fd_ref", "passed"):
+            if k not in entry:
+                raise ValueError(f"parity entry {name} lacks {k!r}")
+
+
+def write_results(out: Path, results: dict[str, Any]) -> Path:
+    path = out / "results.json"
+    atomic_write_json(path, json_safe(results))
+    return path
+
+
+# --- plots -----------------------------------------------------------------------------------------------------------
+def _series(runs: list[dict[str, Any]], value) -> dict[str, tuple[list[int], list[float]]]:
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for r in sorted((r for r in runs if "latency_ms" in r), key=lambda r: r["batch_size"]):
+        xs, ys = series.setdefault(r["variant"], ([], []))
+        xs.append(r["batch_size"])
+        ys.append(value(r))
+    return series
+
+
+def write_plots(out: Path, runs: list[dict[str, Any]], title: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for fname, ylabel, value in (
+        ("latency.png", "median latency per call (ms)", lambda r: r["latency_ms"]["median"]),
+        ("throughput.png", "images / s (median)", lambda r: r["images_per_s"]),
+    ):
+        fig, ax = plt.subplots(figsize=(8.5, 4.8), dpi=110)
+        series = _series(runs, value)
+        batches = sorted({b for xs, _ in series.values() for b in xs})
+        for i, (name, (xs, ys)) in enumerate(sorted(series.items())):
+            style = "-" if not name.startswith("torch-") else "--"
+            ax.plot(xs, ys, style, marker="os^vD<>ph*"[i % 10], label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        if batches:
+            ax.set_xticks(batches)
+            ax.set_xticklabels([str(b) for b in batches])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title}: {ylabel.split(' (')[0]} (dashed: torch peers)", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        fig.tight_layout()
+        path = out / fname
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_sample_grids(out: Path, images: dict[str, np.ndarray], n: int = 16) -> dict[str, str]:
+    """samples/<variant>.png: reference | variant | |diff| x 8, side by side."""
+    from ganrt.images import make_grid, save_png
+
+    ref = images["reference"][:n]
+    nrow = int(math.ceil(math.sqrt(len(ref))))
+    ref_grid = make_grid(ref, nrow=nrow)
+    files = {}
+    for name, imgs in images.items():
+        if name == "reference":
+            continue
+        v = imgs[:n]
+        diff = np.clip(np.abs(v.astype(np.int16) - ref.astype(np.int16)) * 8, 0, 255).astype(np.uint8)
+        gap = np.full((ref_grid.shape[0], 8, ref_grid.shape[2]), 255, np.uint8)
+        panel = np.concatenate([ref_grid, gap, make_grid(v, nrow=nrow), gap, make_grid(diff, nrow=nrow)], axis=1)
+        rel = f"samples/{name}.png"
+        save_png(out / rel, panel, text={"left": "torch fp32 reference", "middle": name, "right": "|diff| x 8"},
+                 scale=2)
+        files[name] = rel
+    return files
+
+
+# --- report.md -------------------------------------------------------------------------------------------------------
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, str):
+        return x
+    if isinstance(x, float) and math.isinf(x):
+        return "∞"
+    if isinstance(x, float) and math.isnan(x):
+        return "nan"
+    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _matrix(runs, variants, batches, cell) -> str:
+    by = {(r["variant"], r["batch_size"]): r for r in runs}
+    rows = []
+    for v in variants:
+        row: list[Any] = [f"`{v}`"]
+        for b in batches:
+            r = by.get((v, b))
+            row.append(r.get("error", "error")[:40] if r is not None and "latency_ms" not in r
+                       else (cell(r) if r is not None else None))
+        rows.append(row)
+    return _table(["variant"] + [f"B={b}" for b in batches], rows)
+
+
+def write_report(out: Path, results: dict[str, Any]) -> Path:
+    runs = results["runs"]
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    batches = sorted({r["batch_size"] for r in runs})
+    env = results["environment"]
+    spec = results["bundle"]["spec"]
+    gate = results["gate"]
+    lines = [
+        f"# ganrt bench: {spec['arch']} {spec['channels']}x{spec['height']}x{spec['width']}",
+        "",
+        f"Bundle `{results['bundle']['path']}` (manifest sha256 {results['bundle']['sha256'][:12]}), "
+        f"{results['created']}.",
+        f"Machine: {env['cpu']['model']} ({env['cpu']['usable_cpus']} usable CPUs, flags: "
+        f"{', '.join(env['cpu']['flags']) or 'n/a'}); GPU: {(env.get('gpu') or {}).get('name', 'none')}.",
+        f"torch {env['versions'].get('torch')}, onnxruntime {env['versions'].get('onnxruntime')}, openvino "
+        f"{env['versions'].get('openvino')}, TensorRT {env.get('tensorrt')}; threads per backend: "
+        f"{results['options']['threads']}.",
+        f"Timing: {results['options']['duration_s']} s per variant and batch size (at least "
+        f"{results['options']['min_runs']} calls) in {results['options']['repeats']} interleaved rounds, after "
+        f"{results['options']['warmup']} warm-up calls; wall clock around `generate()` (host arrays in, uint8 out).",
+        "",
+        "## Latency (median ms per call; p90 in results.json)",
+        "",
+        _matrix(runs, variants, batches, lambda r: r["latency_ms"]["median"]),
+        "",
+        "## Throughput (images/s at the median)",
+        "",
+        _matrix(runs, variants, batches, lambda r: r["images_per_s"]),
+        "",
+        "## Ratios (median latency / torch eager fp32; lower is faster)",
+        "",
+        _matrix(runs, variants, batches, lambda r: r.get("ratio_to_torch_eager")),
+        "",
+        "## Ratios to the best variant at each batch size",
+        "",
+        _matrix(runs, variants, batches, lambda r: r.get("ratio_to_best")),
+        "",
+        "## Cold start and memory",
+        "",
+        _table(["variant", "load (s)", "first call (ms, B=" + str(batches[0]) + ")" if batches else "first call",
+                "RSS after load (MB)", "peak RSS (MB)"],
+               [[f"`{v}`", info.get("cold_start_s"), next((r.get("first_call_ms") for r in runs
+                                                          if r["variant"] == v and batches and
+                                                          r["batch_size"] == batches[0]), None),
+                 info.get("rss_after_load_mb"), info.get("peak_rss_mb")]
+                for v, info in results["load"].items()]),
+        "",
+        f"## Parity vs the torch fp32 reference ({_first(results['parity'], 'n_images')} images, same seeds; "
+        f"{_first(results['parity'], 'fd_label')})",
+        "",
+        f"Gate: `{gate['expression']}`" + ("" if gate["explicit"] else " (default; pass --gate to enforce)") + ".",
+        "",
+        _table(["variant", "PSNR (dB)", "worst image (dB)", "max abs Δ", "mean abs Δ", "frac > 1 level", "FD vs ref",
+                "noise", "FD delta vs real", "noise", "passed"],
+               [[f"`{v}`", e.get("psnr_db"), e.get("min_image_psnr_db"), e.get("max_abs_diff"),
+                 e.get("mean_abs_diff"), e.get("frac_gt_1"), e.get("fd_ref"), e.get("fd_ref_noise"),
+                 e.get("fd_delta"), e.get("fd_delta_noise"),
+                 "yes" if e.get("passed") else "**NO**: " + "; ".join(e.get("failures", [])).replace("|", "/")]
+                for v, e in results["parity"].items()]),
+        "",
+    ]
+    if results.get("samples"):
+        lines += ["## Samples (left: reference, middle: variant, right: abs diff x 8)", ""]
+        lines += [f"- `{v}`: ![{v}]({f})" for v, f in results["samples"].items()]
+        lines.append("")
+    if results.get("skipped"):
+        lines += ["## Not measured here", ""]
+        lines += [f"- `{v}`: {why}" for v, why in results["skipped"].items()]
+        lines.append("")
+    lines += ["Plots: `latency.png`, `throughput.png`. Every raw timing is in `results.json`.", ""]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def _first(parity: dict[str, dict[str, Any]], key: str) -> Any:
+    return next((e.get(key) for e in parity.values()), None)
