@@ -46,6 +46,8 @@ class Generator:
     variant = property(lambda self: self._runner.variant, doc="'<backend>-<precision>[-<option>]'")
     max_batch = property(lambda self: self._runner.max_batch)
     artifact = property(lambda self: self.choice.artifact)
+    cuda_graphs = property(lambda self: bool(getattr(self._runner, "cuda_graphs", False)),
+                           doc="whether requests replay captured CUDA graphs")
 
     def generate(self, seeds: Iterable[int] | None = None, z: Any = None, labels: Any = None,
                  truncation: Any = None) -> np.ndarray:

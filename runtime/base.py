@@ -117,7 +117,9 @@ class Backend:
         self.precision = precision
         self.device = device
         self.max_batch = int(max_batch)
-        self.option = option  # e.g. "compile", "cuda", "cudagraph": becomes part of the variant name
+        # "cuda", "trtep", "compile", "cudagraph" (torch's opt-in graphs; onnxruntime-cuda and tensorrt use
+        # CUDA graphs by default, which their names do not repeat): part of the variant name
+        self.option = option
         self.provider = provider
         self.closed = False
 

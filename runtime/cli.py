@@ -23,7 +23,7 @@ def parse_labels(text: str | None, seeds: list[int], num_classes: int) -> list[t
             raise InputError("this bundle's generator is unconditional: it takes no --labels; drop the option")
         return [(s, None) for s in seeds]
     if text is None or text.strip().lower() == "random":
-        return list(zip(seeds, (int(x) for x in labels_from_seeds(seeds, num_classes))))
+        return list(zip(seeds, (int(x) for x in labels_from_seeds(seeds, num_classes)), strict=True))
     try:
         labels = parse_seed_range(text)
     except InputError:
@@ -126,7 +126,7 @@ def generate(bundle: Path, seeds: str, labels: str | None, truncation: float | N
                          variant=np.array(variant), bundle_sha256=np.array(bundle_sha))
             files.append(str(path))
         else:
-            for (seed, label), image in tqdm(list(zip(pairs, images)), desc="writing", unit="img",
+            for (seed, label), image in tqdm(list(zip(pairs, images, strict=True)), desc="writing", unit="img",
                                              disable=as_json, leave=False):
                 text = {"seed": str(seed), "label": "" if label is None else str(label), **provenance}
                 files.append(str(save_png(out_dir / image_name(seed, label), image, text=text)))

@@ -79,8 +79,6 @@ class OnnxRuntimeBackend(Backend):
             self.note = f"CUDA graphs off ({_first_line(e)})"
             providers[0] = (PROVIDERS["cuda"], self._cuda_options(False))
             self._session = ort.InferenceSession(str(self._path), sess_options=options, providers=providers)
-        if self.cuda_graphs:
-            self.option = "cuda-cudagraph"
         active = self._session.get_providers()
         if active[0] != PROVIDERS[provider]:
             raise BackendUnavailable(f"onnxruntime fell back to {active[0]} instead of {PROVIDERS[provider]} "

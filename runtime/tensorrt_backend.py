@@ -60,8 +60,7 @@ class TensorRTBackend(Backend):
         self._output_name = outputs[0]
         engine_max = int(self._engine.get_tensor_profile_shape("z", 0)[2][0])
         super().__init__(bundle.spec, precision=entry.get("precision") or "fp32", device="cuda",
-                         max_batch=min(max_batch or engine_max, engine_max),
-                         option="cudagraph" if cuda_graphs else None)
+                         max_batch=min(max_batch or engine_max, engine_max))
         self._output_format = bundle.graph.get("output_format", "uint8-nhwc")
 
         # device buffers for the largest batch; smaller batches use a leading slice (same address)
@@ -76,7 +75,7 @@ class TensorRTBackend(Backend):
             self._buffers[name] = torch.empty(shape, dtype=dtype, device=self._device)
             self._host[name] = torch.empty(shape, dtype=dtype, pin_memory=True)
         self._stream = torch.cuda.Stream(device=self._device)  # non-default: TensorRT syncs the default one
-        self._cuda_graphs = cuda_graphs
+        self.cuda_graphs = cuda_graphs  # the default way this variant runs: not part of its name
         self._context = None  # eager path: one context, shape set per call
         self._context_batch = None
         self._graphs: dict[int, tuple] = {}  # batch -> (context, CUDAGraph)
@@ -97,7 +96,7 @@ class TensorRTBackend(Backend):
                 host = self._host[name][:batch]
                 host.copy_(torch.from_numpy(feeds[name]))  # casts to the engine's input dtype if it differs
                 self._buffers[name][:batch].copy_(host, non_blocking=True)
-            if self._cuda_graphs:
+            if self.cuda_graphs:
                 if batch not in self._graphs:
                     self._graphs[batch] = self._capture(batch)
                 self._graphs[batch][1].replay()

@@ -52,7 +52,7 @@ class TorchBackend(Backend):
         self._dtype = getattr(torch, DTYPES[precision])
         self._module = _WithPostprocess(generator, ToUint8NHWC(spec.output_range)).to(device, self._dtype).eval()
         self._model = torch.compile(self._module) if compile else self._module
-        self._cuda_graphs = cuda_graphs
+        self.cuda_graphs = cuda_graphs
         self._graphs: dict[int, _CapturedBatch] = {}
 
     def _tensors(self, feeds: dict[str, np.ndarray]) -> dict:
@@ -67,7 +67,7 @@ class TorchBackend(Backend):
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
-        if self._cuda_graphs:
+        if self.cuda_graphs:
             batch = feeds["z"].shape[0]
             captured = self._graphs.get(batch)
             if captured is None:
