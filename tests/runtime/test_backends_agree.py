@@ -45,3 +45,27 @@ def test_explicit_latents_equal_seeded_latents(bundle_dir):
         by_seed = gen.generate(seeds=[3, 4], labels=5)
         by_z = gen.generate(z=latents_from_seeds([3, 4], 16), labels=[5, 5])
     np.testing.assert_array_equal(by_seed, by_z)
+
+
+def test_openvino_fp32_sets_the_f32_precision_hint_explicitly(bundle_dir):
+    with load(bundle_dir, backend="openvino", precision="fp32") as gen:
+        compiled, _ = gen._runner._compile(2, "LATENCY")
+        import openvino as ov
+
+        assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+        assert str(compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
+
+
+def test_openvino_bf16_falls_back_to_fp32_on_a_cpu_without_bf16(bundle_dir):
+    from ganrt.runtime.machine import openvino_cpu_capabilities
+
+    if "BF16" in (openvino_cpu_capabilities() or ()):
+        with load(bundle_dir, backend="openvino", precision="bf16") as gen:
+            assert gen.precision == "bf16" and gen.variant == "openvino-bf16"
+        return
+    with pytest.warns(RuntimeWarning, match="no bf16 support"):
+        gen = load(bundle_dir, backend="openvino", precision="bf16")
+    with gen:
+        assert gen.precision == "fp32" and gen.variant == "openvino-fp32"
+        assert "running fp32 instead" in gen.reason
+        assert gen.generate(seeds=[0], labels=0).shape == (1, 32, 32, 1)
