@@ -87,8 +87,17 @@ def _generator_for(path: Path, backend: str, batch_size: int):
             return torch_generate_fn(module, spec, batch_size=batch_size), spec, "bundle reference (torch fp32)"
         from ganrt.runtime import load
 
+        from ganrt.latents import labels_from_seeds
+
         gen = load(path, backend=backend)
-        return (lambda seeds: gen.generate(seeds=list(seeds))), gen.spec, f"bundle {gen.variant}"
+        spec = gen.spec
+
+        def generate(seeds):
+            seeds = list(seeds)
+            labels = labels_from_seeds(seeds, spec.num_classes) if spec.conditional else None
+            return gen.generate(seeds=seeds, labels=labels)
+
+        return generate, spec, f"bundle {gen.variant}"
     if backend != "reference":
         raise ConfigError(f"--backend {backend} needs a bundle directory; {path} is a checkpoint, which is "
                           "evaluated with its torch reference (export it with `ganrt export` to use a backend)")

@@ -4,7 +4,8 @@
 
 estimated on ``subsets`` random subsets of ``subset_size`` samples drawn without replacement from each set;
 the result is the mean and standard deviation over subsets (the convention of torch-fidelity and
-StyleGAN's metrics). The unbiased estimator drops the diagonal of the within-set kernel matrices, so two
+StyleGAN's metrics). The subset size is capped at half the smaller set so that subsets differ.
+The unbiased estimator drops the diagonal of the within-set kernel matrices, so two
 samples of one distribution give ~0 in expectation (it can be slightly negative).
 """
 
@@ -30,14 +31,15 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
 
 def kernel_inception_distance(features1: np.ndarray, features2: np.ndarray, *, subsets: int = 100,
                               subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """(mean, std) of the unbiased MMD^2 over random subsets; ``subset_size`` is capped at the smaller set."""
+    """(mean, std) of the unbiased MMD^2 over random subsets; ``subset_size`` is capped at half the smaller set."""
     x = np.asarray(features1, dtype=np.float64)
     y = np.asarray(features2, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise MetricError(f"KID needs two (N, F) feature sets with one F, got {x.shape} and {y.shape}")
-    m = min(subset_size, x.shape[0], y.shape[0])
-    if m < 2:
+    if min(x.shape[0], y.shape[0]) < 2:
         raise MetricError(f"KID needs at least 2 samples per set, got {x.shape[0]} and {y.shape[0]}")
+    # at most half of the smaller set, so subsets differ and the std over subsets means something
+    m = min(subset_size, max(2, min(x.shape[0], y.shape[0]) // 2))
     if subsets < 1:
         raise MetricError(f"KID needs subsets >= 1, got {subsets}")
     rng = np.random.default_rng(seed)

@@ -1,0 +1,64 @@
+"""`make demo`: the whole pipeline on the built-in digits, as the commands a user would type.
+
+    ganrt train            --preset demo --out OUT/run
+    ganrt train-classifier --dataset mnist --out OUT/classifier.safetensors
+    ganrt export           OUT/run/checkpoint.safetensors --out OUT/bundle --precision fp32,fp16,int8
+    ganrt bench            OUT/bundle --out OUT/bench --classifier OUT/classifier.safetensors
+    ganrt generate         OUT/bundle --seeds 0-63 --grid OUT/generated.png
+
+Each step runs as its own process (so each is exactly what the printed command does) and is skipped when its
+output already exists, unless --fresh is given.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+
+def _run(argv: list[str]) -> None:
+    shown = "ganrt " + " ".join(shlex.quote(a) for a in argv)
+    click.secho(f"\n$ {shown}", bold=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "ganrt", *argv])
+    if proc.returncode != 0:
+        raise SystemExit(f"demo step failed (exit {proc.returncode}): {shown}")
+    click.echo(f"  ({time.perf_counter() - t0:.0f} s)")
+
+
+@click.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True,
+              help="Directory for every output of the demo.")
+@click.option("--fresh", is_flag=True, help="Redo every step even when its output exists.")
+@click.option("--bench-duration", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="Seconds of timed runs per variant and batch size.")
+def main(out: Path, fresh: bool, bench_duration: float) -> None:
+    """Train -> export -> bench -> report on the built-in digits."""
+    t0 = time.perf_counter()
+    run_dir, bundle, bench = out / "run", out / "bundle", out / "bench"
+    clf = out / "classifier.safetensors"
+    ckpt = run_dir / "checkpoint.safetensors"
+    if fresh or not ckpt.exists():
+        _run(["train", "--preset", "demo", "--out", str(run_dir)])
+    if fresh or not clf.exists():
+        _run(["train-classifier", "--dataset", "mnist", "--resolution", "32", "--out", str(clf)])
+    if fresh or not (bundle / "manifest.json").exists():
+        _run(["export", str(ckpt), "--out", str(bundle), "--precision", "fp32,fp16,int8",
+              "--allow-failed-parity"])
+    _run(["bench", str(bundle), "--out", str(bench), "--classifier", str(clf), "--duration", str(bench_duration)])
+    _run(["generate", str(bundle), "--seeds", "0-99", "--labels", "0-9", "--out", str(out / "generated"),
+          "--grid", str(out / "generated.png")])
+    click.secho(f"\nDemo finished in {(time.perf_counter() - t0) / 60:.1f} min. Outputs:", bold=True)
+    for label, path in [("training samples", run_dir / "samples"), ("checkpoint", ckpt), ("bundle", bundle),
+                        ("benchmark report", bench / "report.md"), ("latency plot", bench / "latency.png"),
+                        ("throughput plot", bench / "throughput.png"), ("generated grid", out / "generated.png")]:
+        click.echo(f"  {label:18s} {path}")
+
+
+if __name__ == "__main__":
+    main()
