@@ -70,7 +70,7 @@ class _Pool:
 def engine_target(name: str, entry: dict[str, Any]) -> tuple[str | None, str | None]:
     """(sm, trt version) an engine was built for: from its entry's fields, else from its file name."""
     sm = entry.get("sm") or entry.get("compute_capability")
-    trt = entry.get("trt_version") or entry.get("tensorrt_version")
+    trt = entry.get("tensorrt") or entry.get("trt_version")
     m = ENGINE_FILE.search(str(entry.get("file", "")))
     if m:
         sm = sm or m.group("sm")

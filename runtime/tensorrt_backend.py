@@ -58,7 +58,8 @@ class TensorRTBackend(Backend):
             raise BundleError(f"engine {entry['file']} has inputs {self._input_names} and outputs {outputs}; "
                               f"the bundle's spec needs inputs {sorted(expected)} and one output")
         self._output_name = outputs[0]
-        engine_max = int(self._engine.get_tensor_profile_shape("z", 0)[2][0])
+        static = int(self._engine.get_tensor_shape("z")[0])  # -1 when the batch axis is dynamic
+        engine_max = static if static > 0 else int(self._engine.get_tensor_profile_shape("z", 0)[2][0])
         super().__init__(bundle.spec, precision=entry.get("precision") or "fp32", device="cuda",
                          max_batch=min(max_batch or engine_max, engine_max))
         self._output_format = bundle.graph.get("output_format", "uint8-nhwc")

@@ -143,6 +143,6 @@ def test_int8_only_when_asked_for():
 
 def test_engine_target_from_entry_or_file_name():
     assert engine_target("x", {"file": "engines/fp16.sm89.trt10.13.0.plan"}) == ("sm89", "10.13.0")
-    assert engine_target("x", {"file": "e.plan", "sm": "8.6", "trt_version": "11.0"}) == ("sm86", "11.0")
+    assert engine_target("x", {"file": "e.plan", "sm": "86", "tensorrt": "11.0.1"}) == ("sm86", "11.0.1")
     assert trt_version_matches("10.13", "10.13.0.35") and not trt_version_matches("10.13", "10.14.0")
     assert not trt_version_matches(None, "10.13")
