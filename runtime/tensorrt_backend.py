@@ -63,6 +63,7 @@ class TensorRTBackend(Backend):
         super().__init__(bundle.spec, precision=entry.get("precision") or "fp32", device="cuda",
                          max_batch=min(max_batch or engine_max, engine_max))
         self._output_format = bundle.graph.get("output_format", "uint8-nhwc")
+        self._static_batch = static if static > 0 else None  # such an engine takes only that batch: pad
 
         # device buffers for the largest batch; smaller batches use a leading slice (same address)
         self._buffers = {}
@@ -91,6 +92,10 @@ class TensorRTBackend(Backend):
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
+        wanted = feeds["z"].shape[0]
+        if self._static_batch and wanted < self._static_batch:
+            pad = self._static_batch - wanted
+            feeds = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in feeds.items()}
         batch = feeds["z"].shape[0]
         with torch.cuda.stream(self._stream):
             for name in self._input_names:
@@ -114,7 +119,7 @@ class TensorRTBackend(Backend):
             out = self._host[self._output_name][:batch]
             out.copy_(self._buffers[self._output_name][:batch], non_blocking=True)
         self._stream.synchronize()
-        images = out.numpy().copy()
+        images = out.numpy()[:wanted].copy()
         if self._output_format == "float-nchw":
             return to_uint8_nhwc(images, self.spec.output_range)
         return images
