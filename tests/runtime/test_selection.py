@@ -146,3 +146,10 @@ def test_engine_target_from_entry_or_file_name():
     assert engine_target("x", {"file": "e.plan", "sm": "86", "tensorrt": "11.0.1"}) == ("sm86", "11.0.1")
     assert trt_version_matches("10.13", "10.13.0.35") and not trt_version_matches("10.13", "10.14.0")
     assert not trt_version_matches(None, "10.13")
+
+
+def test_explicit_torch_options_name_the_variant(bundle_dir):
+    with load(bundle_dir, backend="torch", compile=True) as gen:  # compiled lazily: loading stays cheap
+        assert gen.variant == "torch-fp32-compile" and gen.device == "cpu" and not gen.cuda_graphs
+    with load(bundle_dir, backend="onnxruntime", threads=1) as gen:
+        assert gen._runner.threads == 1 and gen.max_batch == 64
