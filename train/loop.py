@@ -22,10 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from ganrt.train.config import RESULT_FIELDS, TrainConfig
-from ganrt.train.datasets import ImageDataset, load_dataset
-from ganrt.train.state import load_train_state, save_train_state
-from ganrt.train.trainer import Batch, Trainer, trainer_class
 
 from ganrt.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from ganrt.errors import BackendUnavailable, CheckpointError, ConfigError, DataError
@@ -35,6 +31,10 @@ from ganrt.latents import latents_from_seeds
 from ganrt.models import get
 from ganrt.postprocess import to_uint8_nhwc
 from ganrt.spec import GeneratorSpec
+from ganrt.train.config import RESULT_FIELDS, TrainConfig
+from ganrt.train.datasets import ImageDataset, load_dataset
+from ganrt.train.state import load_train_state, save_train_state
+from ganrt.train.trainer import Batch, Trainer, trainer_class
 
 CHECKPOINT = "checkpoint.safetensors"
 TRAIN_STATE = "checkpoint.optim.safetensors"

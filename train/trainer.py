@@ -37,16 +37,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from ganrt.train.augment import diff_augment
-from ganrt.train.config import TrainConfig
-from ganrt.train.ema import EMA
-from ganrt.train.losses import get_loss
-from ganrt.train.regularizers import feature_matching_loss, gradient_penalty, r1_penalty
 from torch import nn
 
 from ganrt.errors import ConfigError
 from ganrt.models import ModelFamily, get
 from ganrt.spec import GeneratorSpec
+from ganrt.train.augment import diff_augment
+from ganrt.train.config import TrainConfig
+from ganrt.train.ema import EMA
+from ganrt.train.losses import get_loss
+from ganrt.train.regularizers import feature_matching_loss, gradient_penalty, r1_penalty
 
 
 @dataclass

@@ -7,10 +7,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from ganrt.train.config import TrainConfig
 
 from ganrt.checkpoint import read_checkpoint
 from ganrt.cli import cli
+from ganrt.train.config import TrainConfig
 
 TINY = ["--steps", "2", "--batch-size", "4", "--width", "4", "--latent-dim", "8", "--threads", "1",
         "--no-progress", "--sample-every", "1", "--log-every", "1"]
@@ -80,3 +80,14 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, unlabelled_npz, args, mat
 def test_resume_with_a_preset_is_a_usage_error(tmp_path):
     result = run(["--preset", "demo", "--resume", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "--preset cannot be combined with --resume" in result.output
+
+
+def test_every_preset_is_a_valid_config_and_offered_by_the_cli():
+    from ganrt.train.cli import PRESET_NAMES
+    from ganrt.train.presets import PRESETS
+
+    assert set(PRESET_NAMES) == set(PRESETS)
+    for _, fields in PRESETS.values():
+        TrainConfig(**fields)
+    demo = TrainConfig(**PRESETS["demo"][1])
+    assert demo.dataset == "mnist" and demo.conditional == "on" and demo.resolution == 32

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
+from ganrt.errors import CheckpointError, ConfigError
 from ganrt.train.augment import diff_augment
 from ganrt.train.config import TrainConfig
 from ganrt.train.ema import EMA
 from ganrt.train.losses import get_loss
 from ganrt.train.regularizers import feature_matching_loss, gradient_penalty, r1_penalty
 from ganrt.train.state import load_train_state, save_train_state
-from torch import nn
-
-from ganrt.errors import CheckpointError, ConfigError
 
 
 def test_losses_match_their_definitions():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ganrt.train.datasets import load_dataset
 
 from ganrt.errors import DataError
+from ganrt.train.datasets import load_dataset
 
 from .conftest import write_png
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from ganrt.train.loop import train
 
 from ganrt.checkpoint import load_generator, read_checkpoint
 from ganrt.errors import CheckpointError, ConfigError, DataError
 from ganrt.spec import GeneratorSpec
+from ganrt.train.loop import train
 
 from .conftest import tiny_config
 

@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 import torch
-from ganrt.train.loop import train
 
 from ganrt.checkpoint import read_checkpoint
+from ganrt.train.loop import train
 
 from .conftest import tiny_config
 
