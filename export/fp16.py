@@ -19,6 +19,7 @@ import copy
 from typing import Any
 
 import numpy as np
+
 from ganrt.export.graph import RAW_OUTPUT, calibration_inputs, drop_output
 
 SENSITIVE_OP_TYPES = [

@@ -171,6 +171,10 @@ def check_against_spec(module: GraphModule, spec: GeneratorSpec, seeds: list[int
 
 
 def _first_line(e: BaseException) -> str:
+    cause = e
+    while cause is not None and not isinstance(cause, torch.jit.TracerWarning):
+        cause = cause.__cause__ or cause.__context__
+    e = cause or e  # a TracerWarning turned error surfaces as an odd SystemError: show the warning itself
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"[:400]
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ganrt.export.fp16 import final_layers
-from ganrt.export.graph import calibration_inputs
 
 from ganrt.errors import ExportError
+from ganrt.export.fp16 import final_layers
+from ganrt.export.graph import calibration_inputs
 
 DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 NEVER_QUANTIZED_OPS = ("Pow", "Sqrt", "Reciprocal", "Tanh", "Clip", "Round", "Cast", "Sigmoid")
@@ -70,9 +70,10 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, spec, *, op_types
     """
     import onnx
     import onnxruntime
-    from ganrt.export.fp16 import _name_nodes
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from ganrt.export.fp16 import _name_nodes
 
     op_types = list(DEFAULT_OP_TYPES if op_types is None else op_types)
     work = Path(work_dir or Path(out_path).parent)
@@ -93,7 +94,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, spec, *, op_types
             quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types or None, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
             calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            # bias stays float: TensorRT dequantizes int8 only
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
         )
     except Exception as e:
         raise ExportError(f"int8 quantization (onnxruntime quantize_static) failed: {type(e).__name__}: "

@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from ganrt.bundle import MANIFEST, WEIGHTS, Bundle, onnx_artifact_name, onnx_file_name
+from ganrt.errors import BundleError, ConfigError, SpecError
 from ganrt.export import graph as G
 from ganrt.export.verify import (
     TOLERANCES,
@@ -27,10 +31,6 @@ from ganrt.export.verify import (
     verified_batches,
     verify_onnx,
 )
-from torch import nn
-
-from ganrt.bundle import MANIFEST, WEIGHTS, Bundle, onnx_artifact_name, onnx_file_name
-from ganrt.errors import BundleError, ConfigError, SpecError
 from ganrt.postprocess import OUTPUT_FORMATS
 from ganrt.spec import GeneratorSpec
 
@@ -223,9 +223,8 @@ def _build(module, generator, spec, stage: Path, *, precisions, opset, exporter,
 
 def _build_engines(stage: Path, staged, spec, reference, *, tolerances, allow_failed_parity, max_batch,
                    workspace_mb, out_dir: Path, log):
-    from ganrt.export.tensorrt import build_engine, verify_engine
-
     from ganrt.errors import ParityError
+    from ganrt.export.tensorrt import build_engine, verify_engine
 
     engines = []
     cache_src = out_dir / "timing.cache"

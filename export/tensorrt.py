@@ -292,8 +292,8 @@ def run_plan(plan: bytes, feeds: dict[str, Any]) -> dict[str, Any]:
 def verify_engine(plan_path: str | Path, reference, spec, *, variant: str, tolerance) -> dict[str, Any]:
     """Parity of an engine against the torch reference (same seeds and batches as the ONNX graphs)."""
     import numpy as np
-    from ganrt.export.verify import _as_uint8
 
+    from ganrt.export.verify import _as_uint8
     from ganrt.parity import image_parity, json_safe
 
     plan = Path(plan_path).read_bytes()

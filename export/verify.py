@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from ganrt.export.graph import RAW_OUTPUT, GraphModule, sample_inputs
 
 from ganrt.errors import ParityError
+from ganrt.export.graph import RAW_OUTPUT, GraphModule, sample_inputs
 from ganrt.parity import image_parity, json_safe
 from ganrt.postprocess import ToUint8NHWC
 

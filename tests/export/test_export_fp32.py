@@ -12,10 +12,9 @@ ort = pytest.importorskip("onnxruntime")
 
 
 def test_checkpoint_exports_to_a_verified_fp32_bundle(tiny_checkpoint, tiny_spec, tmp_path):
-    from ganrt.export import export_checkpoint
-
     from ganrt.bundle import Bundle
     from ganrt.checkpoint import load_generator
+    from ganrt.export import export_checkpoint
     from ganrt.latents import labels_from_seeds, latents_from_seeds
 
     bundle = export_checkpoint(tiny_checkpoint, tmp_path / "b", max_batch=8)
@@ -55,10 +54,9 @@ def test_float_nchw_output_keeps_raw_values(tiny_checkpoint, tmp_path):
 
 
 def test_users_own_module_exports_through_the_python_api(user_spec, tmp_path):
-    from ganrt.export import export
-
     from ganrt.bundle import Bundle
     from ganrt.checkpoint import load_generator
+    from ganrt.export import export
     from ganrt.models import load_factory
 
     g = load_factory(user_spec.factory)()
