@@ -11,12 +11,16 @@ becomes::
 exact in real arithmetic (float results differ by summation order only). The kernels are the
 ConvTranspose taps, so the MACs per computed pixel are the same; the padded border adds
 ``(H + T - 1 - 2 * (p // s)) / H`` per spatial axis (1.25 for a 4x4 input with k=4, s=2, p=1), reported per
-node as ``macs_ratio`` when the input's size is known. A ConvTranspose whose input is 1x1 (a generator's
-first layer) becomes ``Flatten -> Gemm -> [activation] -> Reshape``: a plain matrix product.
+node as ``macs_ratio`` when the input's size is known. ``form="phases"`` avoids that border work: one
+Conv per output phase with its own (asymmetric) pads, then Concat -> [activation] -> DepthToSpace(s, DCR),
+at the cost of s*s smaller convolutions. A ConvTranspose whose input is 1x1 (a generator's first layer)
+becomes ``Flatten -> Gemm -> [activation] -> Reshape``: a plain matrix product.
 
 Why: OpenVINO's bf16 CPU kernels cover convolution but not deconvolution, so on a bf16-capable CPU the
-rewritten graph runs in bf16 and the original in f32 (EXPORT-NOTES.md). onnxruntime runs the original
-faster: apply the pass per backend.
+rewritten graph runs in bf16 and the original in f32 (EXPORT-NOTES.md). Whether it pays for another
+backend is a measurement (EXPORT-NOTES.md found onnxruntime 1.3-1.6x slower on it): apply it per backend.
+Run it on the simplified float graph (after onnxslim, which folds BatchNorm into the ConvTranspose and
+removes Identity nodes in front of weights), before fp16 conversion or quantization.
 
 An elementwise activation (Relu, LeakyRelu, Tanh, Sigmoid) that is the ConvTranspose's only consumer is
 applied before the interleave: onnxruntime's QOperator quantizer dropped a Relu that followed a
@@ -35,8 +39,11 @@ from typing import Any
 
 import numpy as np
 
+from ganrt.errors import ConfigError
+
 DOMAIN_ONNX = ("", "ai.onnx")
 MOVABLE_ACTIVATIONS = ("Relu", "LeakyRelu", "Tanh", "Sigmoid")
+FORMS = ("single", "phases")
 MIN_OPSET = 11  # DepthToSpace "mode" (CRD) and Slice with tensor inputs
 _INT64_MAX = np.iinfo(np.int64).max
 
@@ -61,13 +68,18 @@ class RewriteReport:
                 "left": [dict(r) for r in self.left]}
 
 
-def rewrite_conv_transpose(model) -> tuple[Any, RewriteReport]:
+def rewrite_conv_transpose(model, *, form: str = "single") -> tuple[Any, RewriteReport]:
     """Rewrite every ConvTranspose of ``model``'s main graph that can be expressed exactly (see module doc).
 
-    ``model`` (an onnx.ModelProto) is not changed; returns a rewritten copy and the report. Inputs,
-    outputs and their (dynamic) shapes are those of the original graph.
+    ``form="single"``: one Conv with s*s times the channels + DepthToSpace (+ Slice); ``form="phases"``:
+    one Conv per output phase, each with its own pads (no border work: exactly the ConvTranspose's MACs),
+    Concat + DepthToSpace(DCR). ``model`` (an onnx.ModelProto) is not changed; returns a rewritten copy and
+    the report. Inputs, outputs and their (dynamic) shapes are those of the original graph.
     """
     import onnx
+
+    if form not in FORMS:
+        raise ConfigError(f"rewrite form must be one of {FORMS}, got {form!r}")
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -104,7 +116,7 @@ def rewrite_conv_transpose(model) -> tuple[Any, RewriteReport]:
             new_nodes.append(node)
             continue
         name = _node_name(node, index)
-        plan = _plan(node, initializers, shapes)
+        plan = _plan(node, initializers, shapes, form)
         if isinstance(plan, str):
             report.left.append({"node": name, "reason": plan})
             new_nodes.append(node)
@@ -141,12 +153,13 @@ class _Plan:
     weight: np.ndarray  # Conv: (s*s*C_out, C_in, Th, Tw); Gemm: (C_in, C_out*oh*ow)
     bias: np.ndarray | None  # (channels of the new Conv / Gemm columns,)
     conv_pads: list[int] | None = None
+    phases: list[tuple[np.ndarray, list[int]]] | None = None  # form "phases": (weight, pads) per output phase
     crop: list[int] | None = None  # per spatial axis, removed from both ends after DepthToSpace
     out_shape: list[int] | None = None  # Gemm: (C_out, oh, ow)
     macs_ratio: float | None = None
 
 
-def _plan(node, initializers: dict, shapes: dict) -> _Plan | str:
+def _plan(node, initializers: dict, shapes: dict, form: str = "single") -> _Plan | str:
     """The rewrite of ``node``, or the reason it is left unchanged."""
     from onnx import helper, numpy_helper
 
@@ -221,8 +234,42 @@ def _plan(node, initializers: dict, shapes: dict) -> _Plan | str:
     if spatial is not None and all(isinstance(d, int) and d > 0 for d in spatial):
         h, wd = spatial
         ratio = round((h + 2 * pad_h - th + 1) * (wd + 2 * pad_w - tw + 1) / (h * wd), 4)
+    if form == "phases" and s > 1:
+        phases = _phase_convs(weight, s, ph, pw)
+        if phases is not None:
+            return _Plan("Conv-per-phase+DepthToSpace", [kh, kw], s, pads, phases[0][0], bias, phases=phases,
+                         macs_ratio=1.0)
     return _Plan("Conv+DepthToSpace" if s > 1 else "Conv", [kh, kw], s, pads, np.ascontiguousarray(w), b,
                  conv_pads=[pad_h, pad_w, pad_h, pad_w], crop=crop, macs_ratio=ratio)
+
+
+def _phase_convs(weight: np.ndarray, s: int, ph: int, pw: int) -> list[tuple[np.ndarray, list[int]]] | None:
+    """One (C_out, C_in, Th, Tw) kernel and its Conv pads per output phase (rh, rw), row-major; None when
+    the phases differ in size (the output size is not a multiple of s: 2p % s != 0) or a phase would need a
+    negative pad (a pad of nearly the kernel's size): the single form covers those."""
+    _, _, kh, kw = weight.shape
+    if (2 * ph) % s or (2 * pw) % s:
+        return None
+
+    def axis(k: int, p: int) -> list[tuple[np.ndarray, int, int]]:
+        t = k // s
+        out = []
+        for r in range(s):
+            taps = (r + p) % s + s * (t - 1 - np.arange(t))  # flipped taps of this phase
+            begin = t - 1 - (r + p) // s
+            end = -((2 * p + r + s - k) // s) + t - 1 - begin  # ceil((k - s - 2p - r) / s) + t - 1 - begin
+            out.append((taps, begin, end))
+        return out
+
+    rows, cols = axis(kh, ph), axis(kw, pw)
+    phases = []
+    for taps_h, bh, eh in rows:
+        for taps_w, bw, ew in cols:
+            if min(bh, eh, bw, ew) < 0:
+                return None
+            w = weight[:, :, taps_h[:, None], taps_w[None, :]].transpose(1, 0, 2, 3)  # (C_out, C_in, Th, Tw)
+            phases.append((np.ascontiguousarray(w), [bh, bw, eh, ew]))
+    return phases
 
 
 def _sole_activation(node, consumers: dict, graph_outputs: set):
@@ -246,10 +293,14 @@ def _build(plan: _Plan, node, name: str, activation, names: "_Names") -> tuple[l
     x, y = node.input[0], node.output[0]
     final = activation.output[0] if activation is not None else y
     tag = names.fresh(name.replace("/", "_") + "_rw")
-    inits = [numpy_helper.from_array(plan.weight, names.fresh(f"{tag}_weight"))]
-    nodes = []
+    nodes, inits = [], []
+    bias = []  # [] or [name of the bias initializer]: the optional last input of Conv / Gemm
     if plan.bias is not None:
         inits.append(numpy_helper.from_array(plan.bias.astype(plan.weight.dtype), names.fresh(f"{tag}_bias")))
+        bias = [inits[-1].name]
+    if plan.phases is None:
+        inits.append(numpy_helper.from_array(plan.weight, names.fresh(f"{tag}_weight")))
+        weight = inits[-1].name
 
     def act(inp: str, out: str) -> None:
         nodes.append(helper.make_node(activation.op_type, [inp], [out], name=names.fresh(f"{tag}_{activation.op_type}"),
@@ -261,8 +312,7 @@ def _build(plan: _Plan, node, name: str, activation, names: "_Names") -> tuple[l
         shape = names.fresh(f"{tag}_shape")
         inits.append(numpy_helper.from_array(np.array([0, *plan.out_shape], dtype=np.int64), shape))
         nodes.append(helper.make_node("Flatten", [x], [flat], name=names.fresh(f"{tag}_Flatten"), axis=1))
-        gemm_in = [flat, inits[0].name] + ([inits[1].name] if plan.bias is not None else [])
-        nodes.append(helper.make_node("Gemm", gemm_in, [mm], name=names.fresh(f"{tag}_Gemm")))
+        nodes.append(helper.make_node("Gemm", [flat, weight, *bias], [mm], name=names.fresh(f"{tag}_Gemm")))
         if activation is not None:
             acted = names.fresh(f"{tag}_act")
             act(mm, acted)
@@ -271,14 +321,32 @@ def _build(plan: _Plan, node, name: str, activation, names: "_Names") -> tuple[l
         return nodes, inits
 
     s = plan.stride
+    if plan.phases is not None:  # Conv per phase -> Concat (phase-major = DCR order) -> [act] -> DepthToSpace
+        parts = []
+        for i, (w, pads) in enumerate(plan.phases):
+            w_name, part = names.fresh(f"{tag}_weight_p{i}"), names.fresh(f"{tag}_conv_p{i}")
+            inits.append(numpy_helper.from_array(w, w_name))
+            nodes.append(helper.make_node("Conv", [x, w_name, *bias], [part], name=names.fresh(f"{tag}_Conv_p{i}"),
+                                          kernel_shape=list(w.shape[2:]), strides=[1, 1], pads=pads,
+                                          dilations=[1, 1], group=1))
+            parts.append(part)
+        cat = names.fresh(f"{tag}_concat")
+        nodes.append(helper.make_node("Concat", parts, [cat], name=names.fresh(f"{tag}_Concat"), axis=1))
+        if activation is not None:
+            acted = names.fresh(f"{tag}_act")
+            act(cat, acted)
+            cat = acted
+        nodes.append(helper.make_node("DepthToSpace", [cat], [final], name=names.fresh(f"{tag}_DepthToSpace"),
+                                      blocksize=s, mode="DCR"))
+        return nodes, inits
+
     crop = any(plan.crop)
     steps = ["conv"] + (["act"] if activation is not None else []) + (["d2s"] if s > 1 else []) + \
         (["slice"] if crop else [])
     outs = {step: names.fresh(f"{tag}_{step}") for step in steps[:-1]}
     outs[steps[-1]] = final
-    conv_in = [x, inits[0].name] + ([inits[1].name] if plan.bias is not None else [])
     th, tw = plan.weight.shape[2:]
-    nodes.append(helper.make_node("Conv", conv_in, [outs["conv"]], name=names.fresh(f"{tag}_Conv"),
+    nodes.append(helper.make_node("Conv", [x, weight, *bias], [outs["conv"]], name=names.fresh(f"{tag}_Conv"),
                                   kernel_shape=[th, tw], strides=[1, 1], pads=plan.conv_pads, dilations=[1, 1],
                                   group=1))
     prev = outs["conv"]

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+
 from ganrt.export.rewrite import rewrite_conv_transpose
 
 torch = pytest.importorskip("torch")
@@ -71,18 +72,26 @@ def test_rewrite_is_exact_on_random_weights(kernel, stride, padding, size, bias,
     model = _export(module, torch.randn(2, 3, size, size), tmp_path / "m.onnx")
     assert _ops(model).count("ConvTranspose") == 1
 
-    rewritten, report = rewrite_conv_transpose(model)
-
-    _check(rewritten)
-    assert "ConvTranspose" not in _ops(rewritten)
-    assert len(report.rewritten) == 1 and not report.left
-    assert report.rewritten[0]["into"] == ("Conv+DepthToSpace" if stride > 1 else "Conv")
     x = np.random.default_rng(1).standard_normal((3, 3, size, size)).astype(np.float32)
-    ref, out = _run(model, x), _run(rewritten, x)
+    ref = _run(model, x)
     with torch.no_grad():
         assert np.allclose(ref, module(torch.from_numpy(x)).numpy(), atol=1e-4)  # the reference is torch's
-    assert out.shape == ref.shape
-    assert np.abs(out - ref).max() < 1e-4 * np.abs(ref).max()
+    # phases of equal size (2p % s == 0) get a Conv each; other nodes keep the single form
+    per_phase = stride > 1 and all(2 * p % stride == 0 for p in np.atleast_1d(padding))
+    into = {"single": "Conv+DepthToSpace" if stride > 1 else "Conv",
+            "phases": "Conv-per-phase+DepthToSpace" if per_phase else "Conv+DepthToSpace" if stride > 1 else "Conv"}
+    for form in ("single", "phases"):
+        rewritten, report = rewrite_conv_transpose(model, form=form)
+
+        _check(rewritten)
+        assert "ConvTranspose" not in _ops(rewritten)
+        assert len(report.rewritten) == 1 and not report.left
+        assert report.rewritten[0]["into"] == into[form]
+        out = _run(rewritten, x)
+        assert out.shape == ref.shape
+        assert np.abs(out - ref).max() < 1e-4 * np.abs(ref).max(), form
+    if per_phase:
+        assert report.rewritten[0]["macs_ratio"] == 1.0  # no border work
 
 
 @pytest.mark.parametrize("kernel,stride,padding", [(4, 1, 0), (4, 2, 1), (3, 2, 1)], ids=["k4-s1-p0", "k4-s2-p1",
@@ -110,18 +119,20 @@ def test_activation_is_applied_before_the_interleave(activation, op, tmp_path):
     module = _Deconv(4, 3, 4, 2, 1, True, activation=activation)
     model = _export(module, torch.randn(2, 4, 6, 6), tmp_path / "m.onnx")
 
-    rewritten, report = rewrite_conv_transpose(model)
-
-    _check(rewritten)
-    ops = _ops(rewritten)
-    assert ops.count(op) == 1 and ops.index("Conv") < ops.index(op) < ops.index("DepthToSpace")
-    assert report.rewritten[0]["activation"] == op
-    if op == "LeakyRelu":
-        node = next(n for n in rewritten.graph.node if n.op_type == op)
-        assert onnx.helper.get_attribute_value(node.attribute[0]) == pytest.approx(0.2)
     x = np.random.default_rng(3).standard_normal((2, 4, 6, 6)).astype(np.float32)
-    ref, out = _run(model, x), _run(rewritten, x)
-    assert np.abs(out - ref).max() < 1e-4 * np.abs(ref).max()
+    ref = _run(model, x)
+    for form in ("single", "phases"):
+        rewritten, report = rewrite_conv_transpose(model, form=form)
+
+        _check(rewritten)
+        ops = _ops(rewritten)
+        assert ops.count(op) == 1 and ops.index("Conv") < ops.index(op) < ops.index("DepthToSpace")
+        assert report.rewritten[0]["activation"] == op
+        if op == "LeakyRelu":
+            node = next(n for n in rewritten.graph.node if n.op_type == op)
+            assert onnx.helper.get_attribute_value(node.attribute[0]) == pytest.approx(0.2)
+        out = _run(rewritten, x)
+        assert np.abs(out - ref).max() < 1e-4 * np.abs(ref).max(), form
 
 
 @pytest.mark.parametrize("extra,reason", [
@@ -193,6 +204,13 @@ def test_rewrite_keeps_the_dynamic_batch_and_leaves_the_input_model_alone(tmp_pa
     json.dumps(report.to_dict(), allow_nan=False)
 
 
+def test_unknown_form_is_refused():
+    from ganrt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="form must be one of"):
+        rewrite_conv_transpose(_handmade([1, 1, 1, 1], [2, 2]), form="fast")
+
+
 def test_graph_without_conv_transpose_is_returned_unchanged():
     from onnx import TensorProto, helper
 
@@ -240,18 +258,19 @@ def test_dcgan_generator_end_to_end_within_one_level(tiny_checkpoint, tmp_path):
     model = onnx.load(str(path))
     n_deconv = _ops(model).count("ConvTranspose")
 
-    rewritten, report = rewrite_conv_transpose(model)
-
-    _check(rewritten)
-    assert len(report.rewritten) == n_deconv >= 3 and not report.left
-    assert report.rewritten[0]["into"] == "Gemm+Reshape"
-    assert {r["into"] for r in report.rewritten[1:]} == {"Conv+DepthToSpace"}
     feeds = {"z": z, "labels": labels}
     ref = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
-    out = ort.InferenceSession(rewritten.SerializeToString()).run(None, feeds)[0]
     with torch.no_grad():
         torch_ref = WithPost()(torch.from_numpy(z), torch.from_numpy(labels)).numpy()
-    assert out.dtype == np.uint8 and out.shape == (6, spec.height, spec.width, spec.channels)
     assert ref.std() > 20, "reference images are near constant: the test would prove nothing"
-    assert np.abs(out.astype(np.int16) - ref.astype(np.int16)).max() <= 1
-    assert np.abs(out.astype(np.int16) - torch_ref.astype(np.int16)).max() <= 1
+    for form, into in (("single", "Conv+DepthToSpace"), ("phases", "Conv-per-phase+DepthToSpace")):
+        rewritten, report = rewrite_conv_transpose(model, form=form)
+
+        _check(rewritten)
+        assert len(report.rewritten) == n_deconv >= 3 and not report.left
+        assert report.rewritten[0]["into"] == "Gemm+Reshape"
+        assert {r["into"] for r in report.rewritten[1:]} == {into}
+        out = ort.InferenceSession(rewritten.SerializeToString()).run(None, feeds)[0]
+        assert out.dtype == np.uint8 and out.shape == (6, spec.height, spec.width, spec.channels)
+        assert np.abs(out.astype(np.int16) - ref.astype(np.int16)).max() <= 1, form
+        assert np.abs(out.astype(np.int16) - torch_ref.astype(np.int16)).max() <= 1, form
