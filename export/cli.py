@@ -123,6 +123,8 @@ class _Progress:
               show_default=True, help="torch->ONNX exporter; auto tries dynamo, then TorchScript.")
 @click.option("--int8-ops", default=INT8_DEFAULT_OPS, show_default=True,
               help="Comma-separated op types int8 quantizes, or 'all'.")
+@click.option("--int8-calibration", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+              show_default=True, help="How int8 activation ranges are calibrated.")
 @click.option("--calibration-size", type=click.IntRange(8, 100_000), default=64, show_default=True,
               help="Latents used to calibrate int8 ranges.")
 @click.option("--verify-batch-cap", type=click.IntRange(1, 4096), default=16, show_default=True,
@@ -134,8 +136,8 @@ class _Progress:
 @click.option("--json", "as_json", is_flag=True, default=False, show_default=True,
               help="Print the resulting manifest as JSON (no progress output).")
 def export(checkpoint, out, precision, tensorrt, max_batch, opset, output_format, model, latent_dim, image_shape,
-           num_classes, has_truncation, weights, ema, exporter, int8_ops, calibration_size, verify_batch_cap,
-           allow_failed_parity, trt_workspace_mb, as_json):
+           num_classes, has_truncation, weights, ema, exporter, int8_ops, int8_calibration, calibration_size,
+           verify_batch_cap, allow_failed_parity, trt_workspace_mb, as_json):
     """Export CHECKPOINT (or --model) to a verified bundle in --out.
 
     \b
@@ -153,7 +155,8 @@ def export(checkpoint, out, precision, tensorrt, max_batch, opset, output_format
     options = dict(precisions=precisions, max_batch=max_batch, output_format=output_format, opset=opset,
                    tensorrt=tensorrt, exporter=exporter, verify_batch_cap=verify_batch_cap,
                    allow_failed_parity=allow_failed_parity, int8_op_types=ops if ops is not None else [],
-                   calibration_size=calibration_size, trt_workspace_mb=trt_workspace_mb)
+                   int8_calibration=int8_calibration, calibration_size=calibration_size,
+                   trt_workspace_mb=trt_workspace_mb)
     all_precisions = set(precisions) | {"fp32"}
     progress = _Progress(total=3 + 2 * len(all_precisions) + (len(all_precisions) if tensorrt else 0),
                          quiet=as_json)

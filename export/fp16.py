@@ -150,12 +150,20 @@ def convert_fp16(model, spec, *, safe_max: float | None = None, calibration_size
     for node in model.graph.node:
         if node.op_type in SENSITIVE_OP_TYPES:
             kept.setdefault(node.name, {"op": node.op_type, "reason": "sensitive-op"})
+        elif node.op_type in float16.DEFAULT_OP_BLOCK_LIST:
+            kept.setdefault(node.name, {"op": node.op_type, "reason": "converter-default"})
     op_block_list = list(dict.fromkeys(float16.DEFAULT_OP_BLOCK_LIST + SENSITIVE_OP_TYPES))
     # the converter's keep_io_types mishandles an output that other nodes also read (our "raw"): convert the
     # shipped single-output graph, then re-attach "raw" for verification
     has_raw = any(o.name == RAW_OUTPUT for o in model.graph.output)
     converted = float16.convert_float_to_float16(drop_output(model) if has_raw else model, keep_io_types=True,
                                                  op_block_list=op_block_list, node_block_list=sorted(kept))
+    # the converter leaves stale fp32 value_info beside the fp16 entries of the same tensors (seen after
+    # Resize): drop them all and infer again
+    del converted.graph.value_info[:]
+    import onnx
+
+    converted = onnx.shape_inference.infer_shapes(converted)
     if has_raw:
         raw_info = next(o for o in model.graph.output if o.name == RAW_OUTPUT)
         producer = next(n.name for n in model.graph.node if RAW_OUTPUT in n.output)

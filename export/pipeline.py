@@ -104,7 +104,7 @@ def export(generator: nn.Module, out_dir: str | os.PathLike, *, spec: GeneratorS
            precisions: Sequence[str] = ("fp32",), max_batch: int = 64, output_format: str = "uint8-nhwc",
            opset: int = 18, tensorrt: bool = False, exporter: str = "auto", verify_batch_cap: int = 16,
            allow_failed_parity: bool = False, tolerances: dict[str, Tolerance] | None = None,
-           int8_op_types: Sequence[str] | None = None, calibration_size: int = 64,
+           int8_op_types: Sequence[str] | None = None, calibration_size: int = 64, int8_calibration: str = "minmax",
            fp16_safe_max: float | None = None, trt_workspace_mb: int = 1024, source: dict[str, Any] | None = None,
            progress: Progress | None = None) -> Bundle:
     """Export ``generator`` (any ``nn.Module`` taking (z[, labels][, truncation]) and returning images in
@@ -114,7 +114,8 @@ def export(generator: nn.Module, out_dir: str | os.PathLike, *, spec: GeneratorS
     ``tensorrt``: also build TensorRT engines for each exported precision (needs a GPU and TensorRT).
     ``verify_batch_cap``: the largest batch verified (batches 1, 3 and min(max_batch, cap)).
     ``allow_failed_parity``: keep a variant outside its tolerance, marked ``passed=false``, instead of failing.
-    ``int8_op_types``: the op types int8 quantizes (default :data:`ganrt.export.int8.DEFAULT_OP_TYPES`).
+    ``int8_op_types``: the op types int8 quantizes (default :data:`ganrt.export.int8.DEFAULT_OP_TYPES`;
+    an empty list: every op type); ``int8_calibration``: "minmax", "percentile" or "entropy".
     """
     log = progress or _quiet
     precisions = _check_options(spec, precisions, max_batch, output_format, opset)
@@ -142,7 +143,8 @@ def export(generator: nn.Module, out_dir: str | os.PathLike, *, spec: GeneratorS
         staged, verifications, reference = _build(module, generator, spec, stage, precisions=precisions, opset=opset,
                                        exporter=exporter, max_batch=max_batch, verify_batch_cap=verify_batch_cap,
                                        tolerances=tolerances, int8_op_types=int8_op_types,
-                                       calibration_size=calibration_size, fp16_safe_max=fp16_safe_max,
+                                       calibration_size=calibration_size, int8_calibration=int8_calibration,
+                                       fp16_safe_max=fp16_safe_max,
                                        source=source, log=log)
         if not allow_failed_parity:
             raise_if_failed(verifications)
@@ -158,7 +160,7 @@ def export(generator: nn.Module, out_dir: str | os.PathLike, *, spec: GeneratorS
 
 
 def _build(module, generator, spec, stage: Path, *, precisions, opset, exporter, max_batch, verify_batch_cap,
-           tolerances, int8_op_types, calibration_size, fp16_safe_max, source, log):
+           tolerances, int8_op_types, calibration_size, int8_calibration, fp16_safe_max, source, log):
     """Build and verify every artifact in ``stage``; returns ([(name, file, kwargs for add_artifact)], checks)."""
     import onnx
     import onnxruntime
@@ -203,7 +205,7 @@ def _build(module, generator, spec, stage: Path, *, precisions, opset, exporter,
         log(f"quantizing to int8 (QDQ, symmetric, calibration {calibration_size} latents)")
         full_paths["int8"] = stage / "full.int8.onnx"
         info = quantize_int8(full_paths["fp32"], full_paths["int8"], spec, op_types=int8_op_types,
-                             calibration_size=calibration_size, work_dir=stage)
+                             calibration_size=calibration_size, calibration=int8_calibration, work_dir=stage)
         G.check_model(onnx.load(str(full_paths["int8"])), "the int8 graph")
         made["int8"] = {**base_made_by, **info}
 
@@ -277,12 +279,16 @@ def _write_bundle(out_dir: Path, spec, graph, source, staged, log) -> Bundle:
 def export_checkpoint(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike, *, ema: bool = True,
                       **options: Any) -> Bundle:
     """Export a ganrt checkpoint's generator (its EMA weights by default); options as :func:`export`."""
+    from safetensors import safe_open
+
     from ganrt.checkpoint import load_generator, read_metadata
     from ganrt.fileio import sha256_file
 
     path = Path(checkpoint_path)
     generator, spec = load_generator(path, ema=ema)
     meta = read_metadata(path)
+    with safe_open(str(path), framework="pt") as f:
+        has_ema = any(k.startswith("G_ema.") for k in f.keys())
     source = {"kind": "checkpoint", "path": str(path), "sha256": sha256_file(path), "step": meta.get("step", 0),
-              "weights": "G_ema" if ema else "G", "dataset": meta.get("dataset") or {}}
+              "weights": "G_ema" if ema and has_ema else "G", "dataset": meta.get("dataset") or {}}
     return export(generator, out_dir, spec=spec, source=source, **options)

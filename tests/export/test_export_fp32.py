@@ -60,9 +60,14 @@ def test_users_own_module_exports_through_the_python_api(user_spec, tmp_path):
     from ganrt.models import load_factory
 
     g = load_factory(user_spec.factory)()
-    bundle = export(g, tmp_path / "b", spec=user_spec, max_batch=4)
+    bundle = export(g, tmp_path / "b", spec=user_spec, max_batch=4, precisions=("fp16",))
     entry = bundle.artifacts["onnx-fp32"]
     assert entry["passed"] is True and entry["parity"]["max_abs_diff"] <= 1
+    # fp16 through Resize (kept fp32 by the converter's default block list) and InstanceNorm (kept: sensitive)
+    fp16 = bundle.artifacts["onnx-fp16"]
+    assert fp16["passed"] is True
+    reasons = {k["op"]: k["reason"] for k in fp16["made_by"]["kept_nodes"]}
+    assert reasons["Resize"] == "converter-default" and reasons["InstanceNormalization"] == "sensitive-op"
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["spec"]["factory"] == user_spec.factory and manifest["spec"]["arch"] == "external"
     assert manifest["source"]["class"].endswith("UpConvGenerator")
