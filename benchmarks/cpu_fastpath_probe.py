@@ -3,7 +3,8 @@
 A standalone measurement script (not part of the library API). In one process it exports a DCGAN-64
 generator (ganrt.models "dcgan", latent 100, width 64, 3x64x64; random weights scaled so the images span
 the uint8 range, BatchNorm statistics from one batch), rewrites its ConvTransposes
-(ganrt.export.rewrite), and times, with interleaved repeats:
+(ganrt.export.rewrite; "-rw": the single-Conv form, "-rwp": form="phases"), and times, interleaving the
+variants call by call, in repeats:
 
 - onnxruntime fp32 on the original graph (the baseline of every ratio) and on the rewritten graph;
 - OpenVINO fp32 and bf16 (INFERENCE_PRECISION_HINT) on the original and rewritten graphs;
@@ -164,15 +165,23 @@ def ov_runner(core, model_or_path, batch: int, precision: str, threads: int):
     return run, kinds
 
 
-def time_median(run, z: np.ndarray, seconds: float, min_iters: int = 5, max_iters: int = 200) -> list[float]:
-    run(z)  # warm up
-    run(z)
-    times = []
-    deadline = time.perf_counter() + seconds
-    while len(times) < min_iters or (time.perf_counter() < deadline and len(times) < max_iters):
-        t0 = time.perf_counter()
-        run(z)
-        times.append((time.perf_counter() - t0) * 1e3)
+def time_round_robin(runs: dict, z: np.ndarray, seconds: float, min_rounds: int = 5,
+                     max_rounds: int = 500) -> dict[str, list[float]]:
+    """Milliseconds per call of every runner, interleaved call by call (the starting runner rotates each
+    round), so that load from other processes drifting during the measurement hits every variant alike."""
+    names = list(runs)
+    for name in names:  # warm up
+        runs[name](z)
+        runs[name](z)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    deadline = time.perf_counter() + seconds * len(names)
+    rounds = 0
+    while rounds < min_rounds or (time.perf_counter() < deadline and rounds < max_rounds):
+        for name in names[rounds % len(names):] + names[:rounds % len(names)]:
+            t0 = time.perf_counter()
+            runs[name](z)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+        rounds += 1
     return times
 
 
@@ -198,7 +207,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", default="1,8,64", help="comma-separated batch sizes")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats of every measurement")
-    parser.add_argument("--seconds", type=float, default=1.5, help="time per measurement (at least 5 runs)")
+    parser.add_argument("--seconds", type=float, default=1.5,
+                        help="time per variant, batch and repeat (at least 5 calls each)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every backend")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -207,8 +217,8 @@ def main(argv=None) -> int:
     import onnx
     import openvino as ov
     import torch
-    from ganrt.export.rewrite import rewrite_conv_transpose
 
+    from ganrt.export.rewrite import rewrite_conv_transpose
     from ganrt.latents import latents_from_seeds
     from ganrt.parity import image_parity, json_safe
 
@@ -218,10 +228,11 @@ def main(argv=None) -> int:
     print(f"machine: {info}", flush=True)
     g, spec = build_generator()
     work = Path(tempfile.mkdtemp(prefix="ganrt-probe-"))
-    paths = {"orig": work / "orig.onnx", "rw": work / "rw.onnx"}
+    paths = {"orig": work / "orig.onnx", "rw": work / "rw.onnx", "rwp": work / "rwp.onnx"}
     export_onnx(g, spec, paths["orig"])
     rewritten, report = rewrite_conv_transpose(onnx.load(str(paths["orig"])))
     onnx.save(rewritten, str(paths["rw"]))
+    onnx.save(rewrite_conv_transpose(onnx.load(str(paths["orig"])), form="phases")[0], str(paths["rwp"]))
     print(f"rewrite: {[(r['node'], r['into'], r['macs_ratio']) for r in report.rewritten]}, left {report.left}")
 
     calib = latents_from_seeds(CALIBRATION_SEEDS, LATENT)
@@ -235,10 +246,10 @@ def main(argv=None) -> int:
             int8_notes[fmt] = f"{type(e).__name__}: {e}"[:300]
             paths.pop(f"rw-{fmt}")
     nncf_rw = {}
-    for keep_first in (False, True, "orig"):
+    for keep_first in (False, True, "orig", "phases"):
         try:
-            src = paths["orig"] if keep_first == "orig" else paths["rw"]
-            nncf_rw[keep_first] = nncf_model(core, src, calib, keep_first is True)
+            src = {"orig": paths["orig"], "phases": paths["rwp"]}.get(keep_first, paths["rw"])
+            nncf_rw[keep_first] = nncf_model(core, src, calib, keep_first in (True, "phases"))
         except ImportError:
             int8_notes["nncf"] = "nncf is not installed (pip install nncf)"
         except Exception as e:
@@ -252,6 +263,9 @@ def main(argv=None) -> int:
         "openvino-fp32-rw": lambda b: ov_runner(core, paths["rw"], b, "f32", args.threads),
         "openvino-bf16": lambda b: ov_runner(core, paths["orig"], b, "bf16", args.threads),
         "openvino-bf16-rw": lambda b: ov_runner(core, paths["rw"], b, "bf16", args.threads),
+        "onnxruntime-fp32-rwp": lambda b: ort_runner(paths["rwp"], args.threads),
+        "openvino-fp32-rwp": lambda b: ov_runner(core, paths["rwp"], b, "f32", args.threads),
+        "openvino-bf16-rwp": lambda b: ov_runner(core, paths["rwp"], b, "bf16", args.threads),
     }
     if "orig" in nncf_rw:  # does int8 need the rewrite? (OpenVINO has int8 deconvolution kernels too)
         variants["openvino-int8-nncf"] = lambda b: ov_runner(core, nncf_rw["orig"], b, "f32", args.threads)
@@ -259,6 +273,9 @@ def main(argv=None) -> int:
         variants["openvino-int8-rw-nncf"] = lambda b: ov_runner(core, nncf_rw[False], b, "f32", args.threads)
     if True in nncf_rw:
         variants["openvino-int8-rw-nncf-keepfirst"] = lambda b: ov_runner(core, nncf_rw[True], b, "f32", args.threads)
+    if "phases" in nncf_rw:
+        variants["openvino-int8-rwp-nncf-keepfirst"] = lambda b: ov_runner(core, nncf_rw["phases"], b, "f32",
+                                                                            args.threads)
     for q in ("qdq", "qdq-keepfirst"):
         if f"rw-{q}" in paths:
             variants[f"openvino-int8-rw-{q}"] = lambda b, q=q: ov_runner(core, paths[f"rw-{q}"], b, "f32",
@@ -299,10 +316,9 @@ def main(argv=None) -> int:
     for rep in range(args.repeats):
         for b in batches:
             z = rng.standard_normal((b, LATENT)).astype(np.float32)
-            for name in variants:
-                if name in errors:
-                    continue
-                t = time_median(runners[name, b], z, args.seconds)
+            times = time_round_robin({name: runners[name, b] for name in variants if name not in errors}, z,
+                                     args.seconds)
+            for name, t in times.items():
                 samples.setdefault((name, b), []).extend(t)
                 per_repeat.setdefault((name, b), []).append(statistics.median(t))
             print(f"repeat {rep + 1}/{args.repeats} batch {b} done", flush=True)
