@@ -44,6 +44,26 @@ def _name_nodes(model) -> None:
         seen.add(node.name)
 
 
+def _unshare_initializers(model) -> None:
+    """Give each node its own copy of a float initializer that several nodes read: the converter casts a
+    shared initializer for its first reader and leaves a later fp32-kept (or fp16) reader with the wrong
+    type (seen on BigGAN: 'Add: B has inconsistent type')."""
+    import onnx
+
+    inits = {i.name: i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    seen: dict[str, int] = {}
+    for node in model.graph.node:
+        for j, name in enumerate(node.input):
+            if name not in inits:
+                continue
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] > 1:
+                copy_ = copy.deepcopy(inits[name])
+                copy_.name = f"{name}__{seen[name]}"
+                model.graph.initializer.append(copy_)
+                node.input[j] = copy_.name
+
+
 def _attach_raw_output(converted, producer: str, value_info) -> None:
     """Re-add the verification output ``raw`` (float32): the output of node ``producer``, which the
     converter may have renamed."""
@@ -131,6 +151,7 @@ def convert_fp16(model, spec, *, safe_max: float | None = None, calibration_size
     safe_max = float(safe_max or SAFE_MAX)
     model = copy.deepcopy(model)
     _name_nodes(model)
+    _unshare_initializers(model)
     ranges = value_ranges(model, calibration_inputs(spec, calibration_size))
     kept: dict[str, dict[str, Any]] = {}
     for node in model.graph.node:
