@@ -79,3 +79,16 @@ def test_reexport_keeps_other_artifacts(tmp_path, tiny_spec):
     b.add_artifact("onnx-int8", src, file="model.int8.onnx", kind="onnx", precision="int8")
     b.save()
     assert sorted(Bundle.open(tmp_path / "b").artifacts) == ["onnx-fp32", "onnx-int8"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    from ganrt.fileio import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
