@@ -21,7 +21,8 @@ PRESET_NAMES = ("demo", "smoke")
 DEFAULTS: dict[str, Any] = {
     "arch": "dcgan", "dataset": "mnist", "resolution": 32, "steps": 2000, "batch_size": 64, "lr_g": 2e-4,
     "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "r1_gamma": 0.0, "r1_every": 16, "gp_weight": 10.0,
-    "feature_matching": 0.0, "diffaugment": "", "spectral_norm": False, "minibatch_stddev": True, "d_steps": 1,
+    "feature_matching": 0.0, "diffaugment": "", "spectral_norm": False, "minibatch_stddev": True,
+    "minibatch_discrimination": False, "ortho_reg": 0.0, "d_steps": 1,
     "ema_decay": 0.999, "ema_start": 0, "latent_dim": 64, "conditional": "auto", "seed": 0, "sample_every": 500,
     "checkpoint_every": 500, "snapshot_every": 0, "log_every": 50, "device": "cpu",
 }
@@ -68,6 +69,10 @@ def _opt(*decls: str, **kw: Any):
 @_opt("--spectral-norm/--no-spectral-norm", default=DEFAULTS["spectral_norm"], help="Spectral norm in D.")
 @_opt("--minibatch-stddev/--no-minibatch-stddev", default=DEFAULTS["minibatch_stddev"],
       help="Minibatch-stddev channel in D (against mode collapse).")
+@_opt("--minibatch-discrimination/--no-minibatch-discrimination", default=DEFAULTS["minibatch_discrimination"],
+      help="Minibatch-discrimination features (Salimans et al. 2016) in D's head (against mode collapse).")
+@_opt("--ortho-reg", type=click.FloatRange(min=0), default=DEFAULTS["ortho_reg"],
+      help="Weight of BigGAN's orthogonal regularization of G's weights in G's loss (e.g. 1e-4); 0 disables.")
 @_opt("--d-steps", type=click.IntRange(min=1), default=DEFAULTS["d_steps"], help="D updates per G update.")
 @_opt("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS["ema_decay"],
       help="Decay of the EMA generator (the one sampled and exported).")

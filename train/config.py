@@ -37,12 +37,15 @@ class TrainConfig:
     diffaugment: str = ""  # comma list of "color", "translation", "cutout"; "" disables
     spectral_norm: bool = False  # spectral norm on D's layers
     minibatch_stddev: bool = True
+    minibatch_discrimination: bool = False  # Salimans et al. 2016 features in D's head
+    ortho_reg: float = 0.0  # BigGAN orthogonal regularization of G's weights in G's step; 0 disables
     d_steps: int = 1  # D updates per G update
     ema_decay: float = 0.999
     ema_start: int = 0  # before this step G_ema is a plain copy of G
     latent_dim: int = 64
     width: int | None = None  # base channel width of G and D; None: the family's default
     arch_kwargs: dict[str, Any] = field(default_factory=dict)  # extra generator kwargs (override defaults)
+    trainer_options: dict[str, Any] = field(default_factory=dict)  # family-trainer knobs (e.g. vae recon_sigma)
     conditional: str = "auto"  # auto: conditional when the dataset has labels
     seed: int = 0
     sample_every: int = 500
@@ -82,13 +85,14 @@ class TrainConfig:
         require(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
                 f"betas must be two numbers in [0, 1), got {self.betas}")
         require(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        require(self.r1_gamma >= 0 and self.feature_matching >= 0 and self.gp_weight >= 0,
-                "r1_gamma, feature_matching and gp_weight must be >= 0")
+        require(self.r1_gamma >= 0 and self.feature_matching >= 0 and self.gp_weight >= 0 and self.ortho_reg >= 0,
+                "r1_gamma, feature_matching, gp_weight and ortho_reg must be >= 0")
         require(self.conditional in CONDITIONAL_MODES,
                 f"conditional must be one of {CONDITIONAL_MODES}, got {self.conditional!r}")
         require(self.device in ("cpu", "cuda") or self.device.startswith("cuda:"),
                 f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         require(isinstance(self.arch_kwargs, dict), "arch_kwargs must be a dict")
+        require(isinstance(self.trainer_options, dict), "trainer_options must be a dict")
         bad = [p for p in self.augment_policies if p not in AUGMENT_POLICIES]
         require(not bad, f"unknown DiffAugment policy {bad}; choose from {', '.join(AUGMENT_POLICIES)}")
 

@@ -1,12 +1,15 @@
 """Progressive growing (Karras et al. 2018): the ProGAN trainer.
 
-The run's steps are split into equal phases: 4x4 stable, then for each higher level a fade-in (alpha
-rising 0 -> 1 linearly) and a stable phase; the last stable phase also takes the remainder. G and D train
+The run's steps are split into equal phases: stable at the start resolution (4x4 unless
+``trainer_options["start_stage"]`` says otherwise: stage s is 4 * 2**s pixels), then for each higher level a
+fade-in (alpha rising 0 -> 1 linearly) and a stable phase; the last stable phase also takes the remainder.
+Starting at 8x8 (stage 1) leaves longer phases to a short run. G and D train
 at the current resolution; real images are average-pooled to it and, during a fade-in, blended with their
 upsampled half-resolution version the same way G's output is, so D compares like with like.
 
 Loss: the configured adversarial loss (the family default is WGAN-GP) plus the drift term
-``drift * E[D(real)^2]`` that keeps a Wasserstein critic's output near zero.
+``drift * E[D(real)^2]`` (``trainer_options["drift"]``, default ``DRIFT``) that keeps a Wasserstein critic's
+output near zero.
 
 The schedule is fixed when the run starts (``phase_steps`` in the resumable extra state), so a resumed run
 that asks for more steps keeps growing on the same timetable and then trains longer at full resolution.
@@ -17,21 +20,23 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.nn import functional as F
+
+from ganrt.errors import ConfigError
 from ganrt.train.losses import get_loss
 from ganrt.train.regularizers import gradient_penalty
 from ganrt.train.trainer import Batch, Trainer
-from torch.nn import functional as F
 
 DRIFT = 1e-3  # epsilon_drift of the paper
 
 
-def growth_at(step: int, phase_steps: int, levels: int) -> tuple[int, float]:
-    """(stage, alpha) at 0-based ``step``: phases are [stable 4x4] + [fade, stable] per level."""
+def growth_at(step: int, phase_steps: int, levels: int, start: int = 0) -> tuple[int, float]:
+    """(stage, alpha) at 0-based ``step``: phases are [stable at ``start``] + [fade, stable] per higher level."""
     phase = step // phase_steps
     if phase == 0:
-        return 0, 1.0
-    stage = min((phase + 1) // 2, levels)
-    if phase >= 2 * levels:  # past the schedule: full resolution
+        return start, 1.0
+    stage = min(start + (phase + 1) // 2, levels)
+    if phase >= 2 * (levels - start):  # past the schedule: full resolution
         return levels, 1.0
     if phase % 2 == 1:  # fade-in of ``stage``
         return stage, (step - phase * phase_steps + 1) / phase_steps
@@ -49,12 +54,21 @@ def images_at(x: torch.Tensor, stage: int, alpha: float) -> torch.Tensor:
 
 
 class ProGANTrainer(Trainer):
+    OPTIONS = {"drift": DRIFT, "start_stage": 0}
+
     def __init__(self, config, spec, **kw: Any) -> None:
         super().__init__(config, spec, **kw)
         self.loss = get_loss(config.loss or self.family.default_loss)
         self.levels = self.G.levels
-        self.phase_steps = max(1, config.steps // (1 + 2 * self.levels))
-        self.stage, self.alpha = growth_at(0, self.phase_steps, self.levels)
+        self.drift = float(self.option("drift"))
+        self.start = self.option("start_stage")
+        if not (isinstance(self.start, int) and 0 <= self.start <= self.levels):
+            raise ConfigError(f"trainer_options start_stage must be an integer in [0, {self.levels}] (stage s trains "
+                              f"at 4 * 2**s pixels, {spec.height} is stage {self.levels}), got {self.start!r}")
+        if self.drift < 0:
+            raise ConfigError(f"trainer_options drift must be >= 0, got {self.drift}")
+        self.phase_steps = max(1, config.steps // (1 + 2 * (self.levels - self.start)))
+        self.stage, self.alpha = growth_at(0, self.phase_steps, self.levels, self.start)
 
     def _set_growth(self, stage: int, alpha: float) -> None:
         self.stage, self.alpha = stage, alpha
@@ -63,7 +77,7 @@ class ProGANTrainer(Trainer):
 
     def step(self, batch: Batch, step: int) -> dict[str, float]:
         c = self.config
-        self._set_growth(*growth_at(step, self.phase_steps, self.levels))
+        self._set_growth(*growth_at(step, self.phase_steps, self.levels, self.start))
         real = images_at(batch.images, self.stage, self.alpha)
         labels = batch.labels
         b = real.shape[0]
@@ -78,7 +92,7 @@ class ProGANTrainer(Trainer):
             real_logits = self.D(real, labels)
             fake_logits = self.D(fake, labels)
             d_loss = self.loss.d_loss(real_logits, fake_logits)
-            total = d_loss + DRIFT * real_logits.square().mean()
+            total = d_loss + self.drift * real_logits.square().mean()
             if self.loss.gradient_penalty:
                 gp = gradient_penalty(lambda x: self.D(x, labels), real, fake, generator=self.rng)
                 total = total + c.gp_weight * gp

@@ -8,6 +8,7 @@ names its class in ``ModelFamily.trainer = "ganrt.train.<module>:<Class>"``.
 How to subclass (e.g. ``ganrt.train.progan:ProGANTrainer``, ``ganrt.train.vae:VAETrainer``)::
 
     class VAETrainer(Trainer):
+        OPTIONS = {"recon_sigma": 0.2}         # keys of config.trainer_options it reads (self.option(name))
         def build_models(self):                    # default: family.build_generator / build_discriminator
             ...                                    # return (G, D); D may be None (no D. tensors then)
         def build_optimizers(self):                # default: Adam(G, lr_g), Adam(D, lr_d), config.betas
@@ -41,6 +42,7 @@ from torch import nn
 
 from ganrt.errors import ConfigError
 from ganrt.models import ModelFamily, get
+from ganrt.models.biggan import orthogonal_regularization
 from ganrt.spec import GeneratorSpec
 from ganrt.train.augment import diff_augment
 from ganrt.train.config import TrainConfig
@@ -56,11 +58,19 @@ class Batch:
 
 
 class Trainer:
+    # Keys this trainer reads from ``config.trainer_options`` (name -> default); any other key is refused.
+    OPTIONS: dict[str, Any] = {}
+
     def __init__(self, config: TrainConfig, spec: GeneratorSpec, *, device: torch.device | str = "cpu",
                  rng: torch.Generator | None = None) -> None:
         self.config = config
         self.spec = spec
         self.family: ModelFamily = get(spec.arch)
+        unknown = sorted(set(config.trainer_options) - set(self.OPTIONS))
+        if unknown:
+            known = ", ".join(sorted(self.OPTIONS)) or "none"
+            raise ConfigError(f"unknown trainer_options {unknown} for architecture {spec.arch!r} "
+                              f"({type(self).__name__}); known: {known}")
         self.device = torch.device(device)
         self.rng = rng if rng is not None else torch.Generator(device=self.device).manual_seed(config.seed)
         G, D = self.build_models()
@@ -70,6 +80,10 @@ class Trainer:
         self.optimizers: dict[str, torch.optim.Optimizer] = self.build_optimizers()
 
     # --- hooks ---------------------------------------------------------------------------------------------------
+    def option(self, name: str) -> Any:
+        """``config.trainer_options[name]``, or this trainer's default for it."""
+        return self.config.trainer_options.get(name, self.OPTIONS[name])
+
     def build_models(self) -> tuple[nn.Module, nn.Module | None]:
         G = self.family.build_generator(self.spec)
         D = None
@@ -80,7 +94,8 @@ class Trainer:
     def discriminator_config(self) -> dict[str, Any]:
         """Keyword arguments of ``family.build_discriminator(spec, **kw)``; stored in the checkpoint."""
         c = self.config
-        cfg: dict[str, Any] = {"spectral_norm": c.spectral_norm, "minibatch_stddev": c.minibatch_stddev}
+        cfg: dict[str, Any] = {"spectral_norm": c.spectral_norm, "minibatch_stddev": c.minibatch_stddev,
+                               "minibatch_discrimination": c.minibatch_discrimination}
         if c.width is not None:
             cfg["width"] = c.width
         return cfg
@@ -132,7 +147,8 @@ class Trainer:
 
 
 class AdversarialTrainer(Trainer):
-    """The standard GAN step: D on real vs fake (+ R1 / gradient penalty), then G (+ feature matching).
+    """The standard GAN step: D on real vs fake (+ R1 / gradient penalty), then G (+ feature matching,
+    + orthogonal regularization of G's weights when ``config.ortho_reg`` > 0).
 
     D sees every image through DiffAugment when a policy is set. Fakes use the real batch's labels, so
     D compares like with like; G's step draws fresh latents and labels.
@@ -203,6 +219,10 @@ class AdversarialTrainer(Trainer):
             fm = feature_matching_loss(real_feats, fake_feats)
             total = total + c.feature_matching * fm
             logs["fm"] = fm.item()
+        if c.ortho_reg > 0:
+            ortho = orthogonal_regularization(self.G, c.ortho_reg)
+            total = total + ortho
+            logs["ortho"] = ortho.item()
         opt_g.zero_grad(set_to_none=True)
         total.backward()
         opt_g.step()

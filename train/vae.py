@@ -1,9 +1,13 @@
 """The VAE trainer: negative ELBO with a KL warm-up.
 
 Per image: ``||x - decoder(z)||^2 / (2 sigma^2) + beta * KL(q(z|x) || N(0, I))`` with z drawn by the
-reparameterization trick, a Gaussian decoder of fixed ``RECON_SIGMA`` (images in [-1, 1]) and ``beta``
-rising linearly from 0 to 1 over the first ``KL_WARMUP_FRACTION`` of the run (fixed when the run starts,
-kept in the resumable extra state), which keeps the posterior from collapsing onto the prior early on.
+reparameterization trick, a Gaussian decoder of fixed sigma (images in [-1, 1]) and ``beta`` rising
+linearly from 0 to 1 over the first part of the run (fixed when the run starts, kept in the resumable extra
+state), which keeps the posterior from collapsing onto the prior early on.
+
+``config.trainer_options``: ``recon_sigma`` (default ``RECON_SIGMA``; larger values weigh the KL term more,
+so a conditional VAE leaves the class to the label instead of the latent) and ``kl_warmup`` (the warm-up
+as a fraction of the run, default ``KL_WARMUP_FRACTION``).
 
 The encoder sits in the trainer's ``D`` slot (checkpointed as ``D.``), the decoder in ``G`` / ``G_ema``:
 the EMA decoder is sampled from the prior for the grid and is what gets exported.
@@ -14,18 +18,27 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from ganrt.train.trainer import Batch, Trainer
 
+from ganrt.errors import ConfigError
 from ganrt.models.vae import kl_divergence
+from ganrt.train.trainer import Batch, Trainer
 
 RECON_SIGMA = 0.2
 KL_WARMUP_FRACTION = 0.25
 
 
 class VAETrainer(Trainer):
+    OPTIONS = {"recon_sigma": RECON_SIGMA, "kl_warmup": KL_WARMUP_FRACTION}
+
     def __init__(self, config, spec, **kw: Any) -> None:
         super().__init__(config, spec, **kw)
-        self.kl_warmup = max(1, int(config.steps * KL_WARMUP_FRACTION))
+        self.sigma = float(self.option("recon_sigma"))
+        warmup = float(self.option("kl_warmup"))
+        if not self.sigma > 0:
+            raise ConfigError(f"trainer_options recon_sigma must be > 0, got {self.sigma}")
+        if not 0.0 <= warmup <= 1.0:
+            raise ConfigError(f"trainer_options kl_warmup must be a fraction of the run in [0, 1], got {warmup}")
+        self.kl_warmup = max(1, int(config.steps * warmup))
 
     def discriminator_config(self) -> dict[str, Any]:
         return {}  # the encoder is rebuilt from the spec alone
@@ -41,7 +54,7 @@ class VAETrainer(Trainer):
         x, labels = batch.images, batch.labels
         mu, logvar = self.D(x, labels)
         z = mu + self.randn(*mu.shape) * torch.exp(0.5 * logvar)
-        recon = (self.G(z, labels) - x).square().flatten(1).sum(dim=1).mean() / (2 * RECON_SIGMA**2)
+        recon = (self.G(z, labels) - x).square().flatten(1).sum(dim=1).mean() / (2 * self.sigma**2)
         kl = kl_divergence(mu, logvar).mean()
         beta = self.kl_weight(step)
         loss = recon + beta * kl

@@ -16,8 +16,9 @@ Conventions every family follows (the export, runtime and training stages rely o
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ganrt.errors import SpecError
 

@@ -2,8 +2,8 @@
 
 G: z (+ label embedding) -> 4x4 by a transposed conv, then stride-2 ConvTranspose(k=4, p=1) + BN + ReLU
 blocks up to the resolution, tanh. D: stride-2 convs + LeakyReLU (spectral norm optional), an optional
-minibatch-stddev channel against mode collapse, a linear head plus a projection term for labels
-(Miyato & Koyama 2018) when conditional.
+minibatch-stddev channel against mode collapse, optional minibatch discrimination features (Salimans et al.
+2016), a linear head plus a projection term for labels (Miyato & Koyama 2018) when conditional.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ganrt.models import ModelFamily, register
-from ganrt.models.layers import MinibatchStdDev, maybe_spectral_norm
+from ganrt.models.layers import MinibatchDiscrimination, MinibatchStdDev, maybe_spectral_norm
 
 
 def _check_resolution(resolution: int) -> int:
@@ -55,7 +55,8 @@ class DCGANGenerator(nn.Module):
 
 class DCGANDiscriminator(nn.Module):
     def __init__(self, channels: int, resolution: int, width: int = 64, num_classes: int = 0,
-                 spectral_norm: bool = False, minibatch_stddev: bool = True, mbstd_group: int = 4) -> None:
+                 spectral_norm: bool = False, minibatch_stddev: bool = True, mbstd_group: int = 4,
+                 minibatch_discrimination: bool = False, mbd_kernels: int = 16) -> None:
         super().__init__()
         downs = _check_resolution(resolution)
         sn = lambda m: maybe_spectral_norm(m, spectral_norm)  # noqa: E731
@@ -67,7 +68,8 @@ class DCGANDiscriminator(nn.Module):
         self.mbstd = MinibatchStdDev(mbstd_group) if minibatch_stddev else None
         feat_ch = ch[-1] + (1 if minibatch_stddev else 0)
         self.features_out = sn(nn.Conv2d(feat_ch, ch[-1], 4, 1, 0))  # (B, ch[-1], 1, 1)
-        self.head = sn(nn.Linear(ch[-1], 1))
+        self.mbd = MinibatchDiscrimination(ch[-1], mbd_kernels) if minibatch_discrimination else None
+        self.head = sn(nn.Linear(ch[-1] + (mbd_kernels if minibatch_discrimination else 0), 1))
         self.num_classes = num_classes
         if num_classes:
             self.embed = sn(nn.Embedding(num_classes, ch[-1]))
@@ -77,7 +79,7 @@ class DCGANDiscriminator(nn.Module):
         if self.mbstd is not None:
             h = self.mbstd(h)
         feats = nn.functional.leaky_relu(self.features_out(h).flatten(1), 0.2)  # (B, F)
-        logits = self.head(feats).squeeze(1)
+        logits = self.head(self.mbd(feats) if self.mbd is not None else feats).squeeze(1)
         if self.num_classes:
             logits = logits + (self.embed(labels) * feats).sum(dim=1)  # projection discriminator
         return (logits, feats) if return_features else logits
@@ -92,10 +94,11 @@ def build_generator(spec) -> DCGANGenerator:
 
 
 def build_discriminator(spec, spectral_norm: bool = False, minibatch_stddev: bool = True,
-                        width: int | None = None, **_ignored) -> DCGANDiscriminator:
+                        minibatch_discrimination: bool = False, width: int | None = None,
+                        **_ignored) -> DCGANDiscriminator:
     return DCGANDiscriminator(spec.channels, spec.height, width=width or spec.arch_kwargs.get("width", 64),
                               num_classes=spec.num_classes, spectral_norm=spectral_norm,
-                              minibatch_stddev=minibatch_stddev)
+                              minibatch_stddev=minibatch_stddev, minibatch_discrimination=minibatch_discrimination)
 
 
 register(ModelFamily(

@@ -100,10 +100,9 @@ def image_folder(tmp_path_factory):
 
 @pytest.mark.parametrize("arch", names())
 def test_trains_through_the_loop_on_an_image_folder_and_the_checkpoint_rebuilds(arch, kit, image_folder, tmp_path):
+    from ganrt.checkpoint import load_generator, read_checkpoint
     from ganrt.train.config import TrainConfig
     from ganrt.train.loop import train
-
-    from ganrt.checkpoint import load_generator, read_checkpoint
 
     res = min(get(arch).supported_resolutions)
     config = TrainConfig(arch=arch, dataset=str(image_folder), resolution=res, steps=2, batch_size=4, latent_dim=16,

@@ -63,7 +63,7 @@ def test_unknown_arch_kwargs_are_rejected(arch, kit):
         build_generator(spec)
 
 
-@pytest.mark.parametrize("arch", ["stylegan", "biggan", "progan"])
+@pytest.mark.parametrize("arch", ["dcgan", "stylegan", "biggan", "progan"])
 def test_discriminator_minibatch_discrimination_option(arch, kit):
     from ganrt.models.layers import MinibatchDiscrimination
 

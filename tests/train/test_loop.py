@@ -45,7 +45,8 @@ def test_checkpoint_round_trips_spec_and_weights(tmp_path, labelled_npz):
     options = json.loads((run / "options.json").read_text())
     assert ckpt.spec == GeneratorSpec.from_dict(options["spec"])
     assert ckpt.step == 4 and ckpt.train_config == config.to_dict()
-    assert ckpt.discriminator_config == {"spectral_norm": True, "minibatch_stddev": True, "width": 4}
+    assert ckpt.discriminator_config == {"spectral_norm": True, "minibatch_stddev": True,
+                                         "minibatch_discrimination": False, "width": 4}
     assert ckpt.dataset["sha256"] == options["dataset"]["sha256"]
     g, spec = load_generator(run / "checkpoint.safetensors")
     assert spec == ckpt.spec and not g.training
