@@ -3,8 +3,8 @@
 A standalone measurement script (not part of the library API). In one process it exports a DCGAN-64
 generator (ganrt.models "dcgan", latent 100, width 64, 3x64x64; random weights scaled so the images span
 the uint8 range, BatchNorm statistics from one batch), rewrites its ConvTransposes
-(ganrt.export.rewrite; "-rw": the single-Conv form, "-rwp": form="phases"), and times, interleaving the
-variants call by call, in repeats:
+(ganrt.export.rewrite; "-rw": the single-Conv form, "-rwp": form="phases"), and times them interleaved
+in short blocks, in repeats:
 
 - onnxruntime fp32 on the original graph (the baseline of every ratio) and on the rewritten graph;
 - OpenVINO fp32 and bf16 (INFERENCE_PRECISION_HINT) on the original and rewritten graphs;
@@ -165,23 +165,35 @@ def ov_runner(core, model_or_path, batch: int, precision: str, threads: int):
     return run, kinds
 
 
-def time_round_robin(runs: dict, z: np.ndarray, seconds: float, min_rounds: int = 5,
-                     max_rounds: int = 500) -> dict[str, list[float]]:
-    """Milliseconds per call of every runner, interleaved call by call (the starting runner rotates each
-    round), so that load from other processes drifting during the measurement hits every variant alike."""
+def time_round_robin(runs: dict, z: np.ndarray, seconds: float, block: float = 0.25, min_calls: int = 5,
+                     max_calls: int = 500) -> dict[str, list[float]]:
+    """Milliseconds per call of every runner, interleaved in short blocks (``block`` seconds of calls to one
+    runner, then the next; the starting runner rotates each round) until each has had ``seconds`` and at
+    least ``min_calls`` calls. Load drifting during the measurement hits every variant alike; blocks rather
+    than single calls keep one runtime's spinning worker threads from taxing the next runtime's call."""
     names = list(runs)
     for name in names:  # warm up
         runs[name](z)
         runs[name](z)
     times: dict[str, list[float]] = {name: [] for name in names}
-    deadline = time.perf_counter() + seconds * len(names)
+    spent = dict.fromkeys(names, 0.0)
     rounds = 0
-    while rounds < min_rounds or (time.perf_counter() < deadline and rounds < max_rounds):
+    while any(spent[n] < seconds or len(times[n]) < min_calls for n in names):
         for name in names[rounds % len(names):] + names[:rounds % len(names)]:
-            t0 = time.perf_counter()
-            runs[name](z)
-            times[name].append((time.perf_counter() - t0) * 1e3)
+            if (spent[name] >= seconds and len(times[name]) >= min_calls) or len(times[name]) >= max_calls:
+                continue
+            end = time.perf_counter() + block
+            while True:
+                t0 = time.perf_counter()
+                runs[name](z)
+                t1 = time.perf_counter()
+                times[name].append((t1 - t0) * 1e3)
+                spent[name] += t1 - t0
+                if t1 >= end or len(times[name]) >= max_calls:
+                    break
         rounds += 1
+        if all(len(times[n]) >= max_calls for n in names):
+            break
     return times
 
 

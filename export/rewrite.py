@@ -85,21 +85,24 @@ def rewrite_conv_transpose(model, *, form: str = "single") -> tuple[Any, Rewrite
     out.CopyFrom(model)
     report = RewriteReport()
     graph = out.graph
-    convt = [n for n in graph.node if n.op_type == "ConvTranspose" and n.domain in DOMAIN_ONNX]
+    old_nodes = list(graph.node)  # one list of the node objects, so identities hold below
+    convt = [i for i, n in enumerate(old_nodes) if n.op_type == "ConvTranspose" and n.domain in DOMAIN_ONNX]
     if not convt:
         return out, report
 
     opset = _onnx_opset(out)
     if opset < MIN_OPSET:
-        for i, n in enumerate(convt):
-            report.left.append({"node": _node_name(n, i), "reason": f"opset {opset} < {MIN_OPSET} (no DepthToSpace "
-                                                                     "CRD mode); export with opset >= 11"})
+        for i in convt:
+            report.left.append({"node": _node_name(old_nodes[i], i), "reason": f"opset {opset} < {MIN_OPSET} (no "
+                                "DepthToSpace with a mode); export with opset >= 11"})
         return out, report
 
-    initializers = {t.name: t for t in graph.initializer}
+    # a graph input of the same name overrides an initializer at run time: not a constant then
+    overridable = {v.name for v in graph.input}
+    initializers = {t.name: t for t in graph.initializer if t.name not in overridable}
     shapes = _inferred_shapes(out)
     consumers: dict[str, list] = {}
-    for n in graph.node:
+    for n in old_nodes:
         for name in n.input:
             consumers.setdefault(name, []).append(n)
     graph_outputs = {o.name for o in graph.output}
@@ -109,7 +112,7 @@ def rewrite_conv_transpose(model, *, form: str = "single") -> tuple[Any, Rewrite
     new_initializers: list = []
     absorbed: set[int] = set()  # id() of activation nodes folded into a rewrite
     replaced_inputs: set[str] = set()
-    for index, node in enumerate(graph.node):
+    for index, node in enumerate(old_nodes):
         if id(node) in absorbed:
             continue
         if node.op_type != "ConvTranspose" or node.domain not in DOMAIN_ONNX:

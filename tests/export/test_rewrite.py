@@ -154,7 +154,7 @@ def test_inexpressible_nodes_are_left_and_reported(extra, reason, tmp_path):
     assert np.array_equal(_run(model, x), _run(rewritten, x))
 
 
-def _handmade(pads, strides, kernel=(4, 4), output_shape=None) -> "onnx.ModelProto":
+def _handmade(pads, strides, kernel=(4, 4), output_shape=None, opset=18) -> "onnx.ModelProto":
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.ones((2, 3, *kernel), dtype=np.float32), "w")
@@ -163,8 +163,8 @@ def _handmade(pads, strides, kernel=(4, 4), output_shape=None) -> "onnx.ModelPro
         attrs["output_shape"] = output_shape
     node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up", **attrs)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 5, 5])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, None, None])], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 @pytest.mark.parametrize("pads,strides,kernel,reason", [
@@ -202,6 +202,22 @@ def test_rewrite_keeps_the_dynamic_batch_and_leaves_the_input_model_alone(tmp_pa
         assert _run(rewritten, x).shape == (batch, 2, 8, 8)
     assert not {"w", "deconv.weight"} & {t.name for t in rewritten.graph.initializer}, "old weights dropped"
     json.dumps(report.to_dict(), allow_nan=False)
+
+
+def test_opset_below_11_is_left_with_the_reason():
+    rewritten, report = rewrite_conv_transpose(_handmade([1, 1, 1, 1], [2, 2], opset=10))
+    assert not report.changed and "opset 10" in report.left[0]["reason"]
+    assert _ops(rewritten) == ["ConvTranspose"]
+
+
+def test_handmade_node_is_rewritten_exactly():
+    model = _handmade([1, 1, 1, 1], [2, 2])
+    rewritten, report = rewrite_conv_transpose(model)
+    _check(rewritten)
+    assert report.rewritten[0]["node"] == "up"
+    assert report.rewritten[0]["macs_ratio"] == pytest.approx(36 / 25)  # a 6x6 conv output for a 5x5 input
+    x = np.random.default_rng(6).standard_normal((2, 2, 5, 5)).astype(np.float32)
+    assert np.abs(_run(rewritten, x) - _run(model, x)).max() < 1e-4 * np.abs(_run(model, x)).max()
 
 
 def test_unknown_form_is_refused():
