@@ -58,13 +58,14 @@ class RewriteReport:
 
     rewritten: list[dict[str, Any]] = field(default_factory=list)
     left: list[dict[str, Any]] = field(default_factory=list)
+    form: str = "single"
 
     @property
     def changed(self) -> bool:
         return bool(self.rewritten)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pass": "conv-transpose-rewrite", "rewritten": [dict(r) for r in self.rewritten],
+        return {"pass": "conv-transpose-rewrite", "form": self.form, "rewritten": [dict(r) for r in self.rewritten],
                 "left": [dict(r) for r in self.left]}
 
 
@@ -83,7 +84,7 @@ def rewrite_conv_transpose(model, *, form: str = "single") -> tuple[Any, Rewrite
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    report = RewriteReport()
+    report = RewriteReport(form=form)
     graph = out.graph
     old_nodes = list(graph.node)  # one list of the node objects, so identities hold below
     convt = [i for i, n in enumerate(old_nodes) if n.op_type == "ConvTranspose" and n.domain in DOMAIN_ONNX]
