@@ -17,7 +17,7 @@ from ganrt.models import names as arch_names
 
 # The defaults shown here are TrainConfig's; keep them in step (a test checks they agree).
 LOSS_CHOICES = ("nonsaturating", "hinge", "wgan", "wgan-gp")
-PRESET_NAMES = ("demo", "smoke")
+PRESET_NAMES = ("demo", "stylegan-demo", "biggan-demo", "progan-demo", "vae-demo", "smoke")
 DEFAULTS: dict[str, Any] = {
     "arch": "dcgan", "dataset": "mnist", "resolution": 32, "steps": 2000, "batch_size": 64, "lr_g": 2e-4,
     "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "r1_gamma": 0.0, "r1_every": 16, "gp_weight": 10.0,
@@ -38,7 +38,8 @@ def _opt(*decls: str, **kw: Any):
       help="Run directory: options.json, metrics.jsonl, samples/, checkpoint.safetensors, checkpoints/.")
 @_opt("--preset", type=click.Choice(PRESET_NAMES), default=None,
       help="Start from a named option set (demo: conditional DCGAN on MNIST 32x32, a few CPU minutes; "
-           "smoke: seconds). Options given explicitly override it.")
+           "<family>-demo: the same for stylegan, biggan, progan, vae; smoke: seconds). Options given "
+           "explicitly override it.")
 @_opt("--arch", type=click.Choice(arch_names()), default=DEFAULTS["arch"], help="Model family.")
 @_opt("--dataset", default=DEFAULTS["dataset"],
       help="'mnist' (built in, offline), a folder of PNG/JPEG images (class subfolders -> labels), or an .npz "

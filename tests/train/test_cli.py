@@ -91,3 +91,24 @@ def test_every_preset_is_a_valid_config_and_offered_by_the_cli():
         TrainConfig(**fields)
     demo = TrainConfig(**PRESETS["demo"][1])
     assert demo.dataset == "mnist" and demo.conditional == "on" and demo.resolution == 32
+
+
+def test_each_zoo_family_has_a_demo_preset_on_the_built_in_digits():
+    from ganrt.models import names
+    from ganrt.train.presets import PRESETS
+
+    for arch in names():
+        name = "demo" if arch == "dcgan" else f"{arch}-demo"
+        assert name in PRESETS, f"no --preset {name}"
+        config = TrainConfig(**PRESETS[name][1])
+        assert (config.arch, config.dataset, config.resolution, config.conditional) == (arch, "mnist", 32, "on")
+
+
+def test_minibatch_discrimination_and_ortho_reg_options_reach_the_run(tmp_path, labelled_npz):
+    out = tmp_path / "run"
+    result = run(["--dataset", str(labelled_npz), "--out", str(out), *TINY, "--minibatch-discrimination",
+                  "--ortho-reg", "1e-3"])
+    assert result.exit_code == 0, result.output
+    ckpt = read_checkpoint(out / "checkpoint.safetensors")
+    assert ckpt.train_config["ortho_reg"] == 1e-3 and ckpt.discriminator_config["minibatch_discrimination"] is True
+    assert any(k.startswith("D.mbd.") for k in ckpt.tensors)
