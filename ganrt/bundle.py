@@ -14,7 +14,7 @@ manifest.json::
      "graph": {"inputs": [{"name", "dtype", "shape"}], "outputs": [...], "output_format": "uint8-nhwc",
                "opset": int, "max_batch": int, "dynamic_axes": {...}},
      "source": {...how the reference was obtained...},
-     "artifacts": {NAME: {"file": relative path, "kind": "weights"|"onnx"|"engine"|"timing_cache",
+     "artifacts": {NAME: {"file": relative path, "kind": "weights"|"onnx"|"openvino-ir"|"engine"|"timing_cache"|"other",
                           "precision": "fp32"|"fp16"|"bf16"|"int8"|None, "sha256": hex, "size": bytes,
                           "made_by": {...}, "parity": {...}|None, "passed": bool|None, ...}},
      "benchmarks": {...}  optional: the bundle's own latest benchmark summary, used by backend="auto"}
@@ -42,7 +42,7 @@ FORMAT = "ganrt.bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "generator.safetensors"
-ARTIFACT_KINDS = ("weights", "onnx", "engine", "timing_cache", "other")
+ARTIFACT_KINDS = ("weights", "onnx", "openvino-ir", "engine", "timing_cache", "other")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
