@@ -1,4 +1,11 @@
-"""export(): a generator -> a verified bundle (weights, ONNX fp32/fp16/int8, TensorRT engines).
+"""export(): a generator -> a verified bundle (weights, ONNX fp32/fp16/int8, TensorRT engines, CPU fast path).
+
+The CPU fast path (``cpu_rewrite``, on by default; never alters "onnx-fp32"): "onnx-fp32-rw", the fp32 graph
+with every ConvTranspose the exact rewrite can express turned into convolutions (ganrt.export.rewrite, form
+"phases", per node falling back to the single form), verified like the others; precision "bf16" ->
+"onnx-bf16", the same rewritten graph to run with OpenVINO's bf16 hint, its parity measured through OpenVINO;
+``openvino_int8`` -> "openvino-int8", an NNCF-quantized OpenVINO IR of the rewritten graph
+(ganrt.export.openvino). Every ONNX/IR entry records ``"rewritten"`` and, when true, ``made_by.rewrite``.
 
 Everything is built and verified in a staging directory beside the bundle; only when every requested
 variant has passed (or ``allow_failed_parity`` keeps it, marked ``passed=false``) are the files moved in
@@ -34,7 +41,9 @@ from ganrt.export.verify import (
 from ganrt.postprocess import OUTPUT_FORMATS
 from ganrt.spec import GeneratorSpec
 
-EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8", "bf16")
+OPENVINO_INT8_XML = "openvino/model.int8.xml"
+OPENVINO_INT8_BIN = "openvino/model.int8.bin"
 Progress = Callable[[str], None]
 
 
@@ -106,11 +115,16 @@ def export(generator: nn.Module, out_dir: str | os.PathLike, *, spec: GeneratorS
            allow_failed_parity: bool = False, tolerances: dict[str, Tolerance] | None = None,
            int8_op_types: Sequence[str] | None = None, calibration_size: int = 64, int8_calibration: str = "minmax",
            fp16_safe_max: float | None = None, trt_workspace_mb: int = 1024, source: dict[str, Any] | None = None,
+           cpu_rewrite: bool = True, openvino_int8: bool = False, openvino_calibration_size: int = 128,
            progress: Progress | None = None) -> Bundle:
     """Export ``generator`` (any ``nn.Module`` taking (z[, labels][, truncation]) and returning images in
     ``spec.output_range``) to a verified bundle in ``out_dir``; returns the opened :class:`Bundle`.
 
-    ``precisions``: any of fp32, fp16, int8 (fp32 is always built: the others derive from it).
+    ``precisions``: any of fp32, fp16, int8, bf16 (fp32 is always built: the others derive from it). bf16 is
+    the ConvTranspose-rewritten fp32 graph for OpenVINO's bf16 hint ("onnx-bf16"; needs OpenVINO).
+    ``cpu_rewrite``: also ship "onnx-fp32-rw" (the rewritten fp32 graph) when the rewrite changes the graph.
+    ``openvino_int8``: also ship "openvino-int8", an NNCF int8 OpenVINO IR of the rewritten graph (needs
+    OpenVINO and NNCF), calibrated on ``openvino_calibration_size`` latents; int8 tolerance.
     ``tensorrt``: also build TensorRT engines for each exported precision (needs a GPU and TensorRT).
     ``verify_batch_cap``: the largest batch verified (batches 1, 3 and min(max_batch, cap)).
     ``allow_failed_parity``: keep a variant outside its tolerance, marked ``passed=false``, instead of failing.
@@ -126,6 +140,19 @@ def export(generator: nn.Module, out_dir: str | os.PathLike, *, spec: GeneratorS
         from ganrt.export.tensorrt import require_tensorrt
 
         require_tensorrt()
+    if "bf16" in precisions or openvino_int8:
+        from ganrt.export.openvino import require_openvino
+
+        require_openvino("precision bf16 (its parity runs through OpenVINO's bf16 hint)" if "bf16" in precisions
+                         else "--openvino-int8")
+    if openvino_int8:
+        try:
+            import nncf  # noqa: F401
+        except ImportError:
+            raise ConfigError("--openvino-int8 needs NNCF, which is not installed: `pip install 'ganrt[cpu]'` "
+                              "(or `pip install nncf`)") from None
+        if not isinstance(openvino_calibration_size, int) or openvino_calibration_size < 8:
+            raise ConfigError(f"openvino_calibration_size must be an integer >= 8, got {openvino_calibration_size!r}")
     source = dict(source or {"kind": "module", "class": f"{type(generator).__module__}.{type(generator).__qualname__}"})
 
     state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
@@ -144,8 +171,9 @@ def export(generator: nn.Module, out_dir: str | os.PathLike, *, spec: GeneratorS
                                        exporter=exporter, max_batch=max_batch, verify_batch_cap=verify_batch_cap,
                                        tolerances=tolerances, int8_op_types=int8_op_types,
                                        calibration_size=calibration_size, int8_calibration=int8_calibration,
-                                       fp16_safe_max=fp16_safe_max,
-                                       source=source, log=log)
+                                       fp16_safe_max=fp16_safe_max, cpu_rewrite=cpu_rewrite,
+                                       openvino_int8=openvino_int8,
+                                       openvino_calibration_size=openvino_calibration_size, source=source, log=log)
         if not allow_failed_parity:
             raise_if_failed(verifications)
         if tensorrt:
@@ -160,7 +188,8 @@ def export(generator: nn.Module, out_dir: str | os.PathLike, *, spec: GeneratorS
 
 
 def _build(module, generator, spec, stage: Path, *, precisions, opset, exporter, max_batch, verify_batch_cap,
-           tolerances, int8_op_types, calibration_size, int8_calibration, fp16_safe_max, source, log):
+           tolerances, int8_op_types, calibration_size, int8_calibration, fp16_safe_max, cpu_rewrite=True,
+           openvino_int8=False, openvino_calibration_size=128, source, log):
     """Build and verify every artifact in ``stage``; returns ([(name, file, kwargs for add_artifact)], checks)."""
     import onnx
     import onnxruntime
@@ -209,7 +238,7 @@ def _build(module, generator, spec, stage: Path, *, precisions, opset, exporter,
         G.check_model(onnx.load(str(full_paths["int8"])), "the int8 graph")
         made["int8"] = {**base_made_by, **info}
 
-    for precision in precisions:
+    for precision in (p for p in precisions if p != "bf16"):
         name = onnx_artifact_name(precision)
         log(f"verifying {name} against torch fp32 (onnxruntime CPU, batch {', '.join(map(str, batches))})")
         v = verify_onnx(full_paths[precision], reference, spec, variant=name, tolerance=tolerances[precision])
@@ -219,8 +248,91 @@ def _build(module, generator, spec, stage: Path, *, precisions, opset, exporter,
         onnx.save(G.drop_output(onnx.load(str(full_paths[precision]))), str(shipped))
         staged.append((name, shipped, {"file": onnx_file_name(precision), "kind": "onnx", "precision": precision,
                                        "made_by": made[precision], "parity": v.parity, "passed": v.passed,
-                                       **_entry_extra(v)}))
+                                       "rewritten": False, **_entry_extra(v)}))
+    if cpu_rewrite or "bf16" in precisions or openvino_int8:
+        staged += _build_cpu_fast_path(full, spec, stage, reference, verifications, base_made_by=base_made_by,
+                                       precisions=precisions, cpu_rewrite=cpu_rewrite, openvino_int8=openvino_int8,
+                                       calibration_size=openvino_calibration_size, tolerances=tolerances, log=log)
     return staged, verifications, reference
+
+
+def _build_cpu_fast_path(full, spec, stage: Path, reference, verifications: list[Verification], *, base_made_by,
+                         precisions, cpu_rewrite: bool, openvino_int8: bool, calibration_size: int, tolerances,
+                         log) -> list[tuple[str, Path, dict[str, Any]]]:
+    """"onnx-fp32-rw", "onnx-bf16" and "openvino-int8": the rewritten graph and what is made from it."""
+    import onnx
+
+    from ganrt.export.rewrite import rewrite_conv_transpose
+
+    staged: list[tuple[str, Path, dict[str, Any]]] = []
+    rewritten, report = rewrite_conv_transpose(full, form="phases")
+    changed = report.changed
+    log(f"rewriting ConvTranspose for CPU backends: {len(report.rewritten)} rewritten, {len(report.left)} left"
+        + "".join(f"\n  left {r['node']}: {r['reason']}" for r in report.left))
+    rw_made_by = {**base_made_by, "rewrite": report.to_dict()}
+    rw_full = stage / "full.fp32.rw.onnx"
+    if changed:
+        G.check_model(rewritten, "the rewritten fp32 graph")
+        onnx.save(rewritten, str(rw_full))
+    else:
+        onnx.save(full, str(rw_full))  # nothing to rewrite: bf16/int8 start from the graph as it is
+    rw_file = stage / onnx_file_name("fp32", rewritten=True)
+    onnx.save(G.drop_output(onnx.load(str(rw_full))), str(rw_file))
+
+    if cpu_rewrite and changed:
+        name = onnx_artifact_name("fp32", rewritten=True)
+        log(f"verifying {name} against torch fp32 (onnxruntime CPU)")
+        v = verify_onnx(rw_full, reference, spec, variant=name, tolerance=tolerances["fp32"])
+        log(("  passed: " if v.passed else "  FAILED: ") + v.summary())
+        verifications.append(v)
+        staged.append((name, rw_file, {"file": onnx_file_name("fp32", rewritten=True), "kind": "onnx",
+                                       "precision": "fp32", "made_by": rw_made_by, "parity": v.parity,
+                                       "passed": v.passed, "rewritten": True, **_entry_extra(v)}))
+    elif cpu_rewrite:
+        log("  no ConvTranspose the rewrite can express: no onnx-fp32-rw")
+
+    if "bf16" in precisions or openvino_int8:
+        from ganrt.export.openvino import bf16_hardware, verify_openvino
+
+    if "bf16" in precisions:
+        name = onnx_artifact_name("bf16")
+        hardware = bf16_hardware()
+        log(f"verifying {name} (the {'rewritten ' if changed else ''}fp32 graph, OpenVINO bf16 hint) against "
+            "torch fp32" + ("" if hardware else ": this CPU has no bf16 support, OpenVINO runs it in f32 here "
+                            "(bf16_hardware false in the manifest); re-verify on a bf16 CPU"))
+        v = verify_openvino(rw_full, reference, spec, variant=name, tolerance=tolerances["bf16"], precision="bf16")
+        v.parity["bf16_hardware"] = hardware
+        log(("  passed: " if v.passed else "  FAILED: ") + v.summary())
+        verifications.append(v)
+        shipped = stage / onnx_file_name("bf16")
+        shutil.copyfile(rw_file, shipped)
+        staged.append((name, shipped, {"file": onnx_file_name("bf16"), "kind": "onnx", "precision": "bf16",
+                                       "made_by": {**rw_made_by, "graph": "fp32 weights and arithmetic; bf16 is the "
+                                                   "OpenVINO inference precision hint"},
+                                       "parity": v.parity, "passed": v.passed, "rewritten": changed,
+                                       "runtime": "openvino", "inference_hint": "bf16", "bf16_hardware": hardware,
+                                       **_entry_extra(v)}))
+
+    if openvino_int8:
+        from ganrt.export.openvino import quantize_int8, save_ir, without_raw_output
+
+        log(f"quantizing the {'rewritten ' if changed else ''}graph to OpenVINO int8 (NNCF, first layer fp32, "
+            f"calibration {calibration_size} latents)")
+        quantized, info = quantize_int8(rw_full, spec, calibration_size=calibration_size)
+        log("verifying openvino-int8 against torch fp32 (OpenVINO CPU)")
+        v = verify_openvino(quantized, reference, spec, variant="openvino-int8", tolerance=tolerances["int8"],
+                            precision="int8")
+        log(("  passed: " if v.passed else "  FAILED: ") + v.summary())
+        verifications.append(v)
+        xml, bin_ = save_ir(without_raw_output(quantized), stage / "openvino" / "model.int8.xml")
+        made_by = {**rw_made_by, **info} if changed else {**base_made_by, **info}
+        staged.append(("openvino-int8", xml, {"file": OPENVINO_INT8_XML, "kind": "openvino-ir", "precision": "int8",
+                                              "made_by": made_by, "parity": v.parity, "passed": v.passed,
+                                              "rewritten": changed, "runtime": "openvino",
+                                              "weights_artifact": "openvino-int8-bin", **_entry_extra(v)}))
+        staged.append(("openvino-int8-bin", bin_, {"file": OPENVINO_INT8_BIN, "kind": "other", "precision": None,
+                                                   "made_by": {"weights_of": "openvino-int8"}}))
+    return staged
 
 
 def _build_engines(stage: Path, staged, spec, reference, *, tolerances, allow_failed_parity, max_batch,
@@ -234,8 +346,8 @@ def _build_engines(stage: Path, staged, spec, reference, *, tolerances, allow_fa
     if cache_src.is_file():
         shutil.copyfile(cache_src, cache)
     for name, path, kw in list(staged):
-        if kw["kind"] != "onnx" or not kw.get("passed"):
-            continue
+        if kw["kind"] != "onnx" or not kw.get("passed") or kw.get("rewritten") or kw["precision"] == "bf16":
+            continue  # engines come from the plain fp32/fp16/int8 graphs
         log(f"building a TensorRT engine from {name}")
         engine_path, entry = build_engine(path, stage, precision=kw["precision"], max_batch=max_batch,
                                           workspace_mb=workspace_mb, timing_cache=cache)
@@ -260,7 +372,9 @@ def _write_bundle(out_dir: Path, spec, graph, source, staged, log) -> Bundle:
     stale: list[str] = []
     rebuilt = {name for name, _, _ in staged}
     if bundle.graph and bundle.graph != graph:
-        stale = [n for n, a in bundle.artifacts.items() if a.get("kind") in ("onnx", "engine") and n not in rebuilt]
+        stale = [n for n, a in bundle.artifacts.items()
+                 if (a.get("kind") in ("onnx", "engine", "openvino-ir") or n == "openvino-int8-bin")
+                 and n not in rebuilt]
         if stale:
             log(f"  the graph's I/O changed: dropping {', '.join(sorted(stale))} (not rebuilt by this export)")
     bundle.graph = graph

@@ -135,16 +135,23 @@ def session(model_path: str | Path, threads: int | None = None):
 
 def verify_onnx(model_path: str | Path, reference: Reference, spec, *, variant: str,
                 tolerance: Tolerance) -> Verification:
-    """Run the graph (outputs images [+ raw]) on the reference's feeds and compare."""
+    """Run the graph (outputs images [+ raw]) in onnxruntime on the reference's feeds and compare."""
     sess = session(model_path)
     out_names = [o.name for o in sess.get_outputs()]
-    float_images = sess.get_outputs()[0].type == "tensor(float)"
+    return compare_outputs(lambda feeds: dict(zip(out_names, sess.run(out_names, feeds), strict=True)),
+                           reference, spec, variant=variant, tolerance=tolerance, runner="onnxruntime-cpu")
+
+
+def compare_outputs(run, reference: Reference, spec, *, variant: str, tolerance: Tolerance,
+                    runner: str) -> Verification:
+    """``run(feeds) -> {"images": ..., ["raw": ...]}`` on every reference batch, compared with the reference."""
     ref_all, var_all, nonfinite, per_batch = [], [], 0, {}
     for b, feeds, ref in zip(reference.batches, reference.feeds, reference.images, strict=True):
-        outs = dict(zip(out_names, sess.run(out_names, feeds), strict=True))
+        outs = run(feeds)
+        float_images = np.asarray(outs["images"]).dtype.kind == "f"
         raw = outs.get(RAW_OUTPUT, outs["images"] if float_images else None)
         bad = int((~np.isfinite(raw)).sum()) if raw is not None else 0
-        img = _as_uint8(outs["images"], spec.output_range) if float_images else outs["images"]
+        img = _as_uint8(outs["images"], spec.output_range) if float_images else np.asarray(outs["images"])
         if img.shape != ref.shape:
             raise ParityError(f"{variant}: graph returns shape {list(img.shape)} at batch {b}, the torch reference "
                               f"{list(ref.shape)}; the exported graph does not keep a dynamic batch axis")
@@ -156,7 +163,7 @@ def verify_onnx(model_path: str | Path, reference: Reference, spec, *, variant: 
     parity = image_parity(np.concatenate(ref_all), np.concatenate(var_all), nonfinite=nonfinite)
     failures = tolerance.failures(parity)
     parity.update({"batch_sizes": list(reference.batches), "seeds": [[s[0], s[-1]] for s in reference.seeds],
-                   "per_batch": per_batch, "reference": "torch-fp32", "runner": "onnxruntime-cpu"})
+                   "per_batch": per_batch, "reference": "torch-fp32", "runner": runner})
     return Verification(variant=variant, parity=json_safe(parity), passed=not failures, failures=failures,
                         tolerance=asdict(tolerance))
 

@@ -18,7 +18,8 @@ def test_checkpoint_exports_to_a_verified_fp32_bundle(tiny_checkpoint, tiny_spec
     from ganrt.latents import labels_from_seeds, latents_from_seeds
 
     bundle = export_checkpoint(tiny_checkpoint, tmp_path / "b", max_batch=8)
-    assert set(bundle.artifacts) == {"weights", "onnx-fp32"}
+    assert set(bundle.artifacts) == {"weights", "onnx-fp32", "onnx-fp32-rw"}  # cpu_rewrite is on by default
+    assert bundle.artifacts["onnx-fp32"]["rewritten"] is False and bundle.artifacts["onnx-fp32-rw"]["rewritten"]
     entry = bundle.artifacts["onnx-fp32"]
     assert entry["passed"] is True and entry["parity"]["max_abs_diff"] <= 1
     assert entry["parity"]["batch_sizes"] == [1, 3, 8] and entry["parity"]["nonfinite"] == 0

@@ -19,7 +19,7 @@ def three_precision_bundle(tiny_checkpoint, tmp_path_factory):
 
 def test_all_three_precisions_are_written_with_parity(three_precision_bundle):
     b = three_precision_bundle
-    assert {"weights", "onnx-fp32", "onnx-fp16", "onnx-int8"} == set(b.artifacts)
+    assert {"weights", "onnx-fp32", "onnx-fp32-rw", "onnx-fp16", "onnx-int8"} == set(b.artifacts)
     for name in ("onnx-fp32", "onnx-fp16", "onnx-int8"):
         a = b.artifacts[name]
         assert a["passed"] is True, (name, a["parity"])
