@@ -81,7 +81,7 @@ class Generator:
 def load(bundle_dir: str | os.PathLike | Bundle, backend: str = "auto", precision: str | None = None,
          device: str | None = None, threads: int | None = None, compile: bool = False,
          cuda_graphs: bool | None = None, provider: str | None = None, max_batch: int | None = None,
-         available: Availability | None = None) -> Generator:
+         variant: str | None = None, available: Availability | None = None) -> Generator:
     """Open a bundle (hashes verified) and load a backend for it.
 
     backend: "auto" picks the fastest variant available here that passed parity (see
@@ -91,6 +91,8 @@ def load(bundle_dir: str | os.PathLike | Bundle, backend: str = "auto", precisio
     threads: CPU threads (default: physical cores). compile: torch.compile the torch backend.
     cuda_graphs: replay captured CUDA graphs per batch size (default: on for onnxruntime-cuda and
         TensorRT, off for torch). max_batch: split requests above this (default: the bundle's).
+    variant: one variant by name, e.g. "onnxruntime-fp32-rw" (the ConvTranspose-rewritten graph on
+        onnxruntime) or "openvino-int8" (the NNCF int8 IR).
     available: what this machine has (tests pass their own; default: probed).
     """
     bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.open(bundle_dir)
@@ -100,7 +102,8 @@ def load(bundle_dir: str | os.PathLike | Bundle, backend: str = "auto", precisio
         raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
     avail = available or Availability.probe()
     manifest = bundle.to_dict()
-    choice = select(manifest, avail, backend=backend, precision=precision, device=device, provider=provider)
+    choice = select(manifest, avail, backend=backend, precision=precision, device=device, provider=provider,
+                    variant=variant)
     if compile and choice.backend != "torch":
         raise ConfigError(f"compile=True applies to the torch backend, but {choice.backend} was chosen; "
                           "pass backend='torch' or drop compile")
@@ -121,6 +124,7 @@ def _build(bundle: Bundle, choice: Choice, *, threads, compile, cuda_graphs, max
 
         provider = "tensorrt" if "trtep" in choice.options else choice.device
         return OnnxRuntimeBackend(bundle, artifact=choice.artifact, precision=choice.precision, provider=provider,
+                                  option="rw" if "rw" in choice.options else None,
                                   max_batch=max_batch, threads=threads,
                                   cuda_graphs=True if cuda_graphs is None else cuda_graphs)
     if choice.backend == "openvino":

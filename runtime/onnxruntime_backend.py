@@ -5,6 +5,9 @@
 - CUDA: inputs and outputs bound to device buffers (IO binding); with ``cuda_graphs`` the provider's
   CUDA graph is enabled and each batch size gets its own static buffers and graph id
   (``gpu_graph_id``), so after the first call at a size a request replays one captured graph.
+- "onnx-fp32-rw" (the exact ConvTranspose rewrite) runs as the variant "onnxruntime-fp32-rw": it measured
+  0.69-0.78x the plain graph's latency on an AVX2 CPU (benchmarks/cpu_fastpath_probe.py), but 1.3-1.6x
+  on an AVX-512 one (EXPORT-NOTES.md): the bench decides, and ``auto`` follows the bundle's benchmarks.
 - TensorRT EP: engines and timing cache kept inside the bundle (``ort-trt-cache/``; a user cache
   directory when the bundle is read-only), an optimization profile over batch 1..max_batch.
 
@@ -35,7 +38,7 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, bundle: Bundle, *, artifact: str, precision: str, provider: str = "cpu",
                  max_batch: int | None = None, threads: int | None = None, cuda_graphs: bool = True,
-                 device_id: int = 0, cache_dir: str | os.PathLike | None = None) -> None:
+                 device_id: int = 0, cache_dir: str | os.PathLike | None = None, option: str | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -48,7 +51,8 @@ class OnnxRuntimeBackend(Backend):
                                      f"has {', '.join(ort.get_available_providers())}); for GPUs install "
                                      "onnxruntime-gpu instead of onnxruntime")
         device = "cpu" if provider == "cpu" else "cuda"
-        option = {"cpu": None, "cuda": "cuda", "tensorrt": "trtep"}[provider]
+        # "rw": the ConvTranspose-rewritten graph on the CPU, a variant of its own ("onnxruntime-fp32-rw")
+        option = {"cpu": option, "cuda": "cuda", "tensorrt": "trtep"}[provider]
         super().__init__(bundle.spec, precision=precision, device=device,
                          max_batch=max_batch or int(bundle.graph.get("max_batch") or 64), option=option,
                          provider=PROVIDERS[provider])

@@ -1,11 +1,13 @@
-"""OpenVINO backend: the bundle's ONNX graph on OpenVINO's CPU plugin, fp32 or bf16.
+"""OpenVINO backend: the bundle's ONNX graph (or int8 IR) on OpenVINO's CPU plugin: fp32, bf16 or int8.
 
 - Precision is always set explicitly (INFERENCE_PRECISION_HINT): OpenVINO's default on a bf16-capable
   CPU is bf16, so an fp32 deployment that leaves it unset silently runs bf16. bf16 on a CPU without
   bf16 support (no 'BF16' in the CPU's OPTIMIZATION_CAPABILITIES) falls back to fp32 with a warning.
 - For bf16 it reads the graph prepared for bf16 ('onnx-bf16') when the bundle has one, else the
   ConvTranspose-rewritten fp32 graph ('onnx-fp32-rw': OpenVINO's bf16 kernels do not cover
-  deconvolution), else 'onnx-fp32' (selection.openvino_artifact picks it).
+  deconvolution), else 'onnx-fp32' (selection.openvino_artifact picks it). fp32 runs 'onnx-fp32-rw' when
+  the bundle has it (measured faster), int8 the NNCF-quantized IR 'openvino-int8' (its non-quantized
+  ops in f32).
 - Static shapes compile faster kernels than a dynamic batch, so a compiled model is cached per batch
   shape and hint (a small LRU). Batches below ``throughput_batch`` use the LATENCY hint; larger ones
   use THROUGHPUT with one stream per physical core (up to 4), the batch split across streams and run
@@ -26,7 +28,7 @@ from ganrt.errors import BackendUnavailable, BundleError
 from ganrt.runtime.base import Backend, to_uint8_nhwc
 from ganrt.runtime.machine import physical_cores
 
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the IR's own quantization; the rest f32
 CACHE_SIZE = 8
 
 
@@ -40,8 +42,8 @@ class OpenVINOBackend(Backend):
         except ImportError:
             raise BackendUnavailable("OpenVINO is not installed: `pip install ganrt[cpu]`") from None
         if precision not in OV_PRECISION:
-            raise BackendUnavailable(f"the OpenVINO backend runs fp32 or bf16, not {precision}; "
-                                     "use backend='onnxruntime' for fp16/int8 artifacts")
+            raise BackendUnavailable(f"the OpenVINO backend runs fp32, bf16 or int8 (the openvino-int8 IR), not "
+                                     f"{precision}; use backend='onnxruntime' for fp16 artifacts")
         self._core = ov.Core()
         self.note = ""
         caps = [str(c) for c in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]

@@ -5,12 +5,18 @@ backend, precision, device and artifact to load and why. ``backend="auto"`` pick
 this machine can run whose parity passed:
 
 1. by the manifest's "benchmarks" section, when it was recorded on this machine (same CPU and GPU
-   strings): the variant with the lowest median latency;
+   strings): the variant with the lowest median latency among those that passed (openvino-int8
+   included: its artifact passed the int8 tolerance and the benchmark's gate);
 2. else by the default order: tensorrt > onnxruntime-cuda > openvino-bf16 (only when the CPU has bf16
    and a bf16 artifact passed parity) > onnxruntime-cpu > torch.
 
-Without a requested precision, GPU backends prefer fp16 > bf16 > fp32 and CPU backends fp32 (int8 is
-lossy and, on CPUs, measured slower: it is used only when asked for). Nothing here imports a backend.
+Without a requested precision, GPU backends prefer fp16 > bf16 > fp32 and CPU backends fp32; int8 is
+lossy, so without benchmarks it is used only when asked for. Nothing here imports a backend.
+
+The CPU fast path's artifacts: OpenVINO runs "onnx-fp32-rw" (the ConvTranspose-rewritten graph) for fp32
+when the bundle has it, "onnx-bf16" for bf16 and the NNCF IR "openvino-int8" for int8; onnxruntime runs
+"onnx-fp32-rw" as the variant "onnxruntime-fp32-rw" (option "rw"), beside plain "onnxruntime-fp32".
+``variant="onnxruntime-fp32-rw"`` (any variant name) asks for one variant exactly.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ class Choice:
     precision: str
     device: str  # "cpu" | "cuda"
     artifact: str  # manifest artifact name ("weights", "onnx-fp32", "trt-fp16-sm89-trt10.13", ...)
-    options: tuple[str, ...] = ()  # variant options: "cuda", "trtep", "compile", "cudagraph"
+    options: tuple[str, ...] = ()  # variant options: "cuda", "trtep", "compile", "cudagraph", "rw"
     passed: bool | None = None  # the artifact's parity verdict in the manifest
     reason: str = ""
 
@@ -109,14 +115,22 @@ def engine_mismatch(name: str, entry: dict[str, Any], avail: Availability) -> st
 def _onnx_for(artifacts: dict[str, dict], precision: str, *, prefer_rewritten: bool = False) -> str | None:
     names = [f"onnx-{precision}-rw", f"onnx-{precision}"] if prefer_rewritten else [f"onnx-{precision}",
                                                                                     f"onnx-{precision}-rw"]
-    return next((n for n in names if n in artifacts), None)
+    # an artifact made for another runtime (onnx-bf16: OpenVINO's bf16 hint) is not onnxruntime's
+    return next((n for n in names if n in artifacts and artifacts[n].get("runtime", "onnxruntime") == "onnxruntime"),
+                None)
+
+
+OPENVINO_ARTIFACTS = {
+    "fp32": ("onnx-fp32-rw", "onnx-fp32"),  # the rewrite measured faster on OpenVINO (EXPORT-NOTES.md, issue 7)
+    "bf16": ("onnx-bf16", "onnx-fp32-rw", "onnx-fp32"),  # bf16 kernels do not cover deconvolution
+    "int8": ("openvino-int8",),  # NNCF-quantized IR; onnxruntime's QDQ graph is not for OpenVINO
+}
 
 
 def openvino_artifact(artifacts: dict[str, dict], precision: str) -> str | None:
-    """bf16: a graph prepared for bf16 if the export made one, else the ConvTranspose-rewritten fp32, else fp32."""
-    if precision == "bf16":
-        return next((n for n in ("onnx-bf16", "onnx-fp32-rw", "onnx-fp32") if n in artifacts), None)
-    return _onnx_for(artifacts, precision)
+    """The graph OpenVINO runs for ``precision``: the rewritten graph when the bundle has it (fp32/bf16),
+    the graph prepared for bf16, the int8 IR; None when the bundle has none."""
+    return next((n for n in OPENVINO_ARTIFACTS.get(precision, ()) if n in artifacts), None)
 
 
 def _pool(manifest: dict[str, Any], avail: Availability) -> _Pool:
@@ -150,20 +164,22 @@ def _pool(manifest: dict[str, Any], avail: Availability) -> _Pool:
         pool.missing.append("onnxruntime CUDA provider is not installed (`pip install onnxruntime-gpu`)")
 
     if avail.openvino:
-        for precision in ("bf16", "fp32"):
+        for precision in ("bf16", "fp32", "int8"):
             art = openvino_artifact(artifacts, precision)
             if art:
-                if precision == "bf16" and artifacts[art].get("precision") == "bf16":
+                if precision == "bf16" and artifacts[art].get("precision") != "bf16":
+                    passed = None  # an fp32 graph run with the bf16 hint: no bf16 parity on record
+                else:
                     passed = artifacts[art].get("passed")
-                else:  # fp32 graph run with the bf16 hint: no bf16 parity on record
-                    passed = None if precision == "bf16" else artifacts[art].get("passed")
                 pool.choices.append(Choice("openvino", precision, "cpu", art, (), passed))
 
     if ORT_PROVIDERS["cpu"] in avail.ort_providers:
         for precision in ("fp32", "fp16", "bf16", "int8"):
-            art = _onnx_for(artifacts, precision)
-            if art:
+            art = f"onnx-{precision}"  # the plain graph; onnx-bf16 is made for OpenVINO's bf16 hint
+            if art in artifacts and artifacts[art].get("runtime", "onnxruntime") == "onnxruntime":
                 add("onnxruntime", precision, "cpu", art)
+        if "onnx-fp32-rw" in artifacts:
+            add("onnxruntime", "fp32", "cpu", "onnx-fp32-rw", ("rw",))
 
     if avail.torch and "weights" in artifacts:
         if avail.cuda:
@@ -205,7 +221,7 @@ def _default_rank(choice: Choice, avail: Availability) -> tuple:
     elif choice.backend == "openvino" and choice.precision == "bf16":
         tier = 2 if avail.openvino_bf16 else 3.6  # without bf16 support it would fall back to fp32
     elif choice.backend == "onnxruntime":
-        tier = 3
+        tier = 3.1 if "rw" in choice.options else 3
     elif choice.backend == "openvino":
         tier = 3.5
     else:
@@ -216,8 +232,12 @@ def _default_rank(choice: Choice, avail: Availability) -> tuple:
 
 
 def select(manifest: dict[str, Any], available: Availability, *, backend: str = "auto",
-           precision: str | None = None, device: str | None = None, provider: str | None = None) -> Choice:
-    """The variant to run, with ``reason`` saying why; clear errors when nothing fits."""
+           precision: str | None = None, device: str | None = None, provider: str | None = None,
+           variant: str | None = None) -> Choice:
+    """The variant to run, with ``reason`` saying why; clear errors when nothing fits.
+
+    ``variant``: one variant by name ("onnxruntime-fp32-rw", "openvino-int8", ...), within the other filters.
+    """
     _check_request(manifest, backend, precision, device)
     if provider is not None and provider not in ORT_PROVIDERS:
         raise ConfigError(f"unknown onnxruntime provider {provider!r}; choose one of {', '.join(ORT_PROVIDERS)}")
@@ -232,17 +252,21 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
             return False
         if provider is not None and (c.backend != "onnxruntime" or c.provider != ORT_PROVIDERS[provider]):
             return False
+        if variant is not None and c.variant != variant:
+            return False
         return True
 
     candidates = sorted((c for c in pool.choices if fits(c)), key=lambda c: _default_rank(c, available))
-    if backend == "auto":
+    benchmarked = candidates
+    if backend == "auto" and variant is None:
+        benchmarked = [c for c in candidates if _auto_ok(c, available, precision, benchmarked=True)]
         candidates = [c for c in candidates if _auto_ok(c, available, precision)]
-    if not candidates:
-        raise BackendUnavailable(_nothing_fits(manifest, available, backend, precision, device, pool))
+    if not candidates and not benchmarked:
+        raise BackendUnavailable(_nothing_fits(manifest, available, backend, precision, device, pool, variant))
 
-    if backend != "auto":
+    if backend != "auto" or variant is not None:
         best = candidates[0]
-        why = f"{backend} was asked for"
+        why = f"{variant or backend} was asked for"
         if best.passed is False:
             why += f"; WARNING: artifact {best.artifact!r} failed parity in the manifest"
         return best.but(reason=why)
@@ -256,7 +280,7 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
                             if v.get("passed") is True and isinstance(v.get("median_ms"), (int, float))),
                            key=lambda t: t[0])
             for ms, name in timed:
-                match = _match_variant(name, candidates)
+                match = _match_variant(name, benchmarked)
                 if match is not None:
                     return match.but(
                         reason=f"fastest variant that passed parity in the bundle's benchmarks on this machine "
@@ -267,6 +291,8 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
                     f"({machine.get('cpu')!r}/{machine.get('gpu')!r}), not used")
     else:
         note = "; no benchmarks recorded in the bundle"
+    if not candidates:
+        raise BackendUnavailable(_nothing_fits(manifest, available, backend, precision, device, pool, variant))
     best = candidates[0]
     return best.but(reason=f"default order tensorrt > onnxruntime-cuda > openvino-bf16 > onnxruntime-cpu > torch"
                            f"{note}")
@@ -287,8 +313,9 @@ def _match_variant(name: str, candidates: list[Choice]) -> Choice | None:
     return None
 
 
-def _auto_ok(c: Choice, avail: Availability, precision: str | None) -> bool:
-    """auto never picks a variant whose parity failed, nor one with no parity on record (but the reference)."""
+def _auto_ok(c: Choice, avail: Availability, precision: str | None, benchmarked: bool = False) -> bool:
+    """auto never picks a variant whose parity failed, nor one with no parity on record (but the reference);
+    int8 without a requested precision only when ``benchmarked`` (it measured fastest and passed)."""
     if c.backend == "torch":
         return c.precision == "fp32" or precision is not None
     if c.passed is not True:
@@ -298,12 +325,12 @@ def _auto_ok(c: Choice, avail: Availability, precision: str | None) -> bool:
     if "trtep" in c.options:
         return False  # builds engines on first load (minutes): only when asked for, or benchmarked
     if precision is None and c.precision == "int8":
-        return False
+        return benchmarked
     return True
 
 
-def _nothing_fits(manifest, avail, backend, precision, device, pool) -> str:
-    asked = " ".join(x for x in (backend if backend != "auto" else "any backend",
+def _nothing_fits(manifest, avail, backend, precision, device, pool, variant=None) -> str:
+    asked = " ".join(x for x in (variant or (backend if backend != "auto" else "any backend"),
                                  precision and f"at {precision}", device and f"on {device}") if x)
     why = []
     if backend in ("tensorrt",) or device == "cuda":
