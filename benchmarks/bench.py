@@ -12,8 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from ganrt.benchmarks.gate import DEFAULT_GATE, evaluate_gate, needs_real_data, parse_gate
-from ganrt.benchmarks.harness import REFERENCE, candidate_requests, load_variants, run_timings, summarize_runs
-
+from ganrt.benchmarks.harness import (
+    ORT_BASELINE,
+    REFERENCE,
+    candidate_requests,
+    load_variants,
+    run_timings,
+    summarize_runs,
+)
 from ganrt.errors import ConfigError, GanrtError
 
 
@@ -46,9 +52,8 @@ def _real_features(bundle, dataset: str | None, extractor, n: int, log) -> tuple
     if not source:
         return None, "no dataset given (--dataset) and none recorded in the bundle"
     try:
-        from ganrt.train.datasets import load_dataset
-
         from ganrt.metrics.stats_cache import reference_features
+        from ganrt.train.datasets import load_dataset
 
         data = load_dataset(source, bundle.spec.height, channels=bundle.spec.channels)
         return reference_features(data.images, data.identity, extractor, n=n).features, None
@@ -65,14 +70,14 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
               log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Benchmark ``bundle_dir`` into ``out``; returns the results dict (also written as results.json)."""
     import torch
+
     from ganrt.benchmarks import report
     from ganrt.benchmarks.environment import collect_environment
     from ganrt.benchmarks.harness import thread_count
     from ganrt.benchmarks.parity import fidelity
-    from ganrt.runtime.machine import describe_machine
-
     from ganrt.bundle import Bundle
     from ganrt.metrics.extractors import get_extractor
+    from ganrt.runtime.machine import describe_machine
 
     bundle = Bundle.open(bundle_dir)
     out = Path(out)
@@ -95,8 +100,9 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
     only = None
     if variants:
         only = list(dict.fromkeys(variants))
-        if REFERENCE not in only:
-            only.insert(0, REFERENCE)  # the peer every ratio is taken against
+        for peer in (ORT_BASELINE, REFERENCE):  # the peers every ratio is taken against
+            if peer not in only:
+                only.insert(0, peer)
     loaded, skipped = load_variants(bundle.path, requests, threads=threads, only=only, log=log)
     if not loaded:
         raise ConfigError(f"no variant of {bundle.path} can run here: " +

@@ -51,10 +51,10 @@ def train_classifier(dataset: str, resolution: int, out: Path, epochs: int, batc
     A held-out 10% of the data gives the reported test accuracy.
     """
     import torch
-    from ganrt.train.datasets import load_dataset
 
     from ganrt.metrics.domain import save_classifier
     from ganrt.metrics.domain import train_classifier as fit
+    from ganrt.train.datasets import load_dataset
 
     if threads:
         torch.set_num_threads(threads)
@@ -85,9 +85,8 @@ def _generator_for(path: Path, backend: str, batch_size: int):
         if backend == "reference":
             module, spec = load_generator(bundle.path / WEIGHTS)
             return torch_generate_fn(module, spec, batch_size=batch_size), spec, "bundle reference (torch fp32)"
-        from ganrt.runtime import load
-
         from ganrt.latents import labels_from_seeds
+        from ganrt.runtime import load
 
         gen = load(path, backend=backend)
         spec = gen.spec
@@ -138,10 +137,10 @@ def eval_command(source: Path, dataset: str, extractor: str, classifier: Path | 
     classifier file, not with published FIDs.
     """
     import torch
-    from ganrt.train.datasets import load_dataset
 
     from ganrt.metrics.evaluate import evaluate_generator
     from ganrt.metrics.extractors import get_extractor
+    from ganrt.train.datasets import load_dataset
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     feat = get_extractor(extractor, classifier=classifier, inception_weights=inception_weights)
@@ -204,8 +203,9 @@ def bench(ctx: click.Context, bundle: Path, out: Path, batch_sizes: str, duratio
     Writes results.json, report.md, latency.png, throughput.png and samples/<variant>.png into --out and
     records median latency + parity verdict per variant in the bundle's manifest (read by backend=auto).
     """
-    from ganrt.benchmarks.bench import run_bench
     from tqdm import tqdm
+
+    from ganrt.benchmarks.bench import run_bench
 
     names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
     if variants is not None and not names:
@@ -227,7 +227,8 @@ def bench(ctx: click.Context, bundle: Path, out: Path, batch_sizes: str, duratio
     failed = results["gate"]["failed"]
     if as_json:
         _echo_json({"out": str(out), "runs": [{k: r.get(k) for k in ("variant", "batch_size", "latency_ms",
-                                                                      "images_per_s", "ratio_to_torch_eager", "error")}
+                                                                      "images_per_s", "ratio_to_torch_eager",
+                                                                      "ratio_to_onnxruntime_fp32", "error")}
                                                for r in results["runs"]],
                     "parity": {k: {"psnr_db": v["psnr_db"], "fd_ref": v["fd_ref"], "passed": v["passed"],
                                    "failures": v["failures"]} for k, v in results["parity"].items()},
@@ -240,6 +241,7 @@ def bench(ctx: click.Context, bundle: Path, out: Path, batch_sizes: str, duratio
                 p = results["parity"].get(r["variant"], {})
                 click.echo(f"  {r['variant']:28s} B={b:<3d} {r['latency_ms']['median']:9.3f} ms  "
                            f"x{r['ratio_to_torch_eager'] or float('nan'):.3g} vs torch eager  "
+                           f"x{r.get('ratio_to_onnxruntime_fp32') or float('nan'):.3g} vs onnxruntime fp32  "
                            f"PSNR {p.get('psnr_db', float('nan')):.1f} dB  {'ok' if p.get('passed') else 'FAILED'}")
         for name, why in results["skipped"].items():
             click.echo(f"  {name:28s} skipped: {why}")

@@ -64,9 +64,8 @@ def gpu_info() -> dict[str, Any] | None:
 
 
 def collect_environment() -> dict[str, Any]:
-    from ganrt.runtime.machine import cpu_name, describe_machine, physical_cores, tensorrt_version
-
     from ganrt import __version__
+    from ganrt.runtime.machine import cpu_name, describe_machine, physical_cores, tensorrt_version
 
     env: dict[str, Any] = {
         "ganrt": __version__,

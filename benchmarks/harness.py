@@ -37,9 +37,12 @@ class VariantRequest:
     provider: str | None = None
     compile: bool = False
     cuda_graphs: bool | None = None
+    variant: str | None = None  # an exact variant name, for variants that differ by artifact ("-rw")
 
     def load_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"backend": self.backend, "precision": self.precision, "device": self.device}
+        if self.variant:
+            kw["variant"] = self.variant
         if self.provider:
             kw["provider"] = self.provider
         if self.compile:
@@ -50,6 +53,8 @@ class VariantRequest:
 
     @property
     def expected_name(self) -> str:
+        if self.variant:
+            return self.variant
         opts = []
         if self.backend == "torch":
             opts = (["cuda"] if self.device == "cuda" else []) + (["compile"] if self.compile else []) + \
@@ -60,6 +65,7 @@ class VariantRequest:
 
 
 REFERENCE = "torch-fp32"
+ORT_BASELINE = "onnxruntime-fp32"  # the CPU baseline the fast-path ratios are taken against
 EAGER_PEERS = (VariantRequest("torch", "fp32"), VariantRequest("torch", "fp32", compile=True))
 
 
@@ -67,7 +73,9 @@ def candidate_requests(cuda: bool) -> list[VariantRequest]:
     """Every variant worth trying on this machine; peers (torch eager, torch.compile) first."""
     reqs = list(EAGER_PEERS)
     reqs += [VariantRequest("onnxruntime", p, provider="cpu") for p in ("fp32", "fp16", "bf16", "int8")]
-    reqs += [VariantRequest("openvino", p) for p in ("fp32", "bf16")]
+    reqs += [VariantRequest("onnxruntime", "fp32", provider="cpu", variant="onnxruntime-fp32-rw")]
+    # the CPU fast path: fp32 on the rewritten graph, bf16 (the bf16 hint; fp32 on CPUs without bf16), NNCF int8
+    reqs += [VariantRequest("openvino", p) for p in ("fp32", "bf16", "int8")]
     if cuda:
         reqs += [VariantRequest("torch", "fp32", "cuda"), VariantRequest("torch", "fp16", "cuda"),
                  VariantRequest("torch", "fp16", "cuda", cuda_graphs=True)]
@@ -318,7 +326,8 @@ def cuda_event_timings(variant: LoadedVariant, feeds: dict[str, Any], *, duratio
 
 
 def summarize_runs(variants: list[LoadedVariant], timings: dict[tuple[str, int], Timing]) -> list[dict[str, Any]]:
-    """The ``runs`` list of results.json, with ratios to torch eager fp32 and to the best variant per batch."""
+    """The ``runs`` list of results.json, with ratios to torch eager fp32, to onnxruntime fp32 (the CPU
+    baseline) and to the best variant per batch."""
     runs = []
     by = {v.name: v for v in variants}
     for (name, b), t in timings.items():
@@ -345,9 +354,11 @@ def summarize_runs(variants: list[LoadedVariant], timings: dict[tuple[str, int],
             continue
         best = min(r["latency_ms"]["median"] for r in timed)
         eager = next((r["latency_ms"]["median"] for r in timed if r["variant"] == REFERENCE), None)
+        ort = next((r["latency_ms"]["median"] for r in timed if r["variant"] == ORT_BASELINE), None)
         for r in timed:
             r["ratio_to_best"] = r["latency_ms"]["median"] / best
             r["ratio_to_torch_eager"] = r["latency_ms"]["median"] / eager if eager else None
+            r["ratio_to_onnxruntime_fp32"] = r["latency_ms"]["median"] / ort if ort else None
     return runs
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from ganrt.benchmarks.gate import evaluate_gate, needs_real_data, parse_gate
 
+from ganrt.benchmarks.gate import evaluate_gate, needs_real_data, parse_gate
 from ganrt.errors import ConfigError
 
 

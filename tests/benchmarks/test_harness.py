@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from ganrt.benchmarks.bench import parse_batch_sizes
 from ganrt.benchmarks.harness import VariantRequest, latency_percentiles, time_calls
-
 from ganrt.errors import ConfigError
 
 
