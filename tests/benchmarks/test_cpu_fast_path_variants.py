@@ -1,0 +1,31 @@
+"""The bench runs the CPU fast-path variants beside their peers and reports ratios to onnxruntime fp32."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from ganrt.benchmarks.harness import LoadedVariant, Timing, VariantRequest, candidate_requests, summarize_runs
+
+
+def test_the_cpu_fast_path_variants_are_requested_beside_the_peers():
+    names = [r.expected_name for r in candidate_requests(cuda=False)]
+    for name in ("torch-fp32", "onnxruntime-fp32", "onnxruntime-fp32-rw", "openvino-fp32", "openvino-bf16",
+                 "openvino-int8"):
+        assert name in names
+    rw = next(r for r in candidate_requests(cuda=False) if r.expected_name == "onnxruntime-fp32-rw")
+    assert rw.load_kwargs()["variant"] == "onnxruntime-fp32-rw"
+
+
+def test_runs_carry_ratios_to_onnxruntime_fp32():
+    def variant(name, backend, precision):
+        gen = SimpleNamespace(backend=backend, precision=precision)
+        return LoadedVariant(name, VariantRequest(backend, precision), gen, 0.1, None, None, None)
+
+    vs = [variant("torch-fp32", "torch", "fp32"), variant("onnxruntime-fp32", "onnxruntime", "fp32"),
+          variant("openvino-int8", "openvino", "int8")]
+    ms = {"torch-fp32": 8.0, "onnxruntime-fp32": 2.0, "openvino-int8": 0.5}
+    timings = {(n, 4): Timing(n, 4, samples_ms=[t, t, t]) for n, t in ms.items()}
+    runs = {r["variant"]: r for r in summarize_runs(vs, timings)}
+    assert runs["openvino-int8"]["ratio_to_onnxruntime_fp32"] == 0.25
+    assert runs["torch-fp32"]["ratio_to_onnxruntime_fp32"] == 4.0
+    assert runs["openvino-int8"]["ratio_to_torch_eager"] == 0.0625
