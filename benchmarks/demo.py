@@ -13,6 +13,7 @@ output already exists, unless --fresh is given.
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -34,7 +35,8 @@ def _run(argv: list[str]) -> None:
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True,
               help="Directory for every output of the demo.")
-@click.option("--fresh", is_flag=True, help="Redo every step even when its output exists.")
+@click.option("--fresh", is_flag=True,
+              help="Delete the demo's own outputs (run/, bundle/, bench/, generated/) and redo every step.")
 @click.option("--bench-duration", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
               help="Seconds of timed runs per variant and batch size.")
 def main(out: Path, fresh: bool, bench_duration: float) -> None:
@@ -43,16 +45,20 @@ def main(out: Path, fresh: bool, bench_duration: float) -> None:
     run_dir, bundle, bench = out / "run", out / "bundle", out / "bench"
     clf = out / "classifier.safetensors"
     ckpt = run_dir / "checkpoint.safetensors"
+    if fresh:
+        for d in (run_dir, bundle, bench, out / "generated"):
+            shutil.rmtree(d, ignore_errors=True)
+        clf.unlink(missing_ok=True)
     if fresh or not ckpt.exists():
         _run(["train", "--preset", "demo", "--out", str(run_dir)])
     if fresh or not clf.exists():
         _run(["train-classifier", "--dataset", "mnist", "--resolution", "32", "--out", str(clf)])
     if fresh or not (bundle / "manifest.json").exists():
-        _run(["export", str(ckpt), "--out", str(bundle), "--precision", "fp32,fp16,int8",
-              "--allow-failed-parity"])
+        _run(["export", str(ckpt), "--out", str(bundle), "--precision", "fp32,fp16,int8,bf16",
+              "--openvino-int8", "--allow-failed-parity"])
     _run(["bench", str(bundle), "--out", str(bench), "--classifier", str(clf), "--duration", str(bench_duration)])
     _run(["generate", str(bundle), "--seeds", "0-99", "--labels", "0-9", "--out", str(out / "generated"),
-          "--grid", str(out / "generated.png")])
+          "--grid", str(out / "generated.png"), "--grid-scale", "2"])
     click.secho(f"\nDemo finished in {(time.perf_counter() - t0) / 60:.1f} min. Outputs:", bold=True)
     for label, path in [("training samples", run_dir / "samples"), ("checkpoint", ckpt), ("bundle", bundle),
                         ("benchmark report", bench / "report.md"), ("latency plot", bench / "latency.png"),
