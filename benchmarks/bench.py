@@ -156,15 +156,20 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
 
 
 def record_in_manifest(bundle, results: dict[str, Any], machine: dict[str, Any]) -> None:
-    """Write the manifest's "benchmarks" section: median at the smallest batch + parity verdict per variant."""
+    """Write the manifest's "benchmarks" section: per variant the median at the smallest batch ("median_ms",
+    as before), the median at every timed batch ("median_ms_by_batch": {"1": ms, "8": ms, ...}, read by
+    backend="auto" with a batch-size hint) and the parity verdict."""
     b = min(results["options"]["batch_sizes"])
-    variants = {}
-    for r in results["runs"]:
-        if r["batch_size"] != b or "latency_ms" not in r:
+    variants: dict[str, dict[str, Any]] = {}
+    for r in sorted(results["runs"], key=lambda r: r["batch_size"]):
+        if "latency_ms" not in r:
             continue
-        variants[r["variant"]] = {"backend": r["backend"], "precision": r["precision"],
-                                  "median_ms": r["latency_ms"]["median"],
-                                  "passed": bool(results["parity"].get(r["variant"], {}).get("passed"))}
+        entry = variants.setdefault(r["variant"], {
+            "backend": r["backend"], "precision": r["precision"], "median_ms": None, "median_ms_by_batch": {},
+            "passed": bool(results["parity"].get(r["variant"], {}).get("passed"))})
+        entry["median_ms_by_batch"][str(r["batch_size"])] = r["latency_ms"]["median"]
+        if r["batch_size"] == b:
+            entry["median_ms"] = r["latency_ms"]["median"]
     bundle.benchmarks = {"machine": machine, "batch_size": b, "variants": variants, "created": results["created"],
                          "gate": results["gate"]["expression"]}
     bundle.save()

@@ -88,7 +88,7 @@ def _generator_for(path: Path, backend: str, batch_size: int):
         from ganrt.latents import labels_from_seeds
         from ganrt.runtime import load
 
-        gen = load(path, backend=backend)
+        gen = load(bundle, backend=backend, batch_size=batch_size)  # batch_size: the hint auto ranks by
         spec = gen.spec
 
         def generate(seeds):
@@ -201,7 +201,8 @@ def bench(ctx: click.Context, bundle: Path, out: Path, batch_sizes: str, duratio
     """Speed and fidelity of every variant of BUNDLE, beside torch eager and torch.compile.
 
     Writes results.json, report.md, latency.png, throughput.png and samples/<variant>.png into --out and
-    records median latency + parity verdict per variant in the bundle's manifest (read by backend=auto).
+    records the median latency at each batch size + parity verdict per variant in the bundle's manifest
+    (read by backend=auto, which ranks at the batch closest to its batch-size hint).
     """
     from tqdm import tqdm
 

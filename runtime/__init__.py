@@ -3,6 +3,7 @@
     gen = ganrt.runtime.load("bundle/", backend="auto", precision=None)
     images = gen.generate(seeds=range(16), labels=3, truncation=0.7)   # uint8 (16, H, W, C)
     gen.backend, gen.variant, gen.reason                                  # what runs, and why
+    ganrt.runtime.load("bundle/", batch_size=64)   # auto ranks by the benchmarks measured at batch 64
 
 Latents for seeds are ``numpy.random.Generator(PCG64(seed)).standard_normal(latent_dim)`` as float32
 (``ganrt.latents.latents_from_seeds``): the same seed is the same image on every backend, within the
@@ -81,7 +82,8 @@ class Generator:
 def load(bundle_dir: str | os.PathLike | Bundle, backend: str = "auto", precision: str | None = None,
          device: str | None = None, threads: int | None = None, compile: bool = False,
          cuda_graphs: bool | None = None, provider: str | None = None, max_batch: int | None = None,
-         variant: str | None = None, available: Availability | None = None) -> Generator:
+         variant: str | None = None, available: Availability | None = None,
+         batch_size: int | None = None) -> Generator:
     """Open a bundle (hashes verified) and load a backend for it.
 
     backend: "auto" picks the fastest variant available here that passed parity (see
@@ -94,6 +96,9 @@ def load(bundle_dir: str | os.PathLike | Bundle, backend: str = "auto", precisio
     variant: one variant by name, e.g. "onnxruntime-fp32-rw" (the ConvTranspose-rewritten graph on
         onnxruntime) or "openvino-int8" (the NNCF int8 IR).
     available: what this machine has (tests pass their own; default: probed).
+    batch_size: a hint of the typical request size: auto ranks variants by the bundle's benchmarks at
+        the measured batch closest to it (default: the smallest batch measured). gen.reason names the
+        batch the decision used. Requests of any size still work.
     """
     bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.open(bundle_dir)
     if threads is not None and threads < 1:
@@ -103,7 +108,7 @@ def load(bundle_dir: str | os.PathLike | Bundle, backend: str = "auto", precisio
     avail = available or Availability.probe()
     manifest = bundle.to_dict()
     choice = select(manifest, avail, backend=backend, precision=precision, device=device, provider=provider,
-                    variant=variant)
+                    variant=variant, batch_size=batch_size)
     if compile and choice.backend != "torch":
         raise ConfigError(f"compile=True applies to the torch backend, but {choice.backend} was chosen; "
                           "pass backend='torch' or drop compile")

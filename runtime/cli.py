@@ -36,6 +36,13 @@ def parse_labels(text: str | None, seeds: list[int], num_classes: int) -> list[t
     return [(s, lab) for lab in labels for s in seeds]
 
 
+def default_batch_hint(n_images: int, max_batch: int | None) -> int:
+    """The batch-size hint `ganrt generate` gives auto: the images requested, capped at the bundle's max_batch
+    (larger requests run in chunks of max_batch)."""
+    n = max(1, int(n_images))
+    return min(n, int(max_batch)) if max_batch else n
+
+
 def image_name(seed: int, label: int | None) -> str:
     return f"seed{seed:04d}" + ("" if label is None else f"-label{label:03d}") + ".png"
 
@@ -57,6 +64,10 @@ def image_name(seed: int, label: int | None) -> str:
               help="Restrict to 'cpu' or 'cuda' backends (default: any).")
 @click.option("--threads", default=None, type=click.IntRange(min=1), show_default=True,
               help="CPU threads (default: the physical cores).")
+@click.option("--batch-size-hint", default=None, type=click.IntRange(min=1), show_default=True,
+              help="Typical request size for --backend auto: it picks the variant fastest in the bundle's "
+                   "benchmarks at the measured batch closest to this (default: the number of images "
+                   "requested, capped at the bundle's max_batch).")
 @click.option("--out", "out_dir", default=Path("generated"), type=click.Path(file_okay=False, path_type=Path),
               show_default=True, help="Directory for the PNG files (or images.npz).")
 @click.option("--grid", default=None, type=click.Path(dir_okay=False, path_type=Path), show_default=True,
@@ -71,7 +82,8 @@ def image_name(seed: int, label: int | None) -> str:
 @click.option("--json", "as_json", is_flag=True, default=False, show_default=True,
               help="Print a JSON summary (variant, reason, files) on stdout.")
 def generate(bundle: Path, seeds: str, labels: str | None, truncation: float | None, backend: str,
-             precision: str | None, device: str | None, threads: int | None, out_dir: Path, grid: Path | None,
+             precision: str | None, device: str | None, threads: int | None, batch_size_hint: int | None,
+             out_dir: Path, grid: Path | None,
              grid_scale: int, fmt: str, no_files: bool, as_json: bool) -> None:
     """Draw images from BUNDLE (a directory written by `ganrt export`).
 
@@ -83,6 +95,7 @@ def generate(bundle: Path, seeds: str, labels: str | None, truncation: float | N
     from tqdm import tqdm
 
     from ganrt import __version__
+    from ganrt.bundle import Bundle
     from ganrt.errors import ConfigError
     from ganrt.fileio import atomic_path
     from ganrt.images import save_grid, save_png
@@ -92,11 +105,15 @@ def generate(bundle: Path, seeds: str, labels: str | None, truncation: float | N
     if no_files and grid is None:
         raise ConfigError("--no-files writes nothing without --grid PATH; add --grid or drop --no-files")
     seed_list = parse_seed_range(seeds)
-    with load(bundle, backend=backend, precision=precision, device=device, threads=threads) as gen:
-        spec = gen.spec
-        pairs = parse_labels(labels, seed_list, spec.num_classes)
-        if truncation is not None and not spec.has_truncation:
-            raise ConfigError(f"the {spec.arch!r} generator has no truncation; drop --truncation")
+    opened = Bundle.open(bundle)
+    spec = opened.spec
+    pairs = parse_labels(labels, seed_list, spec.num_classes)
+    if truncation is not None and not spec.has_truncation:
+        raise ConfigError(f"the {spec.arch!r} generator has no truncation; drop --truncation")
+    if batch_size_hint is None:
+        batch_size_hint = default_batch_hint(len(pairs), opened.graph.get("max_batch"))
+    with load(opened, backend=backend, precision=precision, device=device, threads=threads,
+              batch_size=batch_size_hint) as gen:
         if not as_json:
             click.echo(f"backend: {gen.variant} on {gen.device} ({gen.reason})", err=True)
         bundle_sha = gen.bundle.sha256()

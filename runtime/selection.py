@@ -6,7 +6,10 @@ this machine can run whose parity passed:
 
 1. by the manifest's "benchmarks" section, when it was recorded on this machine (same CPU and GPU
    strings): the variant with the lowest median latency among those that passed (openvino-int8
-   included: its artifact passed the int8 tolerance and the benchmark's gate);
+   included: its artifact passed the int8 tolerance and the benchmark's gate), at the measured batch
+   size closest to the ``batch_size`` hint (ties: the smaller batch; no hint: the smallest batch), from
+   each variant's "median_ms_by_batch" (or "median_ms" at the section's "batch_size" in older manifests).
+   When nothing measured at that batch can run here, the next closest measured batch decides;
 2. else by the default order: tensorrt > onnxruntime-cuda > openvino-bf16 (only when the CPU has bf16
    and a bf16 artifact passed parity) > onnxruntime-cpu > torch.
 
@@ -21,6 +24,7 @@ when the bundle has it, "onnx-bf16" for bf16 and the NNCF IR "openvino-int8" for
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,12 +237,15 @@ def _default_rank(choice: Choice, avail: Availability) -> tuple:
 
 def select(manifest: dict[str, Any], available: Availability, *, backend: str = "auto",
            precision: str | None = None, device: str | None = None, provider: str | None = None,
-           variant: str | None = None) -> Choice:
+           variant: str | None = None, batch_size: int | None = None) -> Choice:
     """The variant to run, with ``reason`` saying why; clear errors when nothing fits.
 
     ``variant``: one variant by name ("onnxruntime-fp32-rw", "openvino-int8", ...), within the other filters.
+    ``batch_size``: the typical request size; auto ranks variants by the benchmarks measured at the batch
+    closest to it (None: at the smallest measured batch).
     """
     _check_request(manifest, backend, precision, device)
+    batch_size = check_batch_hint(batch_size)
     if provider is not None and provider not in ORT_PROVIDERS:
         raise ConfigError(f"unknown onnxruntime provider {provider!r}; choose one of {', '.join(ORT_PROVIDERS)}")
     pool = _pool(manifest, available)
@@ -276,15 +283,15 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
     here = {"cpu": available.cpu, "gpu": available.gpu}
     if bench.get("variants"):
         if machine.get("cpu") == here["cpu"] and machine.get("gpu") == here["gpu"]:
-            timed = sorted(((v.get("median_ms"), name) for name, v in bench["variants"].items()
-                            if v.get("passed") is True and isinstance(v.get("median_ms"), (int, float))),
-                           key=lambda t: t[0])
-            for ms, name in timed:
-                match = _match_variant(name, benchmarked)
-                if match is not None:
-                    return match.but(
-                        reason=f"fastest variant that passed parity in the bundle's benchmarks on this machine "
-                               f"({ms:.3g} ms median at batch {bench.get('batch_size', '?')})")
+            table = benchmark_table(bench)
+            for b in batches_by_closeness(table, batch_size):
+                timed = sorted(((ms[b], name) for name, ms in table.items() if b in ms), key=lambda t: t[0])
+                for ms, name in timed:
+                    match = _match_variant(name, benchmarked)
+                    if match is not None:
+                        return match.but(
+                            reason=f"fastest variant that passed parity in the bundle's benchmarks on this machine "
+                                   f"({ms:.3g} ms median at batch {b}; {_batch_note(b, batch_size)})")
             note = "; no benchmarked variant that passed parity can run here"
         else:
             note = (f"; the bundle's benchmarks were recorded on another machine "
@@ -296,6 +303,64 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
     best = candidates[0]
     return best.but(reason=f"default order tensorrt > onnxruntime-cuda > openvino-bf16 > onnxruntime-cpu > torch"
                            f"{note}")
+
+
+# -- benchmarks by batch size ---------------------------------------------------------------------------
+def check_batch_hint(batch_size: Any) -> int | None:
+    """The batch-size hint as an int (None stays None); ConfigError unless it is an integer >= 1."""
+    if batch_size is None:
+        return None
+    try:
+        b = None if isinstance(batch_size, bool) else operator.index(batch_size)
+    except TypeError:
+        b = None
+    if b is None or b < 1:
+        raise ConfigError(f"the batch-size hint must be an integer >= 1 (the typical request size), got "
+                          f"{batch_size!r}; pass e.g. batch_size=8, or None to rank by the smallest batch measured")
+    return b
+
+
+def benchmark_table(bench: dict[str, Any]) -> dict[str, dict[int, float]]:
+    """{variant: {batch: median ms}} of the benchmarked variants whose parity passed.
+
+    Reads "median_ms_by_batch" ({"1": ms, "64": ms, ...}) and, for manifests written before it existed,
+    "median_ms" at the section's "batch_size".
+    """
+    table: dict[str, dict[int, float]] = {}
+    for name, v in (bench.get("variants") or {}).items():
+        if v.get("passed") is not True:
+            continue
+        ms: dict[int, float] = {}
+        for b, t in (v.get("median_ms_by_batch") or {}).items():
+            try:
+                b = int(b)
+            except (TypeError, ValueError):
+                continue
+            if b >= 1 and isinstance(t, (int, float)) and not isinstance(t, bool):
+                ms[b] = float(t)
+        b0, t0 = bench.get("batch_size"), v.get("median_ms")
+        if isinstance(b0, int) and isinstance(t0, (int, float)) and not isinstance(t0, bool):
+            ms.setdefault(b0, float(t0))
+        if ms:
+            table[name] = ms
+    return table
+
+
+def batches_by_closeness(table: dict[str, dict[int, float]], batch_size: int | None) -> list[int]:
+    """The measured batch sizes, the one auto decides by first: closest to ``batch_size`` (ties: the smaller
+    batch); without a hint, smallest first (the behaviour before hints)."""
+    sizes = sorted({b for ms in table.values() for b in ms})
+    if batch_size is None:
+        return sizes
+    return sorted(sizes, key=lambda b: (abs(b - batch_size), b))
+
+
+def _batch_note(b: int, batch_size: int | None) -> str:
+    if batch_size is None:
+        return "the smallest batch measured; no batch-size hint"
+    if b == batch_size:
+        return f"the batch-size hint {batch_size}"
+    return f"the measured batch closest to the batch-size hint {batch_size}"
 
 
 TORCH_OPTIONS = {"cpu": ("compile",), "cuda": ("compile", "cudagraph")}

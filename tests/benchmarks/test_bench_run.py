@@ -80,6 +80,13 @@ def test_bench_records_its_results_in_the_manifest(bench_run, tiny_bundle):
     assert b.benchmarks["batch_size"] == 1 and b.benchmarks["machine"]["cpu"]
     entry = b.benchmarks["variants"]["torch-fp32"]
     assert entry["passed"] is True and entry["backend"] == "torch" and entry["median_ms"] > 0
+    # every timed batch, keyed by its size as a string (JSON object keys), the smallest equal to median_ms
+    results = json.loads((bench_run[0] / "results.json").read_text())
+    for name, v in b.benchmarks["variants"].items():
+        timed = {str(r["batch_size"]): r["latency_ms"]["median"] for r in results["runs"]
+                 if r["variant"] == name and "latency_ms" in r}
+        assert v["median_ms_by_batch"] == pytest.approx(timed) and set(timed) == {"1", "2"}
+        assert v["median_ms"] == pytest.approx(v["median_ms_by_batch"]["1"])
 
 
 def test_an_impossible_gate_fails_the_run(tiny_bundle, tmp_path):
