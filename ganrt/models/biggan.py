@@ -4,7 +4,8 @@ G: hierarchical latents -- z is split into one chunk for the 4x4 input and one p
 block's conditional BatchNorm takes its gain and bias from [shared class embedding, z chunk] -- residual
 up-blocks (BN -> ReLU -> nearest x2 -> conv3x3 -> BN -> ReLU -> conv3x3, plus an upsampled 1x1 skip), a
 SAGAN self-attention block (query/key with C/8 channels, gamma initialized to 0) at ``attn_resolution``,
-then BN -> ReLU -> conv3x3 -> tanh. Spectral norm on every conv/linear of G and D.
+then BN -> ReLU -> conv3x3 -> tanh. Spectral norm on every conv/linear of G, and of D when the trainer's
+``spectral_norm`` option (``--spectral-norm``) is on.
 
 D: residual down-blocks (pre-activation), self-attention, ReLU, sum pooling, a linear head plus the
 projection term <embed(y), features> when conditional; optional minibatch stddev / discrimination.
@@ -40,12 +41,14 @@ def _channels(level: int, levels: int, width: int, max_width: int) -> int:
     return min(width * 2 ** (levels - level), max_width)
 
 
-def sn_conv(in_ch: int, out_ch: int, k: int, bias: bool = True) -> nn.Module:
-    return SN(nn.Conv2d(in_ch, out_ch, k, padding=k // 2, bias=bias), eps=1e-6)
+def sn_conv(in_ch: int, out_ch: int, k: int, bias: bool = True, sn: bool = True) -> nn.Module:
+    conv = nn.Conv2d(in_ch, out_ch, k, padding=k // 2, bias=bias)
+    return SN(conv, eps=1e-6) if sn else conv
 
 
-def sn_linear(in_f: int, out_f: int, bias: bool = True) -> nn.Module:
-    return SN(nn.Linear(in_f, out_f, bias=bias), eps=1e-6)
+def sn_linear(in_f: int, out_f: int, bias: bool = True, sn: bool = True) -> nn.Module:
+    linear = nn.Linear(in_f, out_f, bias=bias)
+    return SN(linear, eps=1e-6) if sn else linear
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -65,12 +68,12 @@ class SelfAttention(nn.Module):
     """SAGAN self-attention as in BigGAN: theta/phi with C/8 channels, g with C/2, phi and g max-pooled
     2x2; out = x + gamma * o(attention), gamma starting at 0 so the block begins as the identity."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, sn: bool = True) -> None:
         super().__init__()
-        self.theta = sn_conv(channels, max(channels // 8, 1), 1, bias=False)
-        self.phi = sn_conv(channels, max(channels // 8, 1), 1, bias=False)
-        self.g = sn_conv(channels, max(channels // 2, 1), 1, bias=False)
-        self.o = sn_conv(max(channels // 2, 1), channels, 1, bias=False)
+        self.theta = sn_conv(channels, max(channels // 8, 1), 1, bias=False, sn=sn)
+        self.phi = sn_conv(channels, max(channels // 8, 1), 1, bias=False, sn=sn)
+        self.g = sn_conv(channels, max(channels // 2, 1), 1, bias=False, sn=sn)
+        self.o = sn_conv(max(channels // 2, 1), channels, 1, bias=False, sn=sn)
         self.gamma = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,12 +143,12 @@ class BigGANGenerator(nn.Module):
 
 
 class DBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, preactivation: bool = True) -> None:
+    def __init__(self, in_ch: int, out_ch: int, preactivation: bool = True, sn: bool = True) -> None:
         super().__init__()
         self.preactivation = preactivation
-        self.conv0 = sn_conv(in_ch, out_ch, 3)
-        self.conv1 = sn_conv(out_ch, out_ch, 3)
-        self.skip = sn_conv(in_ch, out_ch, 1)
+        self.conv0 = sn_conv(in_ch, out_ch, 3, sn=sn)
+        self.conv1 = sn_conv(out_ch, out_ch, 3, sn=sn)
+        self.skip = sn_conv(in_ch, out_ch, 1, sn=sn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(x) if self.preactivation else x
@@ -158,25 +161,27 @@ class DBlock(nn.Module):
 class BigGANDiscriminator(nn.Module):
     def __init__(self, channels: int, resolution: int, num_classes: int = 0, width: int = 32, max_width: int = 256,
                  attn_resolution: int = 0, minibatch_stddev: bool = False, mbstd_group: int = 4,
-                 minibatch_discrimination: bool = False, mbd_kernels: int = 16) -> None:
+                 minibatch_discrimination: bool = False, mbd_kernels: int = 16, spectral_norm: bool = True) -> None:
         super().__init__()
+        sn = spectral_norm
         levels = _levels(resolution)
         ch = [_channels(i, levels, width, max_width) for i in range(levels + 1)]
         blocks: list[nn.Module] = []
         in_ch = channels
         for level in range(levels, 0, -1):  # level -> level - 1
-            blocks.append(DBlock(in_ch, ch[level - 1], preactivation=level != levels))
+            blocks.append(DBlock(in_ch, ch[level - 1], preactivation=level != levels, sn=sn))
             in_ch = ch[level - 1]
             if attn_resolution and 4 * 2 ** (level - 1) == attn_resolution:
-                blocks.append(SelfAttention(in_ch))
+                blocks.append(SelfAttention(in_ch, sn=sn))
         self.blocks = nn.Sequential(*blocks)  # (B, ch0, 4, 4)
         self.mbstd = MinibatchStdDev(mbstd_group) if minibatch_stddev else None
-        self.final = DBlock(in_ch + (1 if minibatch_stddev else 0), ch[0])
+        self.final = DBlock(in_ch + (1 if minibatch_stddev else 0), ch[0], sn=sn)
         self.mbd = MinibatchDiscrimination(ch[0], mbd_kernels) if minibatch_discrimination else None
-        self.head = sn_linear(ch[0] + (mbd_kernels if minibatch_discrimination else 0), 1)
+        self.head = sn_linear(ch[0] + (mbd_kernels if minibatch_discrimination else 0), 1, sn=sn)
         self.num_classes = num_classes
         if num_classes:
-            self.embed = SN(nn.Embedding(num_classes, ch[0]), eps=1e-6)
+            embed = nn.Embedding(num_classes, ch[0])
+            self.embed = SN(embed, eps=1e-6) if sn else embed
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, return_features: bool = False):
         h = self.blocks(x)
@@ -232,13 +237,14 @@ def build_generator(spec) -> BigGANGenerator:
                            **spec.arch_kwargs)
 
 
-def build_discriminator(spec, minibatch_stddev: bool = False, minibatch_discrimination: bool = False,
-                        width: int | None = None, **_ignored) -> BigGANDiscriminator:
+def build_discriminator(spec, spectral_norm: bool = True, minibatch_stddev: bool = False,
+                        minibatch_discrimination: bool = False, width: int | None = None,
+                        **_ignored) -> BigGANDiscriminator:
     kw = spec.arch_kwargs
     return BigGANDiscriminator(spec.channels, spec.height, num_classes=spec.num_classes,
                                width=width or kw.get("width", 32), max_width=kw.get("max_width", 256),
                                attn_resolution=kw.get("attn_resolution", 0), minibatch_stddev=minibatch_stddev,
-                               minibatch_discrimination=minibatch_discrimination)
+                               minibatch_discrimination=minibatch_discrimination, spectral_norm=spectral_norm)
 
 
 def default_kwargs(resolution: int) -> dict:
