@@ -21,7 +21,7 @@ PRESET_NAMES = ("demo", "stylegan-demo", "biggan-demo", "progan-demo", "vae-demo
 DEFAULTS: dict[str, Any] = {
     "arch": "dcgan", "dataset": "mnist", "resolution": 32, "steps": 2000, "batch_size": 64, "lr_g": 2e-4,
     "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "r1_gamma": 0.0, "r1_every": 16, "gp_weight": 10.0,
-    "feature_matching": 0.0, "diffaugment": "", "spectral_norm": False, "minibatch_stddev": True,
+    "feature_matching": 0.0, "diffaugment": "", "spectral_norm": None, "minibatch_stddev": True,
     "minibatch_discrimination": False, "ortho_reg": 0.0, "d_steps": 1,
     "ema_decay": 0.999, "ema_start": 0, "latent_dim": 64, "conditional": "auto", "seed": 0, "sample_every": 500,
     "checkpoint_every": 500, "snapshot_every": 0, "log_every": 50, "device": "cpu",
@@ -67,7 +67,8 @@ def _opt(*decls: str, **kw: Any):
       help="Weight of the feature-matching term (D's last features) in G's loss; 0 disables.")
 @_opt("--diffaugment", default=DEFAULTS["diffaugment"],
       help="DiffAugment policies for small datasets, comma separated: color,translation,cutout.")
-@_opt("--spectral-norm/--no-spectral-norm", default=DEFAULTS["spectral_norm"], help="Spectral norm in D.")
+@_opt("--spectral-norm/--no-spectral-norm", default=DEFAULTS["spectral_norm"], show_default=False,
+      help="Spectral norm in D. [default: the family's own: on for biggan, off for the others]")
 @_opt("--minibatch-stddev/--no-minibatch-stddev", default=DEFAULTS["minibatch_stddev"],
       help="Minibatch-stddev channel in D (against mode collapse).")
 @_opt("--minibatch-discrimination/--no-minibatch-discrimination", default=DEFAULTS["minibatch_discrimination"],

@@ -35,7 +35,7 @@ class TrainConfig:
     gp_weight: float = 10.0  # gradient-penalty weight of the "wgan-gp" loss
     feature_matching: float = 0.0  # weight of the feature-matching term in G's loss; 0 disables
     diffaugment: str = ""  # comma list of "color", "translation", "cutout"; "" disables
-    spectral_norm: bool = False  # spectral norm on D's layers
+    spectral_norm: bool | None = None  # spectral norm on D's layers; None: the family's default (on for biggan)
     minibatch_stddev: bool = True
     minibatch_discrimination: bool = False  # Salimans et al. 2016 features in D's head
     ortho_reg: float = 0.0  # BigGAN orthogonal regularization of G's weights in G's step; 0 disables

@@ -94,8 +94,10 @@ class Trainer:
     def discriminator_config(self) -> dict[str, Any]:
         """Keyword arguments of ``family.build_discriminator(spec, **kw)``; stored in the checkpoint."""
         c = self.config
-        cfg: dict[str, Any] = {"spectral_norm": c.spectral_norm, "minibatch_stddev": c.minibatch_stddev,
+        cfg: dict[str, Any] = {"minibatch_stddev": c.minibatch_stddev,
                                "minibatch_discrimination": c.minibatch_discrimination}
+        if c.spectral_norm is not None:  # else the family's own default (BigGAN's D: on)
+            cfg["spectral_norm"] = c.spectral_norm
         if c.width is not None:
             cfg["width"] = c.width
         return cfg

@@ -238,3 +238,21 @@ def test_vae_kl_is_zero_for_the_prior_and_positive_otherwise():
     zeros = torch.zeros(3, 8)
     torch.testing.assert_close(kl_divergence(zeros, zeros), torch.zeros(3))
     assert (kl_divergence(torch.ones(3, 8), zeros) > 0).all()
+
+
+def test_biggan_discriminator_spectral_norm_is_a_real_switch_and_on_by_default():
+    from torch.nn.utils import parametrize
+
+    from ganrt.models import get
+    from ganrt.spec import GeneratorSpec
+
+    spec = GeneratorSpec(arch="biggan", latent_dim=16, channels=1, height=16, width=16, num_classes=3,
+                         arch_kwargs={"width": 8, "max_width": 16, "shared_dim": 8, "attn_resolution": 8})
+    family = get("biggan")
+
+    def n_parametrized(m):
+        return sum(parametrize.is_parametrized(x) for x in m.modules())
+
+    assert n_parametrized(family.build_discriminator(spec)) > 0
+    assert n_parametrized(family.build_discriminator(spec, spectral_norm=True)) > 0
+    assert n_parametrized(family.build_discriminator(spec, spectral_norm=False)) == 0
