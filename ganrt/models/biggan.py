@@ -25,20 +25,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ganrt.models import ModelFamily, register
-from ganrt.models.layers import MinibatchDiscrimination, MinibatchStdDev
+from ganrt.models.layers import MinibatchDiscrimination, MinibatchStdDev, doubling_levels, level_channels
 
 SN = nn.utils.parametrizations.spectral_norm
-
-
-def _levels(resolution: int) -> int:
-    n = int(math.log2(resolution))
-    if 2**n != resolution or resolution < 8:
-        raise ValueError(f"BigGAN resolution must be a power of two >= 8, got {resolution}")
-    return n - 2
-
-
-def _channels(level: int, levels: int, width: int, max_width: int) -> int:
-    return min(width * 2 ** (levels - level), max_width)
 
 
 def sn_conv(in_ch: int, out_ch: int, k: int, bias: bool = True, sn: bool = True) -> nn.Module:
@@ -105,13 +94,13 @@ class BigGANGenerator(nn.Module):
     def __init__(self, latent_dim: int, channels: int, resolution: int, num_classes: int = 0, width: int = 32,
                  max_width: int = 256, shared_dim: int = 32, attn_resolution: int = 0) -> None:
         super().__init__()
-        self.levels = _levels(resolution)
+        self.levels = doubling_levels(resolution, "BigGAN")
         self.num_classes = num_classes
         chunk = latent_dim // (self.levels + 1)
         if chunk < 1:
             raise ValueError(f"BigGAN splits z into {self.levels + 1} chunks; latent_dim {latent_dim} is too small")
         self.z_split = [latent_dim - chunk * self.levels] + [chunk] * self.levels  # the first takes the remainder
-        ch = [_channels(i, self.levels, width, max_width) for i in range(self.levels + 1)]
+        ch = [level_channels(i, self.levels, width, max_width) for i in range(self.levels + 1)]
         self.ch0 = ch[0]
         if num_classes:
             self.shared = nn.Embedding(num_classes, shared_dim)  # one class embedding shared by all blocks
@@ -164,8 +153,8 @@ class BigGANDiscriminator(nn.Module):
                  minibatch_discrimination: bool = False, mbd_kernels: int = 16, spectral_norm: bool = True) -> None:
         super().__init__()
         sn = spectral_norm
-        levels = _levels(resolution)
-        ch = [_channels(i, levels, width, max_width) for i in range(levels + 1)]
+        levels = doubling_levels(resolution, "BigGAN")
+        ch = [level_channels(i, levels, width, max_width) for i in range(levels + 1)]
         blocks: list[nn.Module] = []
         in_ch = channels
         for level in range(levels, 0, -1):  # level -> level - 1

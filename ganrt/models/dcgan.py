@@ -8,27 +8,18 @@ minibatch-stddev channel against mode collapse, optional minibatch discriminatio
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ganrt.models import ModelFamily, register
-from ganrt.models.layers import MinibatchDiscrimination, MinibatchStdDev, maybe_spectral_norm
-
-
-def _check_resolution(resolution: int) -> int:
-    n = int(math.log2(resolution))
-    if 2**n != resolution or resolution < 8:
-        raise ValueError(f"DCGAN resolution must be a power of two >= 8, got {resolution}")
-    return n - 2  # number of stride-2 upsamplings from 4x4
+from ganrt.models.layers import MinibatchDiscrimination, MinibatchStdDev, doubling_levels, maybe_spectral_norm
 
 
 class DCGANGenerator(nn.Module):
     def __init__(self, latent_dim: int, channels: int, resolution: int, width: int = 64,
                  num_classes: int = 0, embed_dim: int = 32) -> None:
         super().__init__()
-        ups = _check_resolution(resolution)
+        ups = doubling_levels(resolution, "DCGAN")
         self.num_classes = num_classes
         in_dim = latent_dim
         if num_classes:
@@ -58,7 +49,7 @@ class DCGANDiscriminator(nn.Module):
                  spectral_norm: bool = False, minibatch_stddev: bool = True, mbstd_group: int = 4,
                  minibatch_discrimination: bool = False, mbd_kernels: int = 16) -> None:
         super().__init__()
-        downs = _check_resolution(resolution)
+        downs = doubling_levels(resolution, "DCGAN")
         sn = lambda m: maybe_spectral_norm(m, spectral_norm)  # noqa: E731
         ch = [min(width * 2**i, width * 8) for i in range(downs)]
         layers: list[nn.Module] = [sn(nn.Conv2d(channels, ch[0], 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]

@@ -3,12 +3,27 @@ spectral-norm wrapping."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 
 def maybe_spectral_norm(module: nn.Module, enabled: bool) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(module) if enabled else module
+
+
+def doubling_levels(resolution: int, family: str) -> int:
+    """How many x2 steps lie between 4x4 and ``resolution`` (a power of two >= 8)."""
+    n = int(math.log2(resolution)) if resolution > 0 else 0
+    if 2**n != resolution or resolution < 8:
+        raise ValueError(f"{family} resolution must be a power of two >= 8, got {resolution}")
+    return n - 2
+
+
+def level_channels(level: int, levels: int, width: int, max_width: int) -> int:
+    """Channels at ``level`` (0 = 4x4): ``width`` at full resolution, doubling per level down, capped."""
+    return min(width * 2 ** (levels - level), max_width)
 
 
 class MinibatchStdDev(nn.Module):

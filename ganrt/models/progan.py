@@ -30,18 +30,9 @@ from ganrt.models.layers import (
     MinibatchDiscrimination,
     MinibatchStdDev,
     PixelNorm,
+    doubling_levels,
+    level_channels,
 )
-
-
-def _levels(resolution: int) -> int:
-    n = int(math.log2(resolution))
-    if 2**n != resolution or resolution < 8:
-        raise ValueError(f"ProGAN resolution must be a power of two >= 8, got {resolution}")
-    return n - 2
-
-
-def _channels(level: int, levels: int, width: int, max_width: int) -> int:
-    return min(width * 2 ** (levels - level), max_width)
 
 
 class ConvAct(nn.Module):
@@ -60,11 +51,11 @@ class ProGANGenerator(nn.Module):
     def __init__(self, latent_dim: int, channels: int, resolution: int, num_classes: int = 0, width: int = 32,
                  max_width: int = 256, embed_dim: int = 32) -> None:
         super().__init__()
-        self.levels = _levels(resolution)
+        self.levels = doubling_levels(resolution, "ProGAN")
         self.stage = self.levels  # full resolution unless a trainer says otherwise
         self.alpha = 1.0
         self.num_classes = num_classes
-        ch = [_channels(i, self.levels, width, max_width) for i in range(self.levels + 1)]
+        ch = [level_channels(i, self.levels, width, max_width) for i in range(self.levels + 1)]
         self.ch0 = ch[0]
         in_dim = latent_dim
         if num_classes:
@@ -107,10 +98,10 @@ class ProGANDiscriminator(nn.Module):
                  minibatch_stddev: bool = True, mbstd_group: int = 4, minibatch_discrimination: bool = False,
                  mbd_kernels: int = 16) -> None:
         super().__init__()
-        self.levels = _levels(resolution)
+        self.levels = doubling_levels(resolution, "ProGAN")
         self.stage = self.levels
         self.alpha = 1.0
-        ch = [_channels(i, self.levels, width, max_width) for i in range(self.levels + 1)]
+        ch = [level_channels(i, self.levels, width, max_width) for i in range(self.levels + 1)]
         self.from_rgb = nn.ModuleList(EqualizedConv2d(channels, ch[i], 1) for i in range(self.levels + 1))
         # blocks[i]: level i+1 -> level i
         self.blocks = nn.ModuleList(

@@ -31,16 +31,10 @@ from ganrt.models.layers import (
     EqualizedLinear,
     MinibatchDiscrimination,
     MinibatchStdDev,
+    doubling_levels,
 )
 
 SQRT2 = math.sqrt(2.0)
-
-
-def _levels(resolution: int) -> int:
-    n = int(math.log2(resolution))
-    if 2**n != resolution or resolution < 8:
-        raise ValueError(f"StyleGAN resolution must be a power of two >= 8, got {resolution}")
-    return n - 2  # number of x2 upsamplings from 4x4
 
 
 def channels_at(level: int, levels: int, width: int, max_width: int) -> int:
@@ -141,7 +135,7 @@ class SynthesisNetwork(nn.Module):
 
     def __init__(self, w_dim: int, channels: int, resolution: int, width: int, max_width: int) -> None:
         super().__init__()
-        self.levels = _levels(resolution)
+        self.levels = doubling_levels(resolution, "StyleGAN")
         ch = [channels_at(i, self.levels, width, max_width) for i in range(self.levels + 1)]
         self.const = nn.Parameter(torch.randn(1, ch[0], 4, 4))
         self.conv4 = SynthesisLayer(ch[0], ch[0], w_dim, 4)
@@ -218,7 +212,7 @@ class StyleGANDiscriminator(nn.Module):
                  minibatch_stddev: bool = True, mbstd_group: int = 4, minibatch_discrimination: bool = False,
                  mbd_kernels: int = 16) -> None:
         super().__init__()
-        levels = _levels(resolution)
+        levels = doubling_levels(resolution, "StyleGAN")
         ch = [channels_at(i, levels, width, max_width) for i in range(levels + 1)]
         self.from_rgb = EqualizedConv2d(channels, ch[levels], 1)
         self.blocks = nn.Sequential(*[DiscriminatorBlock(ch[i], ch[i - 1]) for i in range(levels, 0, -1)])

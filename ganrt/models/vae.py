@@ -15,32 +15,20 @@ Encoder: [conv(4, 2, 1) -> BN -> LeakyReLU] per level -> flatten [+ label embedd
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ganrt.models import ModelFamily, register
-
-
-def _levels(resolution: int) -> int:
-    n = int(math.log2(resolution))
-    if 2**n != resolution or resolution < 8:
-        raise ValueError(f"VAE resolution must be a power of two >= 8, got {resolution}")
-    return n - 2
-
-
-def _channels(level: int, levels: int, width: int, max_width: int) -> int:
-    return min(width * 2 ** (levels - level), max_width)
+from ganrt.models.layers import doubling_levels, level_channels
 
 
 class VAEDecoder(nn.Module):
     def __init__(self, latent_dim: int, channels: int, resolution: int, num_classes: int = 0, width: int = 32,
                  max_width: int = 256, embed_dim: int = 16) -> None:
         super().__init__()
-        levels = _levels(resolution)
-        ch = [_channels(i, levels, width, max_width) for i in range(levels + 1)]
+        levels = doubling_levels(resolution, "VAE")
+        ch = [level_channels(i, levels, width, max_width) for i in range(levels + 1)]
         self.ch0 = ch[0]
         self.num_classes = num_classes
         in_dim = latent_dim
@@ -67,8 +55,8 @@ class VAEEncoder(nn.Module):
     def __init__(self, latent_dim: int, channels: int, resolution: int, num_classes: int = 0, width: int = 32,
                  max_width: int = 256, embed_dim: int = 16) -> None:
         super().__init__()
-        levels = _levels(resolution)
-        ch = [_channels(i, levels, width, max_width) for i in range(levels + 1)]
+        levels = doubling_levels(resolution, "VAE")
+        ch = [level_channels(i, levels, width, max_width) for i in range(levels + 1)]
         layers: list[nn.Module] = []
         in_ch = channels
         for level in range(levels, 0, -1):
