@@ -72,7 +72,8 @@ EAGER_PEERS = (VariantRequest("torch", "fp32"), VariantRequest("torch", "fp32", 
 def candidate_requests(cuda: bool) -> list[VariantRequest]:
     """Every variant worth trying on this machine; peers (torch eager, torch.compile) first."""
     reqs = list(EAGER_PEERS)
-    reqs += [VariantRequest("onnxruntime", p, provider="cpu") for p in ("fp32", "fp16", "bf16", "int8")]
+    # no onnxruntime bf16: the bundle's onnx-bf16 graph is made for OpenVINO's bf16 hint
+    reqs += [VariantRequest("onnxruntime", p, provider="cpu") for p in ("fp32", "fp16", "int8")]
     reqs += [VariantRequest("onnxruntime", "fp32", provider="cpu", variant="onnxruntime-fp32-rw")]
     # the CPU fast path: fp32 on the rewritten graph, bf16 (the bf16 hint; fp32 on CPUs without bf16), NNCF int8
     reqs += [VariantRequest("openvino", p) for p in ("fp32", "bf16", "int8")]
