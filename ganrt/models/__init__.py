@@ -82,6 +82,16 @@ def build_generator(spec):
     return get(spec.arch).build_generator(spec)
 
 
+def square_generator_kwargs(spec, family: str, known) -> dict[str, Any]:
+    """``spec.arch_kwargs`` after the checks every square-image family makes (ValueError names the problem)."""
+    if spec.height != spec.width:
+        raise ValueError(f"{family} needs square images, got {spec.height}x{spec.width}")
+    unknown = set(spec.arch_kwargs) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {family} arch_kwargs {sorted(unknown)}; known: {list(known)}")
+    return dict(spec.arch_kwargs)
+
+
 def load_factory(path: str) -> Callable[[], Any]:
     """Resolve 'package.module:callable' (a user's generator factory)."""
     if not path or ":" not in path:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ganrt.models import ModelFamily, register
+from ganrt.models import ModelFamily, register, square_generator_kwargs
 from ganrt.models.layers import MinibatchDiscrimination, MinibatchStdDev, doubling_levels, level_channels
 
 SN = nn.utils.parametrizations.spectral_norm
@@ -217,13 +217,9 @@ GENERATOR_KWARGS = ("width", "max_width", "shared_dim", "attn_resolution")
 
 
 def build_generator(spec) -> BigGANGenerator:
-    if spec.height != spec.width:
-        raise ValueError("BigGAN needs square images")
-    unknown = set(spec.arch_kwargs) - set(GENERATOR_KWARGS)
-    if unknown:
-        raise ValueError(f"unknown biggan arch_kwargs {sorted(unknown)}; known: {list(GENERATOR_KWARGS)}")
+    kw = square_generator_kwargs(spec, "BigGAN", GENERATOR_KWARGS)
     return BigGANGenerator(spec.latent_dim, spec.channels, spec.height, num_classes=spec.num_classes,
-                           **spec.arch_kwargs)
+                           **kw)
 
 
 def build_discriminator(spec, spectral_norm: bool = True, minibatch_stddev: bool = False,

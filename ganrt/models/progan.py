@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ganrt.models import ModelFamily, register
+from ganrt.models import ModelFamily, register, square_generator_kwargs
 from ganrt.models.layers import (
     EqualizedConv2d,
     EqualizedLinear,
@@ -147,13 +147,9 @@ GENERATOR_KWARGS = ("width", "max_width", "embed_dim")
 
 def build_generator(spec) -> ProGANGenerator:
     """The full-resolution generator (stage = levels, alpha = 1): what is exported and served."""
-    if spec.height != spec.width:
-        raise ValueError("ProGAN needs square images")
-    unknown = set(spec.arch_kwargs) - set(GENERATOR_KWARGS)
-    if unknown:
-        raise ValueError(f"unknown progan arch_kwargs {sorted(unknown)}; known: {list(GENERATOR_KWARGS)}")
+    kw = square_generator_kwargs(spec, "ProGAN", GENERATOR_KWARGS)
     return ProGANGenerator(spec.latent_dim, spec.channels, spec.height, num_classes=spec.num_classes,
-                           **spec.arch_kwargs)
+                           **kw)
 
 
 def build_discriminator(spec, minibatch_stddev: bool = True, minibatch_discrimination: bool = False,

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ganrt.models import ModelFamily, register
+from ganrt.models import ModelFamily, register, square_generator_kwargs
 from ganrt.models.layers import (
     EqualizedConv2d,
     EqualizedLinear,
@@ -241,12 +241,7 @@ GENERATOR_KWARGS = ("w_dim", "mapping_layers", "mapping_lr_mul", "width", "max_w
 
 
 def build_generator(spec) -> StyleGANGenerator:
-    if spec.height != spec.width:
-        raise ValueError("StyleGAN needs square images")
-    kw = {k: v for k, v in spec.arch_kwargs.items() if k in GENERATOR_KWARGS}
-    unknown = set(spec.arch_kwargs) - set(GENERATOR_KWARGS)
-    if unknown:
-        raise ValueError(f"unknown stylegan arch_kwargs {sorted(unknown)}; known: {list(GENERATOR_KWARGS)}")
+    kw = square_generator_kwargs(spec, "StyleGAN", GENERATOR_KWARGS)
     return StyleGANGenerator(spec.latent_dim, spec.channels, spec.height, num_classes=spec.num_classes, **kw)
 
 
