@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ganrt.errors import CheckpointError, SpecError
-from ganrt.fileio import atomic_path
+from ganrt.fileio import save_tensors_json
 from ganrt.spec import GeneratorSpec
 
 FORMAT = "ganrt.checkpoint"
@@ -68,17 +68,12 @@ class Checkpoint:
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     """Write ``checkpoint`` atomically to ``path`` (a crash never leaves a torn file)."""
-    from safetensors.torch import save_file
-
     bad = [k for k in checkpoint.tensors if not k.startswith(PREFIXES)]
     if bad:
         raise CheckpointError(f"checkpoint tensor names must start with {PREFIXES}, got {bad[:3]}")
     # clone: G and G_ema (or tied weights) may share storage, which safetensors refuses to write
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in checkpoint.tensors.items()}
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"ganrt": json.dumps(checkpoint.metadata())})
-    return path
+    return save_tensors_json(path, tensors, checkpoint.metadata())
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -51,6 +51,33 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def save_tensors_json(path: str | os.PathLike, tensors: dict, meta: dict) -> Path:
+    """Write torch tensors as safetensors, atomically, with ``meta`` as JSON under the header key 'ganrt'.
+
+    The one file layout of ganrt's checkpoints, optimiser states and classifiers: weights need no pickle and
+    the JSON says what the file is.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"ganrt": json.dumps(meta)})
+    return path
+
+
+def load_tensors_json(path: str | os.PathLike) -> tuple[dict, str | None]:
+    """(tensors, the raw 'ganrt' JSON string or None) of a file written by :func:`save_tensors_json`.
+
+    Raises the safetensors library's own errors for a torn or foreign file; callers turn them into theirs.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get("ganrt")
+    return load_file(str(path)), raw
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ganrt.errors import CheckpointError
-from ganrt.fileio import atomic_path
+from ganrt.fileio import load_tensors_json, save_tensors_json
 
 FORMAT = "ganrt.train-state"
 FORMAT_VERSION = 1
@@ -23,8 +23,6 @@ FORMAT_VERSION = 1
 
 def save_train_state(path: str | os.PathLike, *, step: int, optimizers: dict[str, torch.optim.Optimizer],
                      rng: dict[str, torch.Tensor], extra_state: dict[str, Any]) -> Path:
-    from safetensors.torch import save_file
-
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": int(step),
                             "optimizers": {}, "extra_state": extra_state}
@@ -41,10 +39,7 @@ def save_train_state(path: str | os.PathLike, *, step: int, optimizers: dict[str
                                     "scalars": scalars}
     for name, state in rng.items():
         tensors[f"rng.{name}"] = state.detach().cpu().clone()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"ganrt": json.dumps(meta)})
-    return path
+    return save_tensors_json(path, tensors, meta)
 
 
 def load_train_state(path: str | os.PathLike, optimizers: dict[str, torch.optim.Optimizer]
@@ -55,12 +50,7 @@ def load_train_state(path: str | os.PathLike, optimizers: dict[str, torch.optim.
         raise CheckpointError(f"{path} is missing: --resume needs the optimiser state written beside "
                               "checkpoint.safetensors; start a new run instead")
     try:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("ganrt")
-        tensors = load_file(str(path))
+        tensors, raw = load_tensors_json(path)
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be truncated") from None
     try:

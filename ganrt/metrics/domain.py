@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ganrt.errors import MetricError
-from ganrt.fileio import atomic_path, sha256_file
+from ganrt.fileio import load_tensors_json, save_tensors_json, sha256_file
 from ganrt.metrics.extractors import FeatureExtractor, to_float_nchw
 
 FORMAT = "ganrt.classifier"
@@ -142,31 +142,21 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, *
 
 def save_classifier(path: str | os.PathLike, model, config: ClassifierConfig, *, dataset: dict[str, Any],
                     report: dict[str, Any]) -> Path:
-    from safetensors.torch import save_file
-
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": asdict(config), "dataset": dataset,
             "test_accuracy": report.get("test_accuracy"), "train": report,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"ganrt": json.dumps(meta)})
-    return path
+    return save_tensors_json(path, tensors, meta)
 
 
 def load_classifier(path: str | os.PathLike) -> tuple[Any, ClassifierConfig, dict[str, Any]]:
     """(model in eval mode, config, metadata) from a file written by :func:`save_classifier`."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise MetricError(f"classifier file {path} does not exist; make one with "
                           "`ganrt train-classifier --dataset DATA --out clf.safetensors`")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("ganrt")
-        tensors = load_file(str(path))
+        tensors, raw = load_tensors_json(path)
     except Exception as e:  # safetensors raises its own types for foreign or torn files
         raise MetricError(f"{path} is not a readable safetensors file ({e}); classifiers are written by "
                           "`ganrt train-classifier`") from None
