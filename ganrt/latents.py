@@ -7,7 +7,7 @@ never changes the latent of a seed.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
