@@ -13,7 +13,10 @@ ConvTranspose taps, so the MACs per computed pixel are the same; the padded bord
 ``(H + T - 1 - 2 * (p // s)) / H`` per spatial axis (1.25 for a 4x4 input with k=4, s=2, p=1), reported per
 node as ``macs_ratio`` when the input's size is known. ``form="phases"`` avoids that border work: one
 Conv per output phase with its own (asymmetric) pads, then Concat -> [activation] -> DepthToSpace(s, DCR),
-at the cost of s*s smaller convolutions. A ConvTranspose whose input is 1x1 (a generator's first layer)
+at the cost of s*s smaller convolutions. ``form="auto"`` picks per node: phases when the node has at least
+``PHASES_MIN_CHANNELS`` output channels, else single (a phase convolution with fewer output channels than a
+SIMD vector has lanes wastes most of each vector: a generator's last, 1- or 3-channel layer). A ConvTranspose
+whose input is 1x1 (a generator's first layer)
 becomes ``Flatten -> Gemm -> [activation] -> Reshape``: a plain matrix product.
 
 Why: OpenVINO's bf16 CPU kernels cover convolution but not deconvolution, so on a bf16-capable CPU the
@@ -43,7 +46,13 @@ from ganrt.errors import ConfigError
 
 DOMAIN_ONNX = ("", "ai.onnx")
 MOVABLE_ACTIVATIONS = ("Relu", "LeakyRelu", "Tanh", "Sigmoid")
-FORMS = ("single", "phases")
+FORMS = ("single", "phases", "auto")
+# form "auto": phases from this many output channels (16 fp32 lanes in an AVX-512 vector). Measured on the demo
+# generator (channels 64 -> 32 -> 1; OpenVINO, 2-core AVX-512 CPU, batch 64, one run): phases for the 64- and
+# 32-channel layers and single for the 1-channel one ran 0.83-0.84x the all-phases graph and 0.74-0.84x the
+# all-single one in int8 (NNCF), 0.97x and 0.83x in bf16. At batch 1 the all-single graph was fastest (fewer
+# nodes): ganrt export ships it as the int8 small-batch graph.
+PHASES_MIN_CHANNELS = 16
 MIN_OPSET = 11  # DepthToSpace "mode" (CRD) and Slice with tensor inputs
 _INT64_MAX = np.iinfo(np.int64).max
 
@@ -74,7 +83,8 @@ def rewrite_conv_transpose(model, *, form: str = "single") -> tuple[Any, Rewrite
 
     ``form="single"``: one Conv with s*s times the channels + DepthToSpace (+ Slice); ``form="phases"``:
     one Conv per output phase, each with its own pads (no border work: exactly the ConvTranspose's MACs),
-    Concat + DepthToSpace(DCR). ``model`` (an onnx.ModelProto) is not changed; returns a rewritten copy and
+    Concat + DepthToSpace(DCR); ``form="auto"``: phases for nodes with at least ``PHASES_MIN_CHANNELS``
+    output channels, single for the others. ``model`` (an onnx.ModelProto) is not changed; returns a rewritten copy and
     the report. Inputs, outputs and their (dynamic) shapes are those of the original graph.
     """
     import onnx
@@ -238,6 +248,8 @@ def _plan(node, initializers: dict, shapes: dict, form: str = "single") -> _Plan
     if spatial is not None and all(isinstance(d, int) and d > 0 for d in spatial):
         h, wd = spatial
         ratio = round((h + 2 * pad_h - th + 1) * (wd + 2 * pad_w - tw + 1) / (h * wd), 4)
+    if form == "auto":
+        form = "phases" if c_out_per_group >= PHASES_MIN_CHANNELS else "single"
     if form == "phases" and s > 1:
         phases = _phase_convs(weight, s, ph, pw)
         if phases is not None:

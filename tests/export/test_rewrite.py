@@ -94,6 +94,27 @@ def test_rewrite_is_exact_on_random_weights(kernel, stride, padding, size, bias,
         assert report.rewritten[0]["macs_ratio"] == 1.0  # no border work
 
 
+def test_auto_form_picks_phases_for_wide_layers_and_single_for_narrow_ones(tmp_path):
+    from ganrt.export.rewrite import PHASES_MIN_CHANNELS
+
+    torch.manual_seed(3)
+    wide, narrow = PHASES_MIN_CHANNELS, PHASES_MIN_CHANNELS - 1
+    module = torch.nn.Sequential(_Deconv(4, wide, 4, 2, 1, True, torch.nn.ReLU()),
+                                 _Deconv(wide, narrow, 4, 2, 1, True, torch.nn.Tanh()))
+    model = _export(module, torch.randn(2, 4, 5, 5), tmp_path / "m.onnx")
+    x = np.random.default_rng(4).standard_normal((3, 4, 5, 5)).astype(np.float32)
+    ref = _run(model, x)
+
+    rewritten, report = rewrite_conv_transpose(model, form="auto")
+
+    _check(rewritten)
+    assert report.form == "auto"
+    assert [r["into"] for r in report.rewritten] == ["Conv-per-phase+DepthToSpace", "Conv+DepthToSpace"]
+    assert _ops(rewritten).count("Conv") == 4 + 1
+    out = _run(rewritten, x)
+    assert np.abs(out - ref).max() < 1e-4 * np.abs(ref).max()
+
+
 @pytest.mark.parametrize("kernel,stride,padding", [(4, 1, 0), (4, 2, 1), (3, 2, 1)], ids=["k4-s1-p0", "k4-s2-p1",
                                                                                           "k3-s2-p1"])
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
