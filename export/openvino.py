@@ -6,10 +6,13 @@
   OpenVINO's CPU OPTIMIZATION_CAPABILITIES) OpenVINO runs it in f32: the entry records
   ``"bf16_hardware": false`` and the figures are then those of f32.
 - int8 ("openvino-int8"): NNCF post-training quantization of the rewritten graph (PERFORMANCE preset:
-  symmetric), the first weighted layer (the matrix product on the latent: <1% of the MACs, most of the
-  int8 error) kept in fp32, calibrated on latents from N(0, I) + uniform labels; saved as OpenVINO IR
-  (xml + bin). Measured on this project's probe (benchmarks/cpu_fastpath_probe.py, AVX2 CPU, DCGAN-64):
-  0.22-0.28x onnxruntime fp32 latency at 40.6 dB PSNR.
+  symmetric), calibrated on latents from N(0, I) + uniform labels; saved as OpenVINO IR (xml + bin).
+  ``keep_first`` leaves the first weighted layer (the matrix product on the latent: <1% of the MACs but
+  most of the int8 error, and at batch 1 most of the weight bytes read) in fp32; export tries every layer
+  in int8 first (export/pipeline.py). Measured: on the demo generator (AVX-512 CPU) all-int8 gave 49.0 dB
+  PSNR against 52.2 dB with the first layer fp32, and 0.70x against 0.80x onnxruntime fp32 latency at
+  batch 1; on this project's probe (benchmarks/cpu_fastpath_probe.py, AVX2 CPU, DCGAN-64) the
+  first-layer-fp32 IR ran 0.22-0.28x onnxruntime fp32 at 40.6 dB.
 
 openvino and nncf are imported only here, when these artifacts are asked for.
 """

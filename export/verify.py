@@ -111,6 +111,7 @@ class Verification:
     passed: bool
     failures: list[str] = field(default_factory=list)
     tolerance: dict[str, Any] = field(default_factory=dict)
+    images: np.ndarray | None = field(default=None, repr=False, compare=False)  # uint8, every verified batch
 
     def summary(self) -> str:
         p = self.parity
@@ -165,7 +166,7 @@ def compare_outputs(run, reference: Reference, spec, *, variant: str, tolerance:
     parity.update({"batch_sizes": list(reference.batches), "seeds": [[s[0], s[-1]] for s in reference.seeds],
                    "per_batch": per_batch, "reference": "torch-fp32", "runner": runner})
     return Verification(variant=variant, parity=json_safe(parity), passed=not failures, failures=failures,
-                        tolerance=asdict(tolerance))
+                        tolerance=asdict(tolerance), images=np.concatenate(var_all))
 
 
 def raise_if_failed(results: list[Verification]) -> None:

@@ -5,6 +5,7 @@ tolerance of its precision."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def test_export_writes_the_rewritten_bf16_and_int8_artifacts_with_parity(fast_bu
     plain, rw, bf16, int8 = (b.artifacts[n] for n in ("onnx-fp32", "onnx-fp32-rw", "onnx-bf16", "openvino-int8"))
     assert plain["rewritten"] is False and rw["rewritten"] is True and bf16["rewritten"] is True
     rewrite = rw["made_by"]["rewrite"]
-    assert rewrite["form"] == "phases" and len(rewrite["rewritten"]) == 4 and rewrite["left"] == []
+    assert rewrite["form"] == "auto" and len(rewrite["rewritten"]) == 4 and rewrite["left"] == []
     assert rw["passed"] is True and rw["parity"]["max_abs_diff"] <= 1
 
     assert (bf16["runtime"], bf16["inference_hint"]) == ("openvino", "bf16")
@@ -60,7 +61,8 @@ def test_export_writes_the_rewritten_bf16_and_int8_artifacts_with_parity(fast_bu
 
     assert (int8["kind"], int8["file"], int8["precision"]) == ("openvino-ir", "openvino/model.int8.xml", "int8")
     assert b.artifact_path("openvino-int8-bin").stat().st_size > 0
-    assert int8["made_by"]["fake_quantize_nodes"] > 0 and len(int8["made_by"]["kept_fp32"]) == 1
+    # every layer int8 unless that failed the tolerance (then the first layer stays fp32)
+    assert int8["made_by"]["fake_quantize_nodes"] > 0 and len(int8["made_by"]["kept_fp32"]) <= 1
     assert int8["parity"]["runner"] == "openvino-cpu-f32" and int8["passed"] is True
     assert int8["parity"]["psnr_db"] >= 25 and int8["parity"]["max_abs_diff"] > 0  # quantized, within tolerance
 
@@ -107,3 +109,65 @@ def test_bf16_runs_the_bf16_graph_or_falls_back_to_fp32_with_a_warning(fast_bund
             assert any("no bf16 support" in str(w.message) for w in caught)
         p = image_parity(ref, g.generate(seeds=seeds, labels=labels))
     assert not TOLERANCES["bf16"].failures(p)
+
+
+def test_int8_small_batch_graph_is_the_single_form_and_draws_the_same_images(fast_bundle, reference):
+    """openvino-int8-small (single-form rewrite, same quantization) serves small batches: the manifest links
+    it, export compared its images with the main graph's, and batch 1 draws what a larger batch draws."""
+    from ganrt.export.pipeline import SMALL_BATCH_MAX
+    from ganrt.runtime import load
+
+    b = fast_bundle
+    main, small = b.artifacts["openvino-int8"], b.artifacts["openvino-int8-small"]
+    assert main["small_batch_graph"] == {"artifact": "openvino-int8-small", "max_batch": SMALL_BATCH_MAX}
+    assert small["made_by"]["rewrite"]["form"] == "single" and small["passed"] is True
+    assert main["made_by"]["rewrite"]["form"] == "auto"
+    assert small["made_by"]["kept_fp32"] == main["made_by"]["kept_fp32"]
+    assert b.artifact_path("openvino-int8-small-bin").stat().st_size > 0
+    seeds, labels, _ = reference
+    with load(b.path, backend="openvino", precision="int8", threads=1) as g:
+        assert g._runner.small_artifact == "openvino-int8-small"
+        batch = g.generate(seeds=seeds, labels=labels)
+        singles = np.concatenate([g.generate(seeds=[s], labels=int(y))
+                                  for s, y in zip(seeds[:4], labels[:4], strict=True)])
+        assert {k[0] for k in g._runner._compiled} == {1, len(seeds)}
+    if small["parity"]["same_images_as_openvino_int8"]:
+        np.testing.assert_array_equal(singles, batch[:4])
+    else:  # both within the int8 tolerance of the reference, not necessarily of each other
+        assert np.abs(singles.astype(np.int16) - batch[:4].astype(np.int16)).mean() <= 4.0
+
+
+def test_int8_keeps_the_first_layer_fp32_only_when_all_int8_fails_parity(monkeypatch, tmp_path):
+    """The quantization policy: all layers first; on a parity failure, once more with the first layer fp32,
+    and the small-batch graph quantized like the main one."""
+    import ganrt.export.openvino as ov_export
+    from ganrt.export import pipeline
+    from ganrt.export.verify import Tolerance, Verification
+
+    calls = []
+
+    def fake_quantize(path, spec, *, calibration_size, keep_first):
+        calls.append((Path(path).name, keep_first))
+        return f"model-{len(calls)}", {"kept_fp32": ["first"] if keep_first else []}
+
+    def fake_verify(model, reference, spec, *, variant, tolerance, precision):
+        ok = model != "model-1"  # the all-int8 main graph fails, everything after passes
+        return Verification(variant, {"max_abs_diff": 9, "mean_abs_diff": 1.0, "psnr_db": 30.0, "frac_gt_1": 0.1,
+                                      "nonfinite": 0}, ok, [] if ok else ["psnr"], images=np.zeros((1, 2, 2, 1)))
+
+    monkeypatch.setattr(ov_export, "quantize_int8", fake_quantize)
+    monkeypatch.setattr(ov_export, "verify_openvino", fake_verify)
+    monkeypatch.setattr(ov_export, "save_ir", lambda model, xml: (xml, xml.with_suffix(".bin")))
+    monkeypatch.setattr(ov_export, "without_raw_output", lambda model: model)
+    verifications = []
+    staged = pipeline._openvino_int8(tmp_path / "rw.onnx", tmp_path / "single.onnx", None, None, tmp_path,
+                                     verifications, made_by={"rewrite": {"form": "auto"}}, rewritten=True,
+                                     calibration_size=8, tolerance=Tolerance(min_psnr_db=25.0), log=lambda m: None)
+
+    assert calls == [("rw.onnx", False), ("rw.onnx", True), ("single.onnx", True)]
+    assert [v.passed for v in verifications] == [True, True]
+    names = [name for name, _, _ in staged]
+    assert names == ["openvino-int8", "openvino-int8-bin", "openvino-int8-small", "openvino-int8-small-bin"]
+    entries = dict((name, entry) for name, _, entry in staged)
+    assert entries["openvino-int8"]["made_by"]["kept_fp32"] == ["first"]
+    assert entries["openvino-int8-small"]["parity"]["same_images_as_openvino_int8"] is True
