@@ -3,7 +3,8 @@
 A standalone measurement script (not part of the library API). In one process it exports a DCGAN-64
 generator (ganrt.models "dcgan", latent 100, width 64, 3x64x64; random weights scaled so the images span
 the uint8 range, BatchNorm statistics from one batch), rewrites its ConvTransposes
-(ganrt.export.rewrite; "-rw": the single-Conv form, "-rwp": form="phases"), and times them interleaved
+(ganrt.export.rewrite; "-rw": the single-Conv form, "-rwp": form="phases", "-rwa": form="auto", what
+``ganrt export`` ships), and times them interleaved
 in short blocks, in repeats:
 
 - onnxruntime fp32 on the original graph (the baseline of every ratio) and on the rewritten graph;
@@ -159,8 +160,8 @@ def ov_runner(core, model_or_path, batch: int, precision: str, threads: int):
             key = f"{layer}:{rt['runtimePrecision'].astype(str)}:{rt['primitiveType'].astype(str)}"
             kinds[key] = kinds.get(key, 0) + 1
 
-    def run(z):
-        return request.infer({0: z})[0].copy()
+    def run(z):  # shared in and out, as ganrt's OpenVINO backend runs: no per-call copies but the result
+        return request.infer({0: np.ascontiguousarray(z)}, share_inputs=True, share_outputs=True)[0].copy()
 
     return run, kinds
 
@@ -240,11 +241,12 @@ def main(argv=None) -> int:
     print(f"machine: {info}", flush=True)
     g, spec = build_generator()
     work = Path(tempfile.mkdtemp(prefix="ganrt-probe-"))
-    paths = {"orig": work / "orig.onnx", "rw": work / "rw.onnx", "rwp": work / "rwp.onnx"}
+    paths = {"orig": work / "orig.onnx", "rw": work / "rw.onnx", "rwp": work / "rwp.onnx", "rwa": work / "rwa.onnx"}
     export_onnx(g, spec, paths["orig"])
     rewritten, report = rewrite_conv_transpose(onnx.load(str(paths["orig"])))
     onnx.save(rewritten, str(paths["rw"]))
     onnx.save(rewrite_conv_transpose(onnx.load(str(paths["orig"])), form="phases")[0], str(paths["rwp"]))
+    onnx.save(rewrite_conv_transpose(onnx.load(str(paths["orig"])), form="auto")[0], str(paths["rwa"]))
     print(f"rewrite: {[(r['node'], r['into'], r['macs_ratio']) for r in report.rewritten]}, left {report.left}")
 
     calib = latents_from_seeds(CALIBRATION_SEEDS, LATENT)
@@ -258,10 +260,10 @@ def main(argv=None) -> int:
             int8_notes[fmt] = f"{type(e).__name__}: {e}"[:300]
             paths.pop(f"rw-{fmt}")
     nncf_rw = {}
-    for keep_first in (False, True, "orig", "phases"):
+    for keep_first in (False, True, "orig", "phases", "auto"):
         try:
-            src = {"orig": paths["orig"], "phases": paths["rwp"]}.get(keep_first, paths["rw"])
-            nncf_rw[keep_first] = nncf_model(core, src, calib, keep_first in (True, "phases"))
+            src = {"orig": paths["orig"], "phases": paths["rwp"], "auto": paths["rwa"]}.get(keep_first, paths["rw"])
+            nncf_rw[keep_first] = nncf_model(core, src, calib, keep_first in (True, "phases", "auto"))
         except ImportError:
             int8_notes["nncf"] = "nncf is not installed (pip install nncf)"
         except Exception as e:
@@ -278,6 +280,9 @@ def main(argv=None) -> int:
         "onnxruntime-fp32-rwp": lambda b: ort_runner(paths["rwp"], args.threads),
         "openvino-fp32-rwp": lambda b: ov_runner(core, paths["rwp"], b, "f32", args.threads),
         "openvino-bf16-rwp": lambda b: ov_runner(core, paths["rwp"], b, "bf16", args.threads),
+        "onnxruntime-fp32-rwa": lambda b: ort_runner(paths["rwa"], args.threads),
+        "openvino-fp32-rwa": lambda b: ov_runner(core, paths["rwa"], b, "f32", args.threads),
+        "openvino-bf16-rwa": lambda b: ov_runner(core, paths["rwa"], b, "bf16", args.threads),
     }
     if "orig" in nncf_rw:  # does int8 need the rewrite? (OpenVINO has int8 deconvolution kernels too)
         variants["openvino-int8-nncf"] = lambda b: ov_runner(core, nncf_rw["orig"], b, "f32", args.threads)
@@ -287,6 +292,9 @@ def main(argv=None) -> int:
         variants["openvino-int8-rw-nncf-keepfirst"] = lambda b: ov_runner(core, nncf_rw[True], b, "f32", args.threads)
     if "phases" in nncf_rw:
         variants["openvino-int8-rwp-nncf-keepfirst"] = lambda b: ov_runner(core, nncf_rw["phases"], b, "f32",
+                                                                            args.threads)
+    if "auto" in nncf_rw:
+        variants["openvino-int8-rwa-nncf-keepfirst"] = lambda b: ov_runner(core, nncf_rw["auto"], b, "f32",
                                                                             args.threads)
     for q in ("qdq", "qdq-keepfirst"):
         if f"rw-{q}" in paths:
