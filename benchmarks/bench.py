@@ -133,6 +133,7 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
     load_info = {v.name: {"cold_start_s": v.cold_start_s, "rss_before_mb": v.rss_before_mb,
                           "rss_after_load_mb": v.rss_after_load_mb, "peak_rss_mb": v.peak_rss_mb,
                           "gpu_memory": v.gpu_memory, "artifact": v.generator.artifact,
+                          "small_batch_graph": v.generator.small_batch_graph,
                           "reason": v.generator.reason} for v in loaded}
     results: dict[str, Any] = {
         "schema": report.SCHEMA, "schema_version": report.SCHEMA_VERSION, "created": report.now(),

@@ -204,9 +204,9 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         "",
         "## Cold start and memory",
         "",
-        _table(["variant", "load (s)", "first call (ms, B=" + str(batches[0]) + ")" if batches else "first call",
-                "RSS after load (MB)", "peak RSS (MB)"],
-               [[f"`{v}`", info.get("cold_start_s"), next((r.get("first_call_ms") for r in runs
+        _table(["variant", "graph", "load (s)", "first call (ms, B=" + str(batches[0]) + ")" if batches else
+                "first call", "RSS after load (MB)", "peak RSS (MB)"],
+               [[f"`{v}`", _graphs(info), info.get("cold_start_s"), next((r.get("first_call_ms") for r in runs
                                                           if r["variant"] == v and batches and
                                                           r["batch_size"] == batches[0]), None),
                  info.get("rss_after_load_mb"), info.get("peak_rss_mb")]
@@ -242,3 +242,12 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
 
 def _first(parity: dict[str, dict[str, Any]], key: str) -> Any:
     return next((e.get(key) for e in parity.values()), None)
+
+
+def _graphs(load_info: dict[str, Any]) -> str:
+    """The artifact a variant runs, and its small-batch graph when it has one: 'a (B<=3: a-small)'."""
+    text = f"`{load_info.get('artifact')}`"
+    small = load_info.get("small_batch_graph")
+    if small:
+        text += f" (B<={small[1]}: `{small[0]}`)"
+    return text

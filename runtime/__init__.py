@@ -47,6 +47,13 @@ class Generator:
     variant = property(lambda self: self._runner.variant, doc="'<backend>-<precision>[-<option>]'")
     max_batch = property(lambda self: self._runner.max_batch)
     artifact = property(lambda self: self.choice.artifact)
+
+    @property
+    def small_batch_graph(self) -> tuple[str, int] | None:
+        """(artifact, largest batch) of the graph run for small batches instead of ``artifact``, or None."""
+        name = getattr(self._runner, "small_artifact", None)
+        return (name, int(self._runner.small_batch_max)) if name else None
+
     cuda_graphs = property(lambda self: bool(getattr(self._runner, "cuda_graphs", False)),
                            doc="whether requests replay captured CUDA graphs")
 

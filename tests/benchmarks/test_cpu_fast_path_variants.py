@@ -29,3 +29,11 @@ def test_runs_carry_ratios_to_onnxruntime_fp32():
     assert runs["openvino-int8"]["ratio_to_onnxruntime_fp32"] == 0.25
     assert runs["torch-fp32"]["ratio_to_onnxruntime_fp32"] == 4.0
     assert runs["openvino-int8"]["ratio_to_torch_eager"] == 0.0625
+
+
+def test_report_names_the_graph_each_variant_runs_and_its_small_batch_graph():
+    from ganrt.benchmarks.report import _graphs
+
+    assert _graphs({"artifact": "onnx-fp32", "small_batch_graph": None}) == "`onnx-fp32`"
+    assert _graphs({"artifact": "openvino-int8", "small_batch_graph": ["openvino-int8-small", 3]}) == \
+        "`openvino-int8` (B<=3: `openvino-int8-small`)"

@@ -126,7 +126,7 @@ def test_int8_small_batch_graph_is_the_single_form_and_draws_the_same_images(fas
     assert b.artifact_path("openvino-int8-small-bin").stat().st_size > 0
     seeds, labels, _ = reference
     with load(b.path, backend="openvino", precision="int8", threads=1) as g:
-        assert g._runner.small_artifact == "openvino-int8-small"
+        assert g.small_batch_graph == ("openvino-int8-small", SMALL_BATCH_MAX)
         batch = g.generate(seeds=seeds, labels=labels)
         singles = np.concatenate([g.generate(seeds=[s], labels=int(y))
                                   for s, y in zip(seeds[:4], labels[:4], strict=True)])
