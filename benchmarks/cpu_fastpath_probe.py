@@ -178,10 +178,13 @@ def time_round_robin(runs: dict, z: np.ndarray, seconds: float, block: float = 0
         runs[name](z)
     times: dict[str, list[float]] = {name: [] for name in names}
     spent = dict.fromkeys(names, 0.0)
+    def done(name: str) -> bool:
+        return (spent[name] >= seconds and len(times[name]) >= min_calls) or len(times[name]) >= max_calls
+
     rounds = 0
-    while any(spent[n] < seconds or len(times[n]) < min_calls for n in names):
+    while not all(done(n) for n in names):  # (a runner that hit max_calls is done even short of `seconds`)
         for name in names[rounds % len(names):] + names[:rounds % len(names)]:
-            if (spent[name] >= seconds and len(times[name]) >= min_calls) or len(times[name]) >= max_calls:
+            if done(name):
                 continue
             end = time.perf_counter() + block
             while True:
@@ -193,8 +196,6 @@ def time_round_robin(runs: dict, z: np.ndarray, seconds: float, block: float = 0
                 if t1 >= end or len(times[name]) >= max_calls:
                     break
         rounds += 1
-        if all(len(times[n]) >= max_calls for n in names):
-            break
     return times
 
 

@@ -37,3 +37,18 @@ def test_report_names_the_graph_each_variant_runs_and_its_small_batch_graph():
     assert _graphs({"artifact": "onnx-fp32", "small_batch_graph": None}) == "`onnx-fp32`"
     assert _graphs({"artifact": "openvino-int8", "small_batch_graph": ["openvino-int8-small", 3]}) == \
         "`openvino-int8` (B<=3: `openvino-int8-small`)"
+
+
+def test_probe_round_robin_ends_when_a_fast_runner_hits_max_calls_before_its_time():
+    """A runner that reaches max_calls short of its seconds is done (this once looped forever)."""
+    import time
+
+    import numpy as np
+
+    from ganrt.benchmarks.cpu_fastpath_probe import time_round_robin
+
+    t0 = time.perf_counter()
+    times = time_round_robin({"fast": lambda z: None, "slow": lambda z: time.sleep(0.01)}, np.zeros(1),
+                             seconds=0.05, block=0.01, min_calls=3, max_calls=20)
+    assert len(times["fast"]) == 20 and 3 <= len(times["slow"]) < 20  # slow: done by time, fast: by count
+    assert time.perf_counter() - t0 < 5.0
