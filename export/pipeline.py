@@ -4,7 +4,8 @@ The CPU fast path (``cpu_rewrite``, on by default; never alters "onnx-fp32"): "o
 with every ConvTranspose the exact rewrite can express turned into convolutions (ganrt.export.rewrite, form
 "auto": one convolution per output phase for layers with 16 or more output channels, the single form for the
 narrow ones such as the RGB/gray output layer), verified like the others; precision "bf16" ->
-"onnx-bf16", the same rewritten graph to run with OpenVINO's bf16 hint, its parity measured through OpenVINO;
+"onnx-bf16", the same rewritten graph (the same file as onnx-fp32-rw when that ships) to run with OpenVINO's
+bf16 hint, its parity measured through OpenVINO;
 ``openvino_int8`` -> "openvino-int8", an NNCF-quantized OpenVINO IR of the rewritten graph
 (ganrt.export.openvino). Every ONNX/IR entry records ``"rewritten"`` and, when true, ``made_by.rewrite``.
 
@@ -308,9 +309,13 @@ def _build_cpu_fast_path(full, spec, stage: Path, reference, verifications: list
         v.parity["bf16_hardware"] = hardware
         log(("  passed: " if v.passed else "  FAILED: ") + v.summary())
         verifications.append(v)
-        shipped = stage / onnx_file_name("bf16")
-        shutil.copyfile(rw_file, shipped)
-        staged.append((name, shipped, {"file": onnx_file_name("bf16"), "kind": "onnx", "precision": "bf16",
+        # the same bytes as onnx-fp32-rw: share its file when that ships, rather than store the weights twice
+        shares = cpu_rewrite and changed
+        bf16_file = onnx_file_name("fp32", rewritten=True) if shares else onnx_file_name("bf16")
+        shipped = rw_file if shares else stage / bf16_file
+        if not shares:
+            shutil.copyfile(rw_file, shipped)
+        staged.append((name, shipped, {"file": bf16_file, "kind": "onnx", "precision": "bf16",
                                        "made_by": {**rw_made_by, "graph": "fp32 weights and arithmetic; bf16 is the "
                                                    "OpenVINO inference precision hint"},
                                        "parity": v.parity, "passed": v.passed, "rewritten": changed,
@@ -419,16 +424,17 @@ def _build_engines(stage: Path, staged, spec, reference, *, tolerances, allow_fa
 
 def _write_bundle(out_dir: Path, spec, graph, source, staged, log) -> Bundle:
     bundle = Bundle.create(out_dir, spec, graph=None, source=source)
-    stale: list[str] = []
+    stale: set[str] = set()
     rebuilt = {name for name, _, _ in staged}
     if bundle.graph and bundle.graph != graph:
-        stale = [n for n, a in bundle.artifacts.items()
+        stale = {n for n, a in bundle.artifacts.items()
                  if (a.get("kind") in ("onnx", "engine", "openvino-ir") or "weights_of" in (a.get("made_by") or {}))
-                 and n not in rebuilt]
+                 and n not in rebuilt}
         if stale:
             log(f"  the graph's I/O changed: dropping {', '.join(sorted(stale))} (not rebuilt by this export)")
     bundle.graph = graph
-    old_files = {n: bundle.artifacts[n]["file"] for n in stale}
+    # files of dropped artifacts and of rebuilt ones that moved (e.g. onnx-bf16 now sharing onnx-fp32-rw's file)
+    old_files = {n: bundle.artifacts[n]["file"] for n in stale | (rebuilt & set(bundle.artifacts))}
     for n in stale:
         del bundle.artifacts[n]
     for name, path, kw in staged:

@@ -56,6 +56,8 @@ def test_export_writes_the_rewritten_bf16_and_int8_artifacts_with_parity(fast_bu
     assert rw["passed"] is True and rw["parity"]["max_abs_diff"] <= 1
 
     assert (bf16["runtime"], bf16["inference_hint"]) == ("openvino", "bf16")
+    assert bf16["file"] == rw["file"] and bf16["sha256"] == rw["sha256"]  # one file, not a copy
+    assert not (b.path / "model.bf16.onnx").exists()
     assert bf16["bf16_hardware"] == ("BF16" in (openvino_cpu_capabilities() or ()))
     assert bf16["parity"]["runner"] == "openvino-cpu-bf16" and bf16["passed"] is True
 
@@ -171,3 +173,23 @@ def test_int8_keeps_the_first_layer_fp32_only_when_all_int8_fails_parity(monkeyp
     entries = dict((name, entry) for name, _, entry in staged)
     assert entries["openvino-int8"]["made_by"]["kept_fp32"] == ["first"]
     assert entries["openvino-int8-small"]["parity"]["same_images_as_openvino_int8"] is True
+
+
+def test_bf16_gets_its_own_file_without_the_rewritten_fp32_graph_and_a_re_export_removes_it(contrast_checkpoint,
+                                                                                           tmp_path):
+    import torch
+
+    from ganrt.bundle import Bundle
+    from ganrt.export import export_checkpoint
+
+    torch.set_num_threads(1)
+    out = tmp_path / "bundle"
+    b = export_checkpoint(contrast_checkpoint, out, precisions=("fp32", "bf16"), cpu_rewrite=False, max_batch=4,
+                          verify_batch_cap=4)
+    assert "onnx-fp32-rw" not in b.artifacts and b.artifacts["onnx-bf16"]["file"] == "model.bf16.onnx"
+    assert (out / "model.bf16.onnx").is_file()
+
+    b = export_checkpoint(contrast_checkpoint, out, precisions=("fp32", "bf16"), max_batch=4, verify_batch_cap=4)
+    assert b.artifacts["onnx-bf16"]["file"] == b.artifacts["onnx-fp32-rw"]["file"]
+    assert not (out / "model.bf16.onnx").exists()  # the moved artifact's old file is gone
+    Bundle.open(out)  # every recorded hash still matches
