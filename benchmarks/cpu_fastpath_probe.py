@@ -170,8 +170,9 @@ def time_round_robin(runs: dict, z: np.ndarray, seconds: float, block: float = 0
                      max_calls: int = 500) -> dict[str, list[float]]:
     """Milliseconds per call of every runner, interleaved in short blocks (``block`` seconds of calls to one
     runner, then the next; the starting runner rotates each round) until each has had ``seconds`` and at
-    least ``min_calls`` calls. Load drifting during the measurement hits every variant alike; blocks rather
-    than single calls keep one runtime's spinning worker threads from taxing the next runtime's call."""
+    least ``min_calls`` calls, or ``max_calls`` calls. Load drifting during the measurement hits every variant
+    alike; blocks rather than single calls keep one runtime's spinning worker threads from taxing the next
+    runtime's call."""
     names = list(runs)
     for name in names:  # warm up
         runs[name](z)

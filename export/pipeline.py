@@ -12,8 +12,10 @@ bf16 hint, its parity measured through OpenVINO;
 Everything is built and verified in a staging directory beside the bundle; only when every requested
 variant has passed (or ``allow_failed_parity`` keeps it, marked ``passed=false``) are the files moved in
 and the manifest written, last. A failed export leaves the bundle as it was. Re-exporting into an
-existing bundle of the same generator replaces only the artifacts it rebuilds (and drops the graphs and
-engines it does not rebuild when the graph's I/O changed, since they no longer match the manifest).
+existing bundle of the same generator replaces only the artifacts it rebuilds; it drops the graphs and
+engines it does not rebuild when the graph's I/O or the weights changed (they would draw another generator's
+images), an artifact whose shared file it rebuilt (onnx-bf16 shares onnx-fp32-rw's), and a small-batch graph
+whose main graph it rebuilt without it; each drop is logged.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ EXPORT_PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 # int8) it ran 0.83/0.63/0.54x onnxruntime fp32 at batch 1/2/3 against 1.02/0.68/0.56x for the main graph, and
 # the two tied at batch 4 (main graph faster from 6)
 SMALL_BATCH_MAX = 3
+WEIGHTS_ARTIFACT = "weights"
 Progress = Callable[[str], None]
 
 
@@ -202,7 +205,7 @@ def _build(module, generator, spec, stage: Path, *, precisions, opset, exporter,
     staged: list[tuple[str, Path, dict[str, Any]]] = []
     weights = stage / WEIGHTS
     _weights_file(weights, generator, spec, source)
-    staged.append(("weights", weights, {"file": WEIGHTS, "kind": "weights", "precision": "fp32",
+    staged.append((WEIGHTS_ARTIFACT, weights, {"file": WEIGHTS, "kind": "weights", "precision": "fp32",
                                         "made_by": {"format": "ganrt.checkpoint", "torch": torch.__version__}}))
 
     log(f"exporting to ONNX (opset {opset}, exporter {exporter})")
@@ -327,9 +330,9 @@ def _build_cpu_fast_path(full, spec, stage: Path, reference, verifications: list
         if changed:
             small, small_report = rewrite_conv_transpose(full, form="single")
             if [r["into"] for r in small_report.rewritten] != [r["into"] for r in report.rewritten]:
-                small_full = stage / "full.fp32.rw-single.onnx"
+                small_full = (stage / "full.fp32.rw-single.onnx", small_report.to_dict())
                 G.check_model(small, "the single-form rewritten fp32 graph")
-                onnx.save(small, str(small_full))
+                onnx.save(small, str(small_full[0]))
         made_by = rw_made_by if changed else base_made_by
         staged += _openvino_int8(rw_full, small_full, spec, reference, stage, verifications, made_by=made_by,
                                  rewritten=changed, calibration_size=calibration_size, tolerance=tolerances["int8"],
@@ -337,17 +340,19 @@ def _build_cpu_fast_path(full, spec, stage: Path, reference, verifications: list
     return staged
 
 
-def _openvino_int8(rw_full: Path, small_full: Path | None, spec, reference, stage: Path,
+def _openvino_int8(rw_full: Path, small_full: tuple[Path, dict[str, Any]] | None, spec, reference, stage: Path,
                    verifications: list[Verification], *, made_by, rewritten: bool, calibration_size: int,
                    tolerance, log) -> list[tuple[str, Path, dict[str, Any]]]:
     """"openvino-int8" (and its small-batch graph "openvino-int8-small"), NNCF-quantized OpenVINO IRs.
 
     Every weighted layer is quantized; when that fails the int8 tolerance, the first one (the matrix
-    product on the latent) is kept in fp32 and the graph quantized again. ``small_full``, the single-form
-    rewrite, is quantized the same way: the backend runs it for batches up to SMALL_BATCH_MAX (fewer,
-    larger convolutions: less per-node overhead where compute is small). Its images are compared with
-    the main graph's and the entry records whether they are identical (int8 arithmetic is exact, so they
-    are when the calibration gives both the same scales).
+    product on the latent) is kept in fp32 and the graph quantized again. ``small_full`` (the single-form
+    rewrite's path and rewrite report) is quantized the same way for the backend to run at batches up to
+    SMALL_BATCH_MAX (fewer, larger convolutions: less per-node overhead where compute is small). It ships
+    only when it passes and draws exactly the main graph's images on every verified batch (int8 arithmetic
+    is exact, so it does when the calibration gives both graphs the same scales): a seed's image must not
+    depend on the batch it is drawn in. Otherwise it is left out, with the reason in the log; it never fails
+    the export.
     """
     from ganrt.export.openvino import quantize_int8, save_ir, verify_openvino, without_raw_output
 
@@ -364,16 +369,20 @@ def _openvino_int8(rw_full: Path, small_full: Path | None, spec, reference, stag
     log(("  passed: " if v.passed else "  FAILED: ") + v.summary())
     verifications.append(v)
     graphs = [("openvino-int8", quantized, {**made_by, **info}, v)]
-    if small_full is not None:
-        small, small_info = quantize_int8(small_full, spec, calibration_size=calibration_size, keep_first=keep_first)
+    if small_full is not None and v.passed:
+        small_path, small_report = small_full
+        small, small_info = quantize_int8(small_path, spec, calibration_size=calibration_size, keep_first=keep_first)
         sv = verify_openvino(small, reference, spec, variant="openvino-int8-small", tolerance=tolerance,
                              precision="int8")
-        sv.parity["same_images_as_openvino_int8"] = bool(np.array_equal(sv.images, v.images))
-        log(f"verifying openvino-int8-small (single-form rewrite, batches 1-{SMALL_BATCH_MAX}): "
-            + ("passed: " if sv.passed else "FAILED: ") + sv.summary())
-        verifications.append(sv)
-        small_made_by = {**made_by, **small_info, "rewrite": {**made_by.get("rewrite", {}), "form": "single"}}
-        graphs.append(("openvino-int8-small", small, small_made_by, sv))
+        same = bool(np.array_equal(sv.images, v.images))
+        sv.parity["same_images_as_openvino_int8"] = same
+        if sv.passed and same:
+            log(f"  openvino-int8-small (single-form rewrite, batches 1-{SMALL_BATCH_MAX}): passed, the same images "
+                "as openvino-int8")
+            graphs.append(("openvino-int8-small", small, {**made_by, **small_info, "rewrite": small_report}, sv))
+        else:
+            why = "its images differ from openvino-int8's" if sv.passed else f"it failed parity ({sv.summary()})"
+            log(f"  no small-batch graph: {why}; every batch runs openvino-int8")
 
     staged = []
     for name, model, by, ver in graphs:
@@ -384,6 +393,8 @@ def _openvino_int8(rw_full: Path, small_full: Path | None, spec, reference, stag
                  "weights_artifact": f"{name}-bin", **_entry_extra(ver)}
         if name == "openvino-int8" and len(graphs) > 1:
             entry["small_batch_graph"] = {"artifact": "openvino-int8-small", "max_batch": SMALL_BATCH_MAX}
+        if name == "openvino-int8-small":
+            entry["small_batch_of"] = "openvino-int8"
         staged.append((name, xml, entry))
         staged.append((f"{name}-bin", bin_, {"file": f"openvino/{stem}.bin", "kind": "other", "precision": None,
                                              "made_by": {"weights_of": name}}))
@@ -424,18 +435,33 @@ def _build_engines(stage: Path, staged, spec, reference, *, tolerances, allow_fa
 
 def _write_bundle(out_dir: Path, spec, graph, source, staged, log) -> Bundle:
     bundle = Bundle.create(out_dir, spec, graph=None, source=source)
-    stale: set[str] = set()
     rebuilt = {name for name, _, _ in staged}
-    if bundle.graph and bundle.graph != graph:
-        stale = {n for n, a in bundle.artifacts.items()
-                 if (a.get("kind") in ("onnx", "engine", "openvino-ir") or "weights_of" in (a.get("made_by") or {}))
-                 and n not in rebuilt}
-        if stale:
-            log(f"  the graph's I/O changed: dropping {', '.join(sorted(stale))} (not rebuilt by this export)")
+    kept = {n: a for n, a in bundle.artifacts.items() if n not in rebuilt}
+    drop: dict[str, str] = {}  # artifact -> why it no longer belongs in the bundle
+    new_weights = next((path for name, path, _ in staged if name == WEIGHTS_ARTIFACT), None)
+    old_weights = out_dir / WEIGHTS if WEIGHTS_ARTIFACT in bundle.artifacts else None
+    changed = ("the graph's I/O changed" if bundle.graph and bundle.graph != graph else
+               "the weights changed" if new_weights and old_weights and not _same_tensors(new_weights, old_weights)
+               else None)
+    if changed:  # graphs and engines of the old generator no longer match this one
+        for n, a in kept.items():
+            if a.get("kind") in ("onnx", "engine", "openvino-ir") or "weights_of" in (a.get("made_by") or {}):
+                drop[n] = changed
+    rebuilt_files = {kw["file"] for _, _, kw in staged}
+    for n, a in kept.items():
+        if a.get("file") in rebuilt_files:  # e.g. onnx-bf16 sharing onnx-fp32-rw's file, now other weights
+            drop.setdefault(n, f"its file {a['file']} was rebuilt without it")
+        elif a.get("small_batch_of") in rebuilt:
+            drop.setdefault(n, f"{a['small_batch_of']} was rebuilt without it")
+    for n, a in kept.items():  # and the weights files of dropped IRs
+        if (a.get("made_by") or {}).get("weights_of") in drop:
+            drop.setdefault(n, f"weights of {a['made_by']['weights_of']}")
+    for n, why in sorted(drop.items()):
+        log(f"  dropping {n} ({why}; export it again to keep it)")
     bundle.graph = graph
     # files of dropped artifacts and of rebuilt ones that moved (e.g. onnx-bf16 now sharing onnx-fp32-rw's file)
-    old_files = {n: bundle.artifacts[n]["file"] for n in stale | (rebuilt & set(bundle.artifacts))}
-    for n in stale:
+    old_files = {n: bundle.artifacts[n]["file"] for n in set(drop) | (rebuilt & set(bundle.artifacts))}
+    for n in drop:
         del bundle.artifacts[n]
     for name, path, kw in staged:
         bundle.add_artifact(name, path, **kw)
@@ -444,6 +470,17 @@ def _write_bundle(out_dir: Path, spec, graph, source, staged, log) -> Bundle:
         if file not in {a["file"] for a in bundle.artifacts.values()}:
             (out_dir / file).unlink(missing_ok=True)
     return bundle
+
+
+def _same_tensors(a: Path, b: Path) -> bool:
+    """Whether two safetensors files hold the same tensors (their metadata, e.g. export time, may differ)."""
+    from safetensors.numpy import load_file
+
+    try:
+        x, y = load_file(str(a)), load_file(str(b))
+    except Exception:  # an unreadable old file: treat as changed
+        return False
+    return x.keys() == y.keys() and all(x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]) for k in x)
 
 
 def export_checkpoint(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike, *, ema: bool = True,

@@ -10,7 +10,8 @@
   ops in f32).
 - The int8 IR may come with a small-batch graph (``small_batch_graph`` in its manifest entry: the same
   quantization on the single-form ConvTranspose rewrite, fewer and larger convolutions), which runs the
-  batches up to its ``max_batch``; export checks that both graphs draw the same images.
+  batches up to its ``max_batch``; export links it only when it drew exactly the main graph's images on
+  every verified batch, so a seed's image does not depend on the batch it is drawn in.
 - Static shapes compile faster kernels than a dynamic batch, so a compiled model is cached per batch
   shape and hint (a small LRU), each infer request with its own input and output buffers bound once
   (``ov.Tensor(..., shared_memory=True)``): a call copies the feeds into them and runs, with no per-call
@@ -19,7 +20,7 @@
 - Hints: the LATENCY hint, with TBB's static partitioner where this OpenVINO has the property
   (measured on the demo generator, 2-core AVX-512 CPU: 80 us against 104 us at batch 1, int8). Batches
   of ``throughput_batch`` or more are split across ``streams`` THROUGHPUT streams run as concurrent infer
-  requests only on machines with at least 4 physical cores (2 or more threads per stream): on 2 cores the
+  requests only with at least 4 threads (2 or more threads per stream): on 2 cores the
   split was slower than one LATENCY request at batch 8 and 64 (int8 1.54 ms against 1.26 ms at batch 64).
 
 openvino is imported only when this backend is loaded.
@@ -47,7 +48,7 @@ class OpenVINOBackend(Backend):
     def __init__(self, bundle: Bundle, *, artifact: str, precision: str = "fp32", max_batch: int | None = None,
                  threads: int | None = None, throughput_batch: int = 16, streams: int | None = None) -> None:
         """``streams``: THROUGHPUT streams for batches of ``throughput_batch`` or more (default: one per two
-        physical cores, up to 4; fewer than 2 means every batch runs as one LATENCY request)."""
+        threads, up to 4; fewer than 2 means every batch runs as one LATENCY request)."""
         try:
             import openvino as ov
         except ImportError:
@@ -79,7 +80,7 @@ class OpenVINOBackend(Backend):
             self.small_artifact, self.small_batch_max = small["artifact"], int(small.get("max_batch") or 0)
         self.threads = int(threads) if threads else None
         self.throughput_batch = int(throughput_batch)
-        self.streams = int(streams) if streams else min(4, physical_cores() // 2)
+        self.streams = int(streams) if streams else min(4, (self.threads or physical_cores()) // 2)
         self._static_partitioner = "TBB_PARTITIONER" in self._core.get_property("CPU", "SUPPORTED_PROPERTIES")
         self._compiled: OrderedDict[tuple[int, str], list[_Bound]] = OrderedDict()
 

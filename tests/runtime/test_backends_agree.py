@@ -94,5 +94,6 @@ def test_openvino_stream_split_and_bound_buffers_give_the_same_images(bundle_dir
         np.testing.assert_array_equal(again, first[::-1])
         parts = split.infer(z, labels[:7])  # 7 over 3 streams: chunks of 2, 2 and 3
         assert sorted(k for k in split._compiled) == [(2, "THROUGHPUT"), (3, "THROUGHPUT")]
-        np.testing.assert_array_equal(parts, first)
+        # other static shapes may pick other kernels: a pixel may round one level apart, the images not
+        assert np.abs(parts.astype(np.int16) - first.astype(np.int16)).max() <= 1
         assert np.abs(first.astype(np.int16) - reference[7].astype(np.int16)).max() <= 1

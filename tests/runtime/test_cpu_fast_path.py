@@ -120,6 +120,9 @@ def test_int8_small_batch_graph_is_the_single_form_and_draws_the_same_images(fas
     from ganrt.runtime import load
 
     b = fast_bundle
+    if "openvino-int8-small" not in b.artifacts:  # left out (other images or failed): nothing links to it
+        assert "small_batch_graph" not in b.artifacts["openvino-int8"]
+        pytest.skip("export left the small-batch graph out on this machine (see its log)")
     main, small = b.artifacts["openvino-int8"], b.artifacts["openvino-int8-small"]
     assert main["small_batch_graph"] == {"artifact": "openvino-int8-small", "max_batch": SMALL_BATCH_MAX}
     assert small["made_by"]["rewrite"]["form"] == "single" and small["passed"] is True
@@ -133,10 +136,10 @@ def test_int8_small_batch_graph_is_the_single_form_and_draws_the_same_images(fas
         singles = np.concatenate([g.generate(seeds=[s], labels=int(y))
                                   for s, y in zip(seeds[:4], labels[:4], strict=True)])
         assert {k[0] for k in g._runner._compiled} == {1, len(seeds)}
-    if small["parity"]["same_images_as_openvino_int8"]:
-        np.testing.assert_array_equal(singles, batch[:4])
-    else:  # both within the int8 tolerance of the reference, not necessarily of each other
-        assert np.abs(singles.astype(np.int16) - batch[:4].astype(np.int16)).mean() <= 4.0
+    assert small["parity"]["same_images_as_openvino_int8"] is True  # linked only when export saw the same images
+    # compiled per static batch here (dynamic at export): allow a rare pixel one level off, no more
+    diff = np.abs(singles.astype(np.int16) - batch[:4].astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
 def test_int8_keeps_the_first_layer_fp32_only_when_all_int8_fails_parity(monkeypatch, tmp_path):
@@ -162,17 +165,50 @@ def test_int8_keeps_the_first_layer_fp32_only_when_all_int8_fails_parity(monkeyp
     monkeypatch.setattr(ov_export, "save_ir", lambda model, xml: (xml, xml.with_suffix(".bin")))
     monkeypatch.setattr(ov_export, "without_raw_output", lambda model: model)
     verifications = []
-    staged = pipeline._openvino_int8(tmp_path / "rw.onnx", tmp_path / "single.onnx", None, None, tmp_path,
-                                     verifications, made_by={"rewrite": {"form": "auto"}}, rewritten=True,
-                                     calibration_size=8, tolerance=Tolerance(min_psnr_db=25.0), log=lambda m: None)
+    staged = pipeline._openvino_int8(tmp_path / "rw.onnx", (tmp_path / "single.onnx", {"form": "single"}), None,
+                                     None, tmp_path, verifications, made_by={"rewrite": {"form": "auto"}},
+                                     rewritten=True, calibration_size=8, tolerance=Tolerance(min_psnr_db=25.0),
+                                     log=lambda m: None)
 
     assert calls == [("rw.onnx", False), ("rw.onnx", True), ("single.onnx", True)]
-    assert [v.passed for v in verifications] == [True, True]
+    assert [v.passed for v in verifications] == [True]  # the small graph never fails the export
     names = [name for name, _, _ in staged]
     assert names == ["openvino-int8", "openvino-int8-bin", "openvino-int8-small", "openvino-int8-small-bin"]
     entries = dict((name, entry) for name, _, entry in staged)
     assert entries["openvino-int8"]["made_by"]["kept_fp32"] == ["first"]
     assert entries["openvino-int8-small"]["parity"]["same_images_as_openvino_int8"] is True
+    assert entries["openvino-int8-small"]["made_by"]["rewrite"] == {"form": "single"}  # its own rewrite report
+    assert entries["openvino-int8-small"]["small_batch_of"] == "openvino-int8"
+    assert entries["openvino-int8"]["small_batch_graph"]["artifact"] == "openvino-int8-small"
+
+
+@pytest.mark.parametrize("small_passes", [True, False], ids=["other-images", "failed-parity"])
+def test_a_small_batch_graph_that_differs_or_fails_is_left_out_without_failing_the_export(monkeypatch, tmp_path,
+                                                                                         small_passes):
+    import ganrt.export.openvino as ov_export
+    from ganrt.export import pipeline
+    from ganrt.export.verify import Tolerance, Verification
+
+    def fake_verify(model, reference, spec, *, variant, tolerance, precision):
+        small = variant == "openvino-int8-small"
+        ok = small_passes or not small
+        images = np.full((1, 2, 2, 1), 7 if small else 0, dtype=np.uint8)  # the small graph draws other images
+        return Verification(variant, {"max_abs_diff": 9, "mean_abs_diff": 1.0, "psnr_db": 30.0, "frac_gt_1": 0.1,
+                                      "nonfinite": 0}, ok, [] if ok else ["psnr"], images=images)
+
+    monkeypatch.setattr(ov_export, "quantize_int8", lambda path, spec, **kw: (Path(path).name, {"kept_fp32": []}))
+    monkeypatch.setattr(ov_export, "verify_openvino", fake_verify)
+    monkeypatch.setattr(ov_export, "save_ir", lambda model, xml: (xml, xml.with_suffix(".bin")))
+    monkeypatch.setattr(ov_export, "without_raw_output", lambda model: model)
+    verifications, logged = [], []
+    staged = pipeline._openvino_int8(tmp_path / "rw.onnx", (tmp_path / "single.onnx", {"form": "single"}), None,
+                                     None, tmp_path, verifications, made_by={}, rewritten=True, calibration_size=8,
+                                     tolerance=Tolerance(min_psnr_db=25.0), log=logged.append)
+
+    assert [name for name, _, _ in staged] == ["openvino-int8", "openvino-int8-bin"]
+    assert "small_batch_graph" not in staged[0][2]
+    assert [v.variant for v in verifications] == ["openvino-int8"]
+    assert any("no small-batch graph" in m for m in logged)
 
 
 def test_bf16_gets_its_own_file_without_the_rewritten_fp32_graph_and_a_re_export_removes_it(contrast_checkpoint,
@@ -193,3 +229,45 @@ def test_bf16_gets_its_own_file_without_the_rewritten_fp32_graph_and_a_re_export
     assert b.artifacts["onnx-bf16"]["file"] == b.artifacts["onnx-fp32-rw"]["file"]
     assert not (out / "model.bf16.onnx").exists()  # the moved artifact's old file is gone
     Bundle.open(out)  # every recorded hash still matches
+
+
+def test_re_exporting_only_fp32_drops_the_bf16_entry_that_shared_its_rewritten_file(contrast_checkpoint, tmp_path):
+    """onnx-bf16 shares onnx-fp32-rw's file: rebuilding that file without bf16 must not leave onnx-bf16 behind
+    (with other weights its hash would no longer match and the bundle would not open)."""
+    import torch
+
+    from ganrt.bundle import Bundle
+    from ganrt.export import export_checkpoint
+
+    torch.set_num_threads(1)
+    out = tmp_path / "bundle"
+    export_checkpoint(contrast_checkpoint, out, precisions=("fp32", "bf16"), max_batch=4, verify_batch_cap=4)
+    logged = []
+    b = export_checkpoint(contrast_checkpoint, out, precisions=("fp32",), max_batch=4, verify_batch_cap=4,
+                          progress=logged.append)
+
+    assert "onnx-fp32-rw" in b.artifacts and "onnx-bf16" not in b.artifacts
+    assert any("dropping onnx-bf16" in m for m in logged)
+    assert (out / b.artifacts["onnx-fp32-rw"]["file"]).is_file()
+    Bundle.open(out)  # every recorded hash matches
+
+
+def test_re_exporting_other_weights_drops_the_graphs_it_does_not_rebuild(contrast_checkpoint, tiny_checkpoint,
+                                                                          tmp_path):
+    """A bundle must not mix graphs of two generators: new weights drop every old graph not rebuilt."""
+    import torch
+
+    from ganrt.bundle import Bundle
+    from ganrt.export import export_checkpoint
+
+    torch.set_num_threads(1)
+    out = tmp_path / "bundle"
+    export_checkpoint(contrast_checkpoint, out, precisions=("fp32", "fp16"), max_batch=4, verify_batch_cap=4,
+                      cpu_rewrite=False)
+    logged = []
+    b = export_checkpoint(tiny_checkpoint, out, precisions=("fp32",), max_batch=4, verify_batch_cap=4,
+                          cpu_rewrite=False, progress=logged.append, allow_failed_parity=True)
+
+    assert "onnx-fp16" not in b.artifacts and not (out / "model.fp16.onnx").exists()
+    assert any("dropping onnx-fp16 (the weights changed" in m for m in logged)
+    Bundle.open(out)
