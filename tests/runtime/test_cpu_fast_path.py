@@ -271,3 +271,36 @@ def test_re_exporting_other_weights_drops_the_graphs_it_does_not_rebuild(contras
     assert "onnx-fp16" not in b.artifacts and not (out / "model.fp16.onnx").exists()
     assert any("dropping onnx-fp16 (the weights changed" in m for m in logged)
     Bundle.open(out)
+
+
+def test_re_exporting_int8_without_a_small_batch_graph_drops_the_old_one(contrast_checkpoint, tmp_path,
+                                                                         monkeypatch):
+    import torch
+
+    from ganrt.bundle import Bundle
+    from ganrt.export import export_checkpoint, pipeline
+
+    torch.set_num_threads(1)
+    out = tmp_path / "bundle"
+    first = export_checkpoint(contrast_checkpoint, out, precisions=("fp32",), openvino_int8=True,
+                              openvino_calibration_size=16, max_batch=4, verify_batch_cap=4)
+    if "openvino-int8-small" not in first.artifacts:
+        pytest.skip("export left the small-batch graph out on this machine")
+    original = pipeline._openvino_int8
+
+    def without_small(*args, **kwargs):
+        staged = [s for s in original(*args, **kwargs) if "small" not in s[0]]
+        for _, _, entry in staged:
+            entry.pop("small_batch_graph", None)
+        return staged
+
+    monkeypatch.setattr(pipeline, "_openvino_int8", without_small)
+    logged = []
+    b = export_checkpoint(contrast_checkpoint, out, precisions=("fp32",), openvino_int8=True,
+                          openvino_calibration_size=16, max_batch=4, verify_batch_cap=4, progress=logged.append)
+
+    assert not {"openvino-int8-small", "openvino-int8-small-bin"} & set(b.artifacts)
+    assert not (out / "openvino" / "model.int8.small.xml").exists()
+    assert not (out / "openvino" / "model.int8.small.bin").exists()
+    assert any("dropping openvino-int8-small (openvino-int8 was rebuilt without it" in m for m in logged)
+    Bundle.open(out)
