@@ -43,6 +43,7 @@ from ganrt.export.verify import (
     verified_batches,
     verify_onnx,
 )
+from ganrt.fileio import sha256_file
 from ganrt.postprocess import OUTPUT_FORMATS
 from ganrt.spec import GeneratorSpec
 
@@ -447,10 +448,11 @@ def _write_bundle(out_dir: Path, spec, graph, source, staged, log) -> Bundle:
         for n, a in kept.items():
             if a.get("kind") in ("onnx", "engine", "openvino-ir") or "weights_of" in (a.get("made_by") or {}):
                 drop[n] = changed
-    rebuilt_files = {kw["file"] for _, _, kw in staged}
+    rebuilt_files = {kw["file"]: path for _, path, kw in staged}
     for n, a in kept.items():
-        if a.get("file") in rebuilt_files:  # e.g. onnx-bf16 sharing onnx-fp32-rw's file, now other weights
-            drop.setdefault(n, f"its file {a['file']} was rebuilt without it")
+        shared = rebuilt_files.get(a.get("file"))  # e.g. onnx-bf16 sharing onnx-fp32-rw's file
+        if shared is not None and sha256_file(shared) != a.get("sha256"):
+            drop.setdefault(n, f"its file {a['file']} was rebuilt, with other contents, without it")
         elif a.get("small_batch_of") in rebuilt:
             drop.setdefault(n, f"{a['small_batch_of']} was rebuilt without it")
     for n, a in kept.items():  # and the weights files of dropped IRs
@@ -489,7 +491,6 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out_dir: str | os.Path
     from safetensors import safe_open
 
     from ganrt.checkpoint import load_generator, read_metadata
-    from ganrt.fileio import sha256_file
 
     path = Path(checkpoint_path)
     generator, spec = load_generator(path, ema=ema)

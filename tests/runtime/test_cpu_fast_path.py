@@ -231,24 +231,35 @@ def test_bf16_gets_its_own_file_without_the_rewritten_fp32_graph_and_a_re_export
     Bundle.open(out)  # every recorded hash still matches
 
 
-def test_re_exporting_only_fp32_drops_the_bf16_entry_that_shared_its_rewritten_file(contrast_checkpoint, tmp_path):
-    """onnx-bf16 shares onnx-fp32-rw's file: rebuilding that file without bf16 must not leave onnx-bf16 behind
-    (with other weights its hash would no longer match and the bundle would not open)."""
+def test_a_re_export_that_rewrites_a_shared_file_drops_the_other_entry_unless_the_bytes_are_the_same(
+        contrast_checkpoint, tmp_path):
+    """onnx-bf16 shares onnx-fp32-rw's file: a re-export of fp32 alone with the same weights keeps it (same bytes);
+    one that writes other bytes into that file drops it (its hash would no longer match: the bundle would not
+    open)."""
+    import shutil
+
     import torch
 
     from ganrt.bundle import Bundle
-    from ganrt.export import export_checkpoint
+    from ganrt.export import export_checkpoint, pipeline
 
     torch.set_num_threads(1)
     out = tmp_path / "bundle"
     export_checkpoint(contrast_checkpoint, out, precisions=("fp32", "bf16"), max_batch=4, verify_batch_cap=4)
-    logged = []
-    b = export_checkpoint(contrast_checkpoint, out, precisions=("fp32",), max_batch=4, verify_batch_cap=4,
-                          progress=logged.append)
+    b = export_checkpoint(contrast_checkpoint, out, precisions=("fp32",), max_batch=4, verify_batch_cap=4)
+    assert b.artifacts["onnx-bf16"]["file"] == b.artifacts["onnx-fp32-rw"]["file"]  # same weights: kept
 
-    assert "onnx-fp32-rw" in b.artifacts and "onnx-bf16" not in b.artifacts
+    rw = dict(b.artifacts["onnx-fp32-rw"])
+    other = tmp_path / "other.onnx"
+    shutil.copyfile(out / rw["file"], other)
+    with open(other, "ab") as f:
+        f.write(b"\0")  # other contents for the shared file
+    kwargs = {k: rw[k] for k in ("file", "kind", "precision", "made_by", "parity", "passed")}
+    logged = []
+    b = pipeline._write_bundle(out, b.spec, b.graph, b.source, [("onnx-fp32-rw", other, kwargs)], logged.append)
+
+    assert "onnx-bf16" not in b.artifacts and "onnx-fp32-rw" in b.artifacts
     assert any("dropping onnx-bf16" in m for m in logged)
-    assert (out / b.artifacts["onnx-fp32-rw"]["file"]).is_file()
     Bundle.open(out)  # every recorded hash matches
 
 
