@@ -222,7 +222,8 @@ def render(bundle) -> str:
         if a.get("kind") in ("onnx", "openvino-ir"):
             notes = [n for n in ("rewritten" if a.get("rewritten") else "",
                                  f"runs on {a['runtime']}" if a.get("runtime") else "",
-                                 "verified in f32: this CPU has no bf16" if a.get("bf16_hardware") is False else "")
+                                 "verified in f32: this CPU has no bf16" if a.get("bf16_hardware") is False else "",
+                                 _small_batch_note(a))
                      if n]
             if notes:
                 lines.append(f"  {'':<28} {'; '.join(notes)}")
@@ -261,3 +262,13 @@ def inspect(bundle, as_json, verify):
         click.echo(json.dumps(b.to_dict(), indent=2))
     else:
         click.echo(render(b))
+
+
+def _small_batch_note(entry: dict) -> str:
+    """'batches <= N run X' on a graph with a small-batch graph; 'small-batch graph of X' on that graph."""
+    small = entry.get("small_batch_graph") or {}
+    if small.get("artifact"):
+        return f"batches <= {small.get('max_batch')} run {small['artifact']}"
+    if entry.get("small_batch_of"):
+        return f"small-batch graph of {entry['small_batch_of']} (the same images)"
+    return ""

@@ -74,3 +74,13 @@ def test_every_option_is_documented():
         for p in command.params:
             if p.param_type_name == "option":
                 assert p.help, f"{command.name} {p.opts} has no help"
+
+
+def test_inspect_notes_name_the_small_batch_graph_and_its_main_graph():
+    from ganrt.export.cli import _small_batch_note
+
+    assert _small_batch_note({"small_batch_graph": {"artifact": "openvino-int8-small", "max_batch": 3}}) == \
+        "batches <= 3 run openvino-int8-small"
+    assert _small_batch_note({"small_batch_of": "openvino-int8"}) == \
+        "small-batch graph of openvino-int8 (the same images)"
+    assert _small_batch_note({"kind": "onnx"}) == ""
