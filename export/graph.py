@@ -27,15 +27,6 @@ RAW_OUTPUT = "raw"  # verification-only output: the generator's float images (B,
 EXPORTERS = ("auto", "dynamo", "torchscript")
 
 
-def input_names(spec: GeneratorSpec) -> list[str]:
-    names = ["z"]
-    if spec.num_classes > 0:
-        names.append("labels")
-    if spec.has_truncation:
-        names.append("truncation")
-    return names
-
-
 def graph_description(spec: GeneratorSpec, *, output_format: str, opset: int, max_batch: int) -> dict[str, Any]:
     """The manifest's "graph" entry: what the shipped graphs take and return."""
     inputs = [{"name": "z", "dtype": "float32", "shape": ["batch", spec.latent_dim]}]
@@ -210,7 +201,7 @@ def export_onnx(module: GraphModule, spec: GeneratorSpec, path: str | Path, *, o
         raise ExportError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     path = Path(path)
     args = tuple(torch.from_numpy(v) for v in sample_inputs(spec, [0, 1]).values())  # batch 2: not specialised
-    names = input_names(spec)
+    names = spec.input_names
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     failures: list[str] = []
     for name in order:

@@ -63,6 +63,11 @@ class GeneratorSpec:
         return self.num_classes > 0
 
     @property
+    def input_names(self) -> list[str]:
+        """The exported graph's inputs, in order: "z", then "labels" (conditional), "truncation" (if it has one)."""
+        return ["z"] + (["labels"] if self.conditional else []) + (["truncation"] if self.has_truncation else [])
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W)."""
         return (self.channels, self.height, self.width)

@@ -90,11 +90,9 @@ class OnnxRuntimeBackend(Backend):
 
         self._inputs = {i.name: ORT_DTYPES.get(i.type, np.float32) for i in self._session.get_inputs()}
         self._output = self._session.get_outputs()[0].name
-        expected = {"z"} | ({"labels"} if self.spec.conditional else set()) | \
-            ({"truncation"} if self.spec.has_truncation else set())
-        if set(self._inputs) != expected:
+        if set(self._inputs) != set(self.spec.input_names):
             raise BundleError(f"{self._path.name} takes inputs {sorted(self._inputs)}, but the bundle's spec needs "
-                              f"{sorted(expected)}; re-export the bundle")
+                              f"{sorted(self.spec.input_names)}; re-export the bundle")
         self._bound: dict[int, _BoundBatch] = {}
 
     # -- configuration --------------------------------------------------------------------------------

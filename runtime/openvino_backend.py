@@ -91,11 +91,9 @@ class OpenVINOBackend(Backend):
         except Exception as e:
             raise BundleError(f"OpenVINO cannot read {path.name}: {str(e).strip().splitlines()[0]}") from None
         names = {port.get_any_name() for port in model.inputs}
-        expected = {"z"} | ({"labels"} if self.spec.conditional else set()) | \
-            ({"truncation"} if self.spec.has_truncation else set())
-        if names != expected:
+        if names != set(self.spec.input_names):
             raise BundleError(f"{path.name} takes inputs {sorted(names)}, but the bundle's spec needs "
-                              f"{sorted(expected)}; re-export the bundle")
+                              f"{sorted(self.spec.input_names)}; re-export the bundle")
         return model
 
     def _compile(self, batch: int, hint: str) -> list["_Bound"]:

@@ -52,11 +52,9 @@ class TensorRTBackend(Backend):
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         self._input_names = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        expected = {"z"} | ({"labels"} if bundle.spec.conditional else set()) | \
-            ({"truncation"} if bundle.spec.has_truncation else set())
-        if set(self._input_names) != expected or len(outputs) != 1:
+        if set(self._input_names) != set(bundle.spec.input_names) or len(outputs) != 1:
             raise BundleError(f"engine {entry['file']} has inputs {self._input_names} and outputs {outputs}; "
-                              f"the bundle's spec needs inputs {sorted(expected)} and one output")
+                              f"the bundle's spec needs inputs {sorted(bundle.spec.input_names)} and one output")
         self._output_name = outputs[0]
         static = int(self._engine.get_tensor_shape("z")[0])  # -1 when the batch axis is dynamic
         engine_max = static if static > 0 else int(self._engine.get_tensor_profile_shape("z", 0)[2][0])

@@ -49,3 +49,10 @@ def test_from_dict_rejects_unknown_and_missing_fields():
         GeneratorSpec.from_dict({**make().to_dict(), "spec_version": 99})
     with pytest.raises(SpecError, match="not valid JSON"):
         GeneratorSpec.from_json("{")
+
+
+def test_input_names_are_the_graph_inputs_in_order():
+    assert make().input_names == ["z"]
+    assert make(num_classes=10).input_names == ["z", "labels"]
+    assert make(num_classes=10, has_truncation=True).input_names == ["z", "labels", "truncation"]
+    assert make(has_truncation=True).input_names == ["z", "truncation"]
