@@ -261,6 +261,7 @@ def test_graph_without_conv_transpose_is_returned_unchanged():
 
 
 def test_dcgan_generator_end_to_end_within_one_level(tiny_checkpoint, tmp_path):
+    from ganrt.benchmarks.cpu_fastpath_probe import vivid_weights
     from ganrt.checkpoint import load_generator
     from ganrt.latents import labels_from_seeds, latents_from_seeds
     from ganrt.postprocess import ToUint8NHWC
@@ -268,14 +269,7 @@ def test_dcgan_generator_end_to_end_within_one_level(tiny_checkpoint, tmp_path):
     g, spec = load_generator(tiny_checkpoint)
     # random init draws near-constant images; larger weights and BatchNorm stats of one batch give varied ones
     torch.manual_seed(5)
-    with torch.no_grad():
-        for m in g.modules():
-            if isinstance(m, torch.nn.ConvTranspose2d):
-                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1] / m.stride[0] ** 2
-                m.weight.normal_(0.0, (2.0 / fan_in) ** 0.5)
-            elif isinstance(m, torch.nn.BatchNorm2d):
-                m.momentum = 1.0
-        g.train()(torch.randn(32, spec.latent_dim), torch.randint(0, spec.num_classes, (32,)))
+    vivid_weights(g, torch.randn(32, spec.latent_dim), torch.randint(0, spec.num_classes, (32,)))
 
     class WithPost(torch.nn.Module):
         def __init__(self):
