@@ -5,17 +5,7 @@ bundle's max batch, capped for speed; what was verified is recorded). The images
 :func:`ganrt.parity.image_parity` in uint8 levels, and the float output is checked for NaN/Inf. A
 variant passes when its figures are inside the tolerance of its precision (:data:`TOLERANCES`).
 
-Tolerances, and why:
-
-- fp32: max 1 uint8 level: the same arithmetic in another order only flips roundings at .5.
-- fp16: >= 45 dB PSNR over all verified images and at most 8 levels anywhere (fp16 storage of weights and
-  activations, sensitive nodes kept fp32); measured 70.5 dB / max 1 level on a trained digits DCGAN,
-  59-73 dB / max 1 level on random-init StyleGAN, BigGAN, ProGAN and VAE generators.
-- int8: >= 25 dB PSNR and mean |diff| <= 4 levels: static QDQ quantization of a generator is lossy;
-  max |diff| is recorded but not gated. Measured 41.8 dB / mean 0.50 / max 32 levels on the digits DCGAN
-  (passes); random-init generators with InstanceNorm or modulation land at 20-34 dB (fail, as they should:
-  keep them with allow_failed_parity for investigations).
-Any NaN/Inf in the float output fails every precision.
+The tolerances, and why each is what it is, are the rows of :mod:`ganrt.precisions`.
 """
 
 from __future__ import annotations
@@ -31,6 +21,7 @@ from ganrt.errors import ParityError
 from ganrt.export.graph import RAW_OUTPUT, GraphModule, sample_inputs
 from ganrt.parity import image_parity, json_safe
 from ganrt.postprocess import ToUint8NHWC
+from ganrt.precisions import PRECISIONS
 
 VERIFY_BATCH_CAP = 16  # the largest batch verified when max_batch is larger (recorded in the manifest)
 ODD_BATCH = 3
@@ -57,11 +48,9 @@ class Tolerance:
 
 
 TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(max_abs_diff=1),
-    "fp16": Tolerance(max_abs_diff=8, min_psnr_db=45.0),
-    "bf16": Tolerance(max_abs_diff=16, min_psnr_db=35.0),
-    "int8": Tolerance(min_psnr_db=25.0, max_mean_abs_diff=4.0),
-}
+    p.name: Tolerance(max_abs_diff=p.max_abs_diff, min_psnr_db=p.min_psnr_db, max_mean_abs_diff=p.max_mean_abs_diff)
+    for p in PRECISIONS.values()
+}  # the rows of ganrt.precisions (which says why each tolerance is what it is)
 
 
 def verified_batches(max_batch: int, cap: int = VERIFY_BATCH_CAP) -> list[int]:

@@ -36,6 +36,7 @@ from typing import Any
 
 from ganrt.errors import BundleError, SpecError
 from ganrt.fileio import atomic_path, atomic_write_json, sha256_file
+from ganrt.precisions import NAMES
 from ganrt.spec import GeneratorSpec
 
 FORMAT = "ganrt.bundle"
@@ -43,7 +44,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "generator.safetensors"
 ARTIFACT_KINDS = ("weights", "onnx", "openvino-ir", "engine", "timing_cache", "other")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = NAMES  # ganrt.precisions
 
 
 def onnx_artifact_name(precision: str, rewritten: bool = False) -> str:
