@@ -15,7 +15,7 @@ from ganrt.benchmarks.gate import DEFAULT_GATE, evaluate_gate, needs_real_data, 
 from ganrt.benchmarks.harness import (
     ORT_BASELINE,
     REFERENCE,
-    candidate_requests,
+    candidate_variants,
     load_variants,
     run_timings,
     summarize_runs,
@@ -96,7 +96,7 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
 
-    requests = candidate_requests(torch.cuda.is_available())
+    requests, unavailable = candidate_variants(bundle.to_dict())
     only = None
     if variants:
         only = list(dict.fromkeys(variants))
@@ -104,6 +104,8 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
             if peer not in only:
                 only.insert(0, peer)
     loaded, skipped = load_variants(bundle.path, requests, threads=threads, only=only, log=log)
+    if only is None:
+        skipped.update(unavailable)
     if not loaded:
         raise ConfigError(f"no variant of {bundle.path} can run here: " +
                           "; ".join(f"{k}: {v}" for k, v in skipped.items()))

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from ganrt.errors import ConfigError
+from ganrt.runtime.backends import NAMES as BACKEND_NAMES
 
 EXTRACTOR_CHOICES = ("domain", "inception", "pixels")
 
@@ -117,7 +118,7 @@ def _generator_for(path: Path, backend: str, batch_size: int):
               help="FID Inception-v3 weights (.safetensors); default: $GANRT_INCEPTION_WEIGHTS.")
 @click.option("--n", "n", type=click.IntRange(min=10), default=2000, show_default=True,
               help="Images per side (generated and real; real capped at the dataset size).")
-@click.option("--backend", type=click.Choice(["reference", "auto", "torch", "onnxruntime", "openvino", "tensorrt"]),
+@click.option("--backend", type=click.Choice(["reference", "auto", *BACKEND_NAMES]),
               default="reference", show_default=True,
               help="For a bundle: the torch fp32 reference weights, or a runtime backend.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Batch size.")

@@ -1,7 +1,8 @@
 """The latency/throughput harness: load every variant of a bundle, time each batch size, interleaved.
 
-Variants are requested through ``ganrt.runtime.load`` (one request per backend/precision/device/option);
-what cannot run here is recorded as skipped with the reason. Timing:
+The variants are every one the table of backends says this machine can run from the bundle
+(``ganrt.runtime.selection.runnable``), each loaded by name through ``ganrt.runtime.load``; a backend with
+nothing to run here is recorded as skipped with the reason. Timing:
 
 - cold start (``load``) and the first call are timed separately from the steady state;
 - per (variant, batch size): warm-up calls, then timed calls for ``duration`` seconds and at least
@@ -28,62 +29,21 @@ import numpy as np
 
 from ganrt.errors import GanrtError
 
-
-@dataclass(frozen=True)
-class VariantRequest:
-    backend: str
-    precision: str
-    device: str = "cpu"
-    provider: str | None = None
-    compile: bool = False
-    cuda_graphs: bool | None = None
-    variant: str | None = None  # an exact variant name, for variants that differ by artifact ("-rw")
-
-    def load_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"backend": self.backend, "precision": self.precision, "device": self.device}
-        if self.variant:
-            kw["variant"] = self.variant
-        if self.provider:
-            kw["provider"] = self.provider
-        if self.compile:
-            kw["compile"] = True
-        if self.cuda_graphs is not None:
-            kw["cuda_graphs"] = self.cuda_graphs
-        return kw
-
-    @property
-    def expected_name(self) -> str:
-        if self.variant:
-            return self.variant
-        opts = []
-        if self.backend == "torch":
-            opts = (["cuda"] if self.device == "cuda" else []) + (["compile"] if self.compile else []) + \
-                (["cudagraph"] if self.cuda_graphs else [])
-        elif self.backend == "onnxruntime" and self.device == "cuda":
-            opts = ["trtep" if self.provider == "tensorrt" else "cuda"]
-        return "-".join([self.backend, self.precision, *opts])
-
-
 REFERENCE = "torch-fp32"
 ORT_BASELINE = "onnxruntime-fp32"  # the CPU baseline the fast-path ratios are taken against
-EAGER_PEERS = (VariantRequest("torch", "fp32"), VariantRequest("torch", "fp32", compile=True))
+PEERS = (REFERENCE, "torch-fp32-compile", ORT_BASELINE)  # timed first: every ratio is taken against them
 
 
-def candidate_requests(cuda: bool) -> list[VariantRequest]:
-    """Every variant worth trying on this machine; peers (torch eager, torch.compile) first."""
-    reqs = list(EAGER_PEERS)
-    # no onnxruntime bf16: the bundle's onnx-bf16 graph is made for OpenVINO's bf16 hint
-    reqs += [VariantRequest("onnxruntime", p, provider="cpu") for p in ("fp32", "fp16", "int8")]
-    reqs += [VariantRequest("onnxruntime", "fp32", provider="cpu", variant="onnxruntime-fp32-rw")]
-    # the CPU fast path: fp32 on the rewritten graph, bf16 (the bf16 hint; fp32 on CPUs without bf16), NNCF int8
-    reqs += [VariantRequest("openvino", p) for p in ("fp32", "bf16", "int8")]
-    if cuda:
-        reqs += [VariantRequest("torch", "fp32", "cuda"), VariantRequest("torch", "fp16", "cuda"),
-                 VariantRequest("torch", "fp16", "cuda", cuda_graphs=True)]
-        reqs += [VariantRequest("onnxruntime", p, "cuda", provider=prov)
-                 for prov in ("cuda", "tensorrt") for p in ("fp32", "fp16", "int8")]
-        reqs += [VariantRequest("tensorrt", p, "cuda") for p in ("fp16", "fp32", "int8")]
-    return reqs
+def candidate_variants(manifest: dict[str, Any], available: Any = None) -> tuple[list[Any], dict[str, str]]:
+    """Every variant of the bundle this machine can run, from the table of backends, peers first; and, for a
+    backend with nothing to run here, why ({backend: reason})."""
+    from ganrt.runtime.machine import Availability
+    from ganrt.runtime.selection import here, runnable
+
+    available = available or Availability.probe()
+    choices = sorted(runnable(manifest, available).choices,
+                     key=lambda c: PEERS.index(c.variant) if c.variant in PEERS else len(PEERS))
+    return choices, here(manifest, available)["unavailable"]
 
 
 # --- memory ----------------------------------------------------------------------------------------------------------
@@ -157,7 +117,7 @@ def time_calls(fn: Callable[[], Any], *, duration: float, min_runs: int, max_run
 @dataclass
 class LoadedVariant:
     name: str
-    request: VariantRequest
+    choice: Any  # ganrt.runtime.Choice: what was asked for
     generator: Any  # ganrt.runtime.Generator
     cold_start_s: float
     rss_before_mb: float | None
@@ -175,16 +135,16 @@ class LoadedVariant:
         return self.generator.precision
 
 
-def load_variants(bundle_dir: Path, requests: list[VariantRequest], *, threads: int | None = None,
+def load_variants(bundle_dir: Path, choices: list[Any], *, threads: int | None = None,
                   only: list[str] | None = None, log: Callable[[str], None] = lambda s: None
                   ) -> tuple[list[LoadedVariant], dict[str, str]]:
-    """Load each request (cold start timed); returns (loaded variants, {name: why skipped})."""
+    """Load each variant by name (cold start timed); returns (loaded variants, {name: why skipped})."""
     from ganrt.runtime import load
 
     loaded: list[LoadedVariant] = []
     skipped: dict[str, str] = {}
-    for req in requests:
-        name = req.expected_name
+    for choice in choices:
+        name = choice.variant
         if only is not None and name not in only:
             continue
         if any(v.name == name for v in loaded) or name in skipped:
@@ -194,7 +154,7 @@ def load_variants(bundle_dir: Path, requests: list[VariantRequest], *, threads: 
         before = rss_mb()
         t0 = time.perf_counter()
         try:
-            gen = load(bundle_dir, threads=threads, **req.load_kwargs())
+            gen = load(bundle_dir, variant=name, threads=threads)
         except GanrtError as e:
             skipped[name] = str(e).split("\n")[0]
             log(f"skip {name}: {skipped[name]}")
@@ -204,7 +164,7 @@ def load_variants(bundle_dir: Path, requests: list[VariantRequest], *, threads: 
             skipped[name] = f"runs as {gen.variant} here ({gen.reason}), measured under that name"
             gen.close()
             continue
-        loaded.append(LoadedVariant(gen.variant, req, gen, cold, before, rss_mb(), gpu_memory_mb()))
+        loaded.append(LoadedVariant(gen.variant, choice, gen, cold, before, rss_mb(), gpu_memory_mb()))
     if only is not None:
         for name in only:
             if name not in skipped and not any(v.name == name for v in loaded):
@@ -261,7 +221,7 @@ def run_timings(variants: list[LoadedVariant], batch_sizes: list[int], *, durati
                     progress()
             v.peak_rss_mb = max(v.peak_rss_mb or 0.0, peak_rss_mb() or 0.0)
     for v in variants:
-        if v.request.device == "cuda" and v.backend == "torch":
+        if v.choice.device == "cuda" and v.backend == "torch":
             for b in batch_sizes:
                 try:
                     timings[(v.name, b)].device_ms = cuda_event_timings(v, inputs[b], duration=duration,
@@ -334,7 +294,7 @@ def summarize_runs(variants: list[LoadedVariant], timings: dict[tuple[str, int],
     for (name, b), t in timings.items():
         v = by[name]
         entry: dict[str, Any] = {"variant": name, "backend": v.backend, "precision": v.precision,
-                                 "device": v.request.device, "batch_size": b, "n_runs": len(t.samples_ms)}
+                                 "device": v.choice.device, "batch_size": b, "n_runs": len(t.samples_ms)}
         if t.error or not t.samples_ms:
             entry["error"] = t.error or "no timings"
             runs.append(entry)

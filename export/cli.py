@@ -254,14 +254,25 @@ def _size(n: int) -> str:
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Check every artifact's sha256 before showing the bundle.")
 def inspect(bundle, as_json, verify):
-    """Show a bundle's manifest: inputs, outputs, artifacts (size, precision, sha256), parity."""
+    """Show a bundle's manifest: inputs, outputs, artifacts (size, precision, sha256), parity, and which of
+    its variants this machine can run (and why a backend cannot)."""
     from ganrt.bundle import Bundle
+    from ganrt.runtime.machine import Availability
+    from ganrt.runtime.selection import here
 
     b = Bundle.open(bundle, verify=verify)
+    machine = here(b.to_dict(), Availability.probe())
     if as_json:
-        click.echo(json.dumps(b.to_dict(), indent=2))
+        click.echo(json.dumps({**b.to_dict(), "here": machine}, indent=2))
     else:
-        click.echo(render(b))
+        click.echo(render(b) + "\n" + render_here(machine))
+
+
+def render_here(machine: dict) -> str:
+    """What this machine can run of the bundle, and why a backend cannot (its library's own words)."""
+    lines = [f"runs here: {', '.join(machine['runnable']) or 'nothing'}"]
+    lines += [f"  {name}: {why}" for name, why in sorted(machine["unavailable"].items())]
+    return "\n".join(lines)
 
 
 def _small_batch_note(entry: dict) -> str:

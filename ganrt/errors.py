@@ -38,6 +38,10 @@ class BackendUnavailable(GanrtError):
     """A requested backend, device or precision is not available on this machine."""
 
 
+class BackendError(GanrtError):
+    """A backend failed while running a valid request (the library's own message kept); a server answers 500."""
+
+
 class InputError(GanrtError):
     """Inputs to a generator (latents, labels, truncation, batch) are invalid."""
 

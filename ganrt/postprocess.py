@@ -27,3 +27,16 @@ class ToUint8NHWC(nn.Module):
 
 def to_uint8_nhwc(x: torch.Tensor, output_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
     return ToUint8NHWC(output_range)(x)
+
+
+class WithPostprocess(nn.Module):
+    """A generator + ToUint8NHWC called with keyword inputs (z, labels, truncation) -> uint8 (B, H, W, C):
+    what the torch backend runs."""
+
+    def __init__(self, generator: nn.Module, output_range: tuple[float, float] = (-1.0, 1.0)) -> None:
+        super().__init__()
+        self.g = generator
+        self.post = ToUint8NHWC(output_range)
+
+    def forward(self, z, labels=None, truncation=None):
+        return self.post(self.g(z, labels, truncation))

@@ -4,6 +4,10 @@
     images = gen.generate(seeds=range(16), labels=3, truncation=0.7)   # uint8 (16, H, W, C)
     gen.backend, gen.variant, gen.reason                                  # what runs, and why
     ganrt.runtime.load("bundle/", batch_size=64)   # auto ranks by the benchmarks measured at batch 64
+    gen.warmup()                                   # compile every batch shape ahead (a server does this)
+
+``Generator.generate`` is thread-safe on every backend: called from many threads at once it returns
+exactly what one thread would get (backends pool their single-caller objects; see ganrt.runtime.base).
 
 Latents for seeds are ``numpy.random.Generator(PCG64(seed)).standard_normal(latent_dim)`` as float32
 (``ganrt.latents.latents_from_seeds``): the same seed is the same image on every backend, within the
@@ -19,18 +23,24 @@ from typing import Any
 import numpy as np
 
 from ganrt.bundle import Bundle
-from ganrt.errors import ConfigError, InputError
+from ganrt.errors import BackendUnavailable, ConfigError, GanrtError, InputError
 from ganrt.latents import latents_from_seeds
-from ganrt.runtime.base import Backend, validate_inputs
+from ganrt.runtime.backends import BACKENDS, Choice
+from ganrt.runtime.base import Backend, LoadOptions, first_line, validate_inputs
 from ganrt.runtime.machine import Availability, describe_machine
-from ganrt.runtime.selection import BACKENDS, Choice, select
+from ganrt.runtime.selection import select
 
 __all__ = ["load", "Generator", "Backend", "Choice", "select", "validate_inputs", "describe_machine",
-           "Availability", "BACKENDS"]
+           "Availability", "BACKENDS", "LoadOptions"]
 
 
 class Generator:
-    """A loaded bundle: ``generate()`` draws uint8 (B, H, W, C) images with the chosen backend."""
+    """A loaded bundle: ``generate()`` draws uint8 (B, H, W, C) images with the chosen backend.
+
+    Thread-safe: ``generate`` may be called from any number of threads at once, on every backend, and
+    returns exactly what a single-threaded call with the same inputs returns. ``warmup()`` compiles every
+    batch shape the backend will use, so no later request pays a compile.
+    """
 
     def __init__(self, runner: Backend, bundle: Bundle, choice: Choice) -> None:
         self._runner = runner
@@ -40,13 +50,17 @@ class Generator:
         self.reason = choice.reason + (f"; {note}" if note else "")
 
     spec = property(lambda self: self._runner.spec)
-    backend = property(lambda self: self._runner.name, doc="'torch', 'onnxruntime', 'openvino' or 'tensorrt'")
+    backend = property(lambda self: self._runner.name, doc="a row of ganrt.runtime.backends.BACKENDS")
     provider = property(lambda self: self._runner.provider, doc="onnxruntime's execution provider, else None")
     precision = property(lambda self: self._runner.precision)
     device = property(lambda self: self._runner.device)
     variant = property(lambda self: self._runner.variant, doc="'<backend>-<precision>[-<option>]'")
     max_batch = property(lambda self: self._runner.max_batch)
     artifact = property(lambda self: self.choice.artifact)
+    concurrency = property(lambda self: self._runner.concurrency,
+                           doc="callers a pooled backend serves at once (more wait for a free slot)")
+    batch_buckets = property(lambda self: self._runner.buckets if self._runner.static_shapes else None,
+                             doc="the batch sizes compiled (requests are padded up to one), or None: any size")
 
     @property
     def small_batch_graph(self) -> tuple[str, int] | None:
@@ -63,7 +77,7 @@ class Generator:
 
         ``labels``: one int for all images or one per image (conditional generators only).
         ``truncation``: a number or one per image, in [0, 2] (families with truncation only).
-        Requests above ``max_batch`` are split and stitched.
+        Requests above ``max_batch`` are split and stitched. Safe to call from many threads at once.
         """
         if (seeds is None) == (z is None):
             raise InputError("pass exactly one of seeds (e.g. range(16)) or z (an array (B, latent_dim))")
@@ -72,6 +86,12 @@ class Generator:
                 seeds = [int(seeds)]
             z = latents_from_seeds(list(seeds), self.spec.latent_dim)
         return self._runner.infer(z, labels, truncation)
+
+    def warmup(self, batch_sizes: Iterable[int] | None = None) -> list[int]:
+        """Compile, capture or allocate ahead for ``batch_sizes`` (default: every batch bucket up to
+        max_batch), for every pooled slot; returns the batch sizes prepared. A server calls it before it
+        reports ready."""
+        return self._runner.warmup(batch_sizes)
 
     def close(self) -> None:
         self._runner.close()
@@ -90,63 +110,41 @@ def load(bundle_dir: str | os.PathLike | Bundle, backend: str = "auto", precisio
          device: str | None = None, threads: int | None = None, compile: bool = False,
          cuda_graphs: bool | None = None, provider: str | None = None, max_batch: int | None = None,
          variant: str | None = None, available: Availability | None = None,
-         batch_size: int | None = None) -> Generator:
+         batch_size: int | None = None, concurrency: int | None = None) -> Generator:
     """Open a bundle (hashes verified) and load a backend for it.
 
     backend: "auto" picks the fastest variant available here that passed parity (see
-        ganrt.runtime.selection); or "torch", "onnxruntime", "openvino", "tensorrt".
+        ganrt.runtime.selection); or a row of ganrt.runtime.backends.BACKENDS: "torch", "onnxruntime",
+        "openvino", "tensorrt".
     precision: "fp32", "fp16", "bf16", "int8" or None (the backend's best that passed parity).
     device: "cpu", "cuda" or None (any). provider: onnxruntime's "cpu", "cuda" or "tensorrt".
-    threads: CPU threads (default: physical cores). compile: torch.compile the torch backend.
-    cuda_graphs: replay captured CUDA graphs per batch size (default: on for onnxruntime-cuda and
-        TensorRT, off for torch). max_batch: split requests above this (default: the bundle's).
+    threads: CPU threads (default: physical cores). compile: the torch backend's torch.compile variant.
+    cuda_graphs: replay captured CUDA graphs per batch bucket (default: on for onnxruntime-cuda and
+        TensorRT, off for torch, where True picks the "-cudagraph" variant). max_batch: split requests
+        above this (default: the bundle's).
     variant: one variant by name, e.g. "onnxruntime-fp32-rw" (the ConvTranspose-rewritten graph on
         onnxruntime) or "openvino-int8" (the NNCF int8 IR).
     available: what this machine has (tests pass their own; default: probed).
     batch_size: a hint of the typical request size: auto ranks variants by the bundle's benchmarks at
         the measured batch closest to it (default: the smallest batch measured). gen.reason names the
         batch the decision used. Requests of any size still work.
+    concurrency: how many callers a pooled backend (OpenVINO infer requests, TensorRT contexts, CUDA
+        graphs) serves at once; default: the thread count on the CPU, 2 on a GPU. More callers wait.
     """
     bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.open(bundle_dir)
-    if threads is not None and threads < 1:
-        raise ConfigError(f"threads must be >= 1, got {threads}")
-    if max_batch is not None and max_batch < 1:
-        raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
+    for name, value in (("threads", threads), ("max_batch", max_batch), ("concurrency", concurrency)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be >= 1 (an integer), got {value!r}")
     avail = available or Availability.probe()
-    manifest = bundle.to_dict()
-    choice = select(manifest, avail, backend=backend, precision=precision, device=device, provider=provider,
-                    variant=variant, batch_size=batch_size)
-    if compile and choice.backend != "torch":
-        raise ConfigError(f"compile=True applies to the torch backend, but {choice.backend} was chosen; "
-                          "pass backend='torch' or drop compile")
-    runner = _build(bundle, choice, threads=threads, compile=compile or "compile" in choice.options,
-                    cuda_graphs=cuda_graphs, max_batch=max_batch)
+    choice = select(bundle.to_dict(), avail, backend=backend, precision=precision, device=device, provider=provider,
+                    variant=variant, batch_size=batch_size, compile=compile, cuda_graphs=cuda_graphs)
+    options = LoadOptions(threads=threads, max_batch=max_batch, concurrency=concurrency, cuda_graphs=cuda_graphs)
+    runner_class = BACKENDS[choice.backend].runner_class()
+    try:
+        runner = runner_class(bundle, choice, options)
+    except GanrtError:
+        raise
+    except Exception as e:  # the library refused the artifact or the device: say which, keep its words
+        raise BackendUnavailable(f"{choice.variant} could not be loaded from {bundle.path} "
+                                 f"({type(e).__name__}: {first_line(e)})") from e
     return Generator(runner, bundle, choice)
-
-
-def _build(bundle: Bundle, choice: Choice, *, threads, compile, cuda_graphs, max_batch) -> Backend:
-    if choice.backend == "torch":
-        from ganrt.runtime.torch_backend import TorchBackend
-
-        graphs = bool(cuda_graphs) or "cudagraph" in choice.options
-        return TorchBackend(bundle, precision=choice.precision, device=choice.device, max_batch=max_batch,
-                            compile=compile, cuda_graphs=graphs and choice.device == "cuda", threads=threads)
-    if choice.backend == "onnxruntime":
-        from ganrt.runtime.onnxruntime_backend import OnnxRuntimeBackend
-
-        provider = "tensorrt" if "trtep" in choice.options else choice.device
-        return OnnxRuntimeBackend(bundle, artifact=choice.artifact, precision=choice.precision, provider=provider,
-                                  option="rw" if "rw" in choice.options else None,
-                                  max_batch=max_batch, threads=threads,
-                                  cuda_graphs=True if cuda_graphs is None else cuda_graphs)
-    if choice.backend == "openvino":
-        from ganrt.runtime.openvino_backend import OpenVINOBackend
-
-        return OpenVINOBackend(bundle, artifact=choice.artifact, precision=choice.precision, max_batch=max_batch,
-                               threads=threads)
-    if choice.backend == "tensorrt":
-        from ganrt.runtime.tensorrt_backend import TensorRTBackend
-
-        return TensorRTBackend(bundle, artifact=choice.artifact, max_batch=max_batch,
-                               cuda_graphs=True if cuda_graphs is None else cuda_graphs)
-    raise ConfigError(f"unknown backend {choice.backend!r}")

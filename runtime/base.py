@@ -1,20 +1,31 @@
 """The Backend template every runtime backend implements (Polygraphy-style runner).
 
 ``Backend.infer(z, labels, truncation)`` validates the inputs once against the bundle's GeneratorSpec,
-splits a request larger than ``max_batch`` into chunks, calls the subclass's ``_run(feeds)`` on each
-chunk and stitches the results. A subclass loads its artifact in ``__init__`` and implements only
-``_run`` (and ``_close`` when it holds resources). ``feeds`` is a dict of contiguous numpy arrays named
-like the graph inputs: ``z`` float32 (B, latent_dim), ``labels`` int64 (B,) when the spec is
-conditional, ``truncation`` float32 (B,) when the family has one. ``_run`` returns uint8 (B, H, W, C).
+splits a request larger than ``max_batch`` into chunks, pads each chunk to its batch bucket when the
+backend compiles per batch shape (``static_shapes``), calls the subclass's ``_run(feeds)``, checks what
+came back and slices the padding off. A subclass loads its artifact in ``__init__`` and implements only
+``_run`` (and ``_warm``/``_close`` when it holds per-shape state or resources). ``feeds`` is a dict of
+contiguous numpy arrays named like the graph inputs: ``z`` float32 (B, latent_dim), ``labels`` int64 (B,)
+when the spec is conditional, ``truncation`` float32 (B,) when the family has one. ``_run`` returns uint8
+(B, H, W, C).
+
+The concurrency contract: ``infer`` may be called from any number of threads at once and returns exactly
+what a single-threaded call with the same inputs returns. So ``_run`` must be thread-safe: a backend whose
+native objects serve one caller at a time keeps a :class:`ganrt.runtime.pool.SlotPool` of them (or a lock
+where a pool does not pay). Library exceptions raised by ``_run`` reach the caller as ``BackendError`` with
+the library's message; a result of the wrong dtype or shape is a ``BundleError`` naming the artifact.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ganrt.errors import InputError
+from ganrt.errors import BackendError, BundleError, GanrtError, InputError
+from ganrt.runtime.pool import batch_buckets, bucket_for
 from ganrt.spec import GeneratorSpec
 
 TRUNCATION_RANGE = (0.0, 2.0)  # psi: 0 = the mean latent, 1 = no truncation, > 1 exaggerates; past 2 is noise
@@ -104,23 +115,89 @@ def to_uint8_nhwc(x: np.ndarray, output_range: tuple[float, float]) -> np.ndarra
     return np.ascontiguousarray(np.clip(x, 0.0, 255.0).round().astype(np.uint8).transpose(0, 2, 3, 1))
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a backend is loaded: the options ``ganrt.runtime.load`` passes to every backend alike."""
+
+    threads: int | None = None  # CPU threads (None: physical cores)
+    max_batch: int | None = None  # split requests above this (None: the bundle's)
+    concurrency: int | None = None  # callers served at once by pooled backends (None: from the thread count)
+    cuda_graphs: bool | None = None  # replay captured CUDA graphs (None: the backend's default)
+    device_id: int = 0
+
+
+def output_contract(spec: GeneratorSpec, output_format: str) -> tuple[str, tuple[int, ...]]:
+    """(numpy dtype name, shape without the batch axis) the bundle's graph must return."""
+    if output_format == "float-nchw":
+        return "float32", (spec.channels, spec.height, spec.width)
+    return "uint8", (spec.height, spec.width, spec.channels)
+
+
+def check_graph_output(artifact: str, spec: GeneratorSpec, output_format: str, dtype: Any,
+                       shape: list | tuple | None) -> None:
+    """BundleError unless a graph declares the output the manifest promises (``shape``: without the batch
+    axis; unknown dims, None or strings, are not checked)."""
+    want_dtype, want_shape = output_contract(spec, output_format)
+    try:
+        got = np.dtype(dtype).name
+    except TypeError:  # a type numpy has no name for (e.g. "tensor(float8e4m3fn)")
+        got = str(dtype)
+    if got != want_dtype:
+        raise BundleError(f"artifact {artifact!r} returns {got} images, but the bundle's manifest says "
+                          f"{want_dtype} ({output_format}); the file does not belong to this bundle: re-export it")
+    if shape is not None:
+        dims = list(shape)
+        if len(dims) != len(want_shape) or any(isinstance(d, int) and d >= 0 and d != w
+                                                for d, w in zip(dims, want_shape, strict=False)):
+            raise BundleError(f"artifact {artifact!r} returns images of shape [B, {', '.join(map(str, dims))}], but "
+                              f"the bundle's manifest says [B, {', '.join(map(str, want_shape))}]; re-export it")
+
+
+def pad_feeds(feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    """``feeds`` grown to ``batch`` rows by repeating the last one (the extra images are sliced off)."""
+    extra = batch - feeds["z"].shape[0]
+    if extra <= 0:
+        return feeds
+    return {k: np.ascontiguousarray(np.concatenate([v, np.repeat(v[-1:], extra, axis=0)])) for k, v in feeds.items()}
+
+
+def dummy_feeds(spec: GeneratorSpec, batch: int) -> dict[str, np.ndarray]:
+    """Valid inputs of one batch size, for warm-up."""
+    feeds = {"z": np.zeros((batch, spec.latent_dim), np.float32)}
+    if spec.conditional:
+        feeds["labels"] = np.zeros((batch,), np.int64)
+    if spec.has_truncation:
+        feeds["truncation"] = np.ones((batch,), np.float32)
+    return feeds
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class Backend:
     """Template base: subclasses set the attributes below in ``__init__`` and implement ``_run``."""
 
-    name: str = "base"  # "torch", "onnxruntime", "openvino", "tensorrt"
+    name: str = "base"  # the backend table's row name: "torch", "onnxruntime", "openvino", "tensorrt"
+    static_shapes: bool = False  # compiles per batch shape: batches are padded to ``buckets``
 
     def __init__(self, spec: GeneratorSpec, *, precision: str, device: str, max_batch: int,
-                 option: str | None = None, provider: str | None = None) -> None:
+                 option: str | None = None, provider: str | None = None, artifact: str | None = None,
+                 concurrency: int = 1, exact_batches: tuple[int, ...] = ()) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.spec = spec
         self.precision = precision
         self.device = device
         self.max_batch = int(max_batch)
-        # "cuda", "trtep", "compile", "cudagraph" (torch's opt-in graphs; onnxruntime-cuda and tensorrt use
-        # CUDA graphs by default, which their names do not repeat): part of the variant name
+        # "cuda", "trtep", "compile", "cudagraph", "rw": part of the variant name
         self.option = option
         self.provider = provider
+        self.artifact = artifact
+        self.concurrency = max(1, int(concurrency))
+        # the batch sizes compiled ahead (static shapes) or warmed (dynamic); requests are padded up to one
+        self.buckets = batch_buckets(self.max_batch, exact_batches)
         self.closed = False
 
     @property
@@ -129,23 +206,64 @@ class Backend:
         return f"{self.name}-{self.precision}" + (f"-{self.option}" if self.option else "")
 
     def infer(self, z: Any, labels: Any = None, truncation: Any = None) -> np.ndarray:
-        """Validated, split into max_batch chunks, run, stitched: uint8 (B, H, W, C)."""
+        """Validated, split into max_batch chunks, run, stitched: uint8 (B, H, W, C). Thread-safe."""
         if self.closed:
             raise InputError(f"the {self.variant} generator is closed; load the bundle again")
         feeds = validate_inputs(self.spec, z, labels, truncation)
         batch = feeds["z"].shape[0]
         if batch <= self.max_batch:
-            return self._checked(self._run(feeds), batch)
-        chunks = [self._checked(self._run({k: v[i:i + self.max_batch] for k, v in feeds.items()}),
-                                min(self.max_batch, batch - i))
-                  for i in range(0, batch, self.max_batch)]
-        return np.concatenate(chunks, axis=0)
+            return self.run_batch(feeds)
+        return np.concatenate([self.run_batch({k: v[i:i + self.max_batch] for k, v in feeds.items()})
+                               for i in range(0, batch, self.max_batch)], axis=0)
 
-    def _checked(self, images: np.ndarray, batch: int) -> np.ndarray:
+    def run_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """One validated batch of at most max_batch: padded to its bucket (static shapes), run, checked."""
+        batch = feeds["z"].shape[0]
+        run = bucket_for(batch, self.buckets) if self.static_shapes else batch
+        try:
+            images = self._run(pad_feeds(feeds, run))
+        except GanrtError:
+            raise
+        except Exception as e:  # the library's own failure: keep its message, say which variant
+            raise BackendError(f"{self.variant} failed on a batch of {batch}: {first_line(e)}") from e
+        return self._checked(images, run)[:batch]
+
+    def _checked(self, images: Any, batch: int) -> np.ndarray:
         expected = (batch, self.spec.height, self.spec.width, self.spec.channels)
-        if images.dtype != np.uint8 or images.shape != expected:
-            raise RuntimeError(f"{self.variant} returned {images.dtype} {images.shape}, expected uint8 {expected}")
+        dtype, shape = getattr(images, "dtype", None), tuple(getattr(images, "shape", ()))
+        if dtype != np.uint8 or shape != expected:
+            raise BundleError(f"{self.variant} (artifact {self.artifact!r}) returned {dtype} {shape}, expected uint8 "
+                              f"{expected}; the artifact does not match the bundle's manifest: re-export it")
         return images
+
+    def warmup(self, batch_sizes: Iterable[int] | None = None) -> list[int]:
+        """Compile/capture/allocate for ``batch_sizes`` (default: every bucket) so no later call pays for it.
+
+        Returns the batch sizes warmed (each request size maps to its bucket on static-shape backends).
+        """
+        if self.closed:
+            raise InputError(f"the {self.variant} generator is closed; load the bundle again")
+        if batch_sizes is None:
+            sizes = list(self.buckets)
+        else:
+            sizes = []
+            for b in batch_sizes:
+                if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not 1 <= b <= self.max_batch:
+                    raise InputError(f"warm-up batch sizes must be integers in [1, {self.max_batch}], got {b!r}")
+                sizes.append(bucket_for(int(b), self.buckets) if self.static_shapes else int(b))
+            sizes = sorted(set(sizes))
+        for b in sizes:
+            try:
+                self._warm(b)
+            except GanrtError:
+                raise
+            except Exception as e:
+                raise BackendError(f"{self.variant} failed to warm up batch {b}: {first_line(e)}") from e
+        return sizes
+
+    def _warm(self, batch: int) -> None:
+        """Prepare ``batch`` (a bucket): by default one call; pooled backends prepare every slot."""
+        self._run(dummy_feeds(self.spec, batch))
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError

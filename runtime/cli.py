@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
-from ganrt.runtime.selection import BACKENDS, DEVICES
+from ganrt.precisions import NAMES as PRECISION_CHOICES
+from ganrt.runtime.backends import NAMES as BACKEND_NAMES
+from ganrt.runtime.selection import DEVICES
 
-PRECISION_CHOICES = ("fp32", "fp16", "bf16", "int8")
+BACKENDS = ("auto", *BACKEND_NAMES)
 
 
 def parse_labels(text: str | None, seeds: list[int], num_classes: int) -> list[tuple[int, int | None]]:

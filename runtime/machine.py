@@ -2,7 +2,8 @@
 
 ``describe_machine()`` returns the ``{"cpu", "gpu"}`` strings that the bundle's "benchmarks" section
 records, so ``backend="auto"`` can tell whether those timings were taken here. Every probe is cheap,
-imports its library lazily and never raises: a missing library just means "not available".
+imports its library lazily and never raises; a library that is installed but fails to import or to start
+is reported with its own error text (``Availability.problems``), not as "not installed".
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import functools
 import importlib.util
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,41 +66,47 @@ def sm() -> str | None:
     return None if dev is None else f"sm{dev[1]}{dev[2]}"
 
 
+def library_probe(module: str, read: Callable[[Any], Any]) -> tuple[Any, str | None]:
+    """(``read(imported module)``, None) or (None, why not): "not installed" when the module is absent, the
+    import error's or the library's own first line when it is installed but unusable (a broken install must
+    not read as a missing one)."""
+    if importlib.util.find_spec(module) is None:
+        return None, f"{module} is not installed"
+    try:
+        return read(importlib.import_module(module)), None
+    except Exception as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return None, f"{module} is installed but unusable ({type(e).__name__}: {text})"
+
+
 @functools.lru_cache(maxsize=1)
+def tensorrt_probe() -> tuple[str | None, str | None]:
+    return library_probe("tensorrt", lambda trt: str(trt.__version__))
+
+
+@functools.lru_cache(maxsize=1)
+def onnxruntime_probe() -> tuple[tuple[str, ...] | None, str | None]:
+    return library_probe("onnxruntime", lambda ort: tuple(ort.get_available_providers()))
+
+
+@functools.lru_cache(maxsize=1)
+def openvino_probe() -> tuple[tuple[str, ...] | None, str | None]:
+    """(OPTIMIZATION_CAPABILITIES of OpenVINO's CPU device: 'FP32', 'BF16', ..., why not)."""
+    return library_probe("openvino", lambda ov: tuple(str(c) for c in ov.Core().get_property(
+        "CPU", "OPTIMIZATION_CAPABILITIES")))
+
+
 def tensorrt_version() -> str | None:
-    if importlib.util.find_spec("tensorrt") is None:
-        return None
-    try:
-        import tensorrt
-
-        return str(tensorrt.__version__)
-    except Exception:
-        return None
+    return tensorrt_probe()[0]
 
 
-@functools.lru_cache(maxsize=1)
 def onnxruntime_providers() -> tuple[str, ...]:
-    if importlib.util.find_spec("onnxruntime") is None:
-        return ()
-    try:
-        import onnxruntime
-
-        return tuple(onnxruntime.get_available_providers())
-    except Exception:
-        return ()
+    return onnxruntime_probe()[0] or ()
 
 
-@functools.lru_cache(maxsize=1)
 def openvino_cpu_capabilities() -> tuple[str, ...] | None:
     """OPTIMIZATION_CAPABILITIES of OpenVINO's CPU device ('FP32', 'BF16', ...), or None without OpenVINO."""
-    if importlib.util.find_spec("openvino") is None:
-        return None
-    try:
-        import openvino
-
-        return tuple(str(c) for c in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    except Exception:
-        return None
+    return openvino_probe()[0]
 
 
 def describe_machine() -> dict[str, str | None]:
@@ -119,6 +128,7 @@ class Availability:
     openvino_bf16: bool = False
     torch: bool = True
     extra: dict = field(default_factory=dict)
+    problems: dict = field(default_factory=dict)  # backend -> why its library is unusable here
 
     @property
     def cuda(self) -> bool:
@@ -126,10 +136,15 @@ class Availability:
 
     @classmethod
     def probe(cls) -> "Availability":
-        caps = openvino_cpu_capabilities()
+        """Every backend row's probe (ganrt.runtime.backends), plus the CPU and GPU of this machine."""
+        from ganrt.runtime.backends import BACKENDS
+
         dev = cuda_device()
-        return cls(cpu=cpu_name(), gpu=None if dev is None else dev[0], sm=sm(),
-                   tensorrt=tensorrt_version() if dev is not None else None,
-                   ort_providers=onnxruntime_providers(), openvino=caps is not None,
-                   openvino_bf16=bool(caps) and "BF16" in caps,
-                   torch=importlib.util.find_spec("torch") is not None)
+        fields: dict[str, Any] = {"cpu": cpu_name(), "gpu": None if dev is None else dev[0], "sm": sm()}
+        problems = {}
+        for row in BACKENDS.values():
+            found = row.probe()
+            fields.update(found.fields)
+            if found.problem:
+                problems[row.name] = found.problem
+        return cls(**fields, problems=problems)

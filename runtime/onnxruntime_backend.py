@@ -10,6 +10,11 @@
   on an AVX-512 one (EXPORT-NOTES.md): the bench decides, and ``auto`` follows the bundle's benchmarks.
 - TensorRT EP: engines and timing cache kept inside the bundle (``ort-trt-cache/``; a user cache
   directory when the bundle is read-only), an optimization profile over batch 1..max_batch.
+- Threads: ``InferenceSession.run`` is thread-safe and the graph takes any batch (dynamic shapes, no
+  per-shape compile), so the CPU and CUDA paths serve concurrent callers as they are (a fresh IO binding
+  per CUDA call). Captured CUDA graphs are not: CUDA graph objects must not be replayed from several
+  threads at once (onnxruntime's maintainers advise against multithreaded CUDA-graph runs), so that path
+  takes a lock, and pads requests to batch buckets so the graphs it keeps are bounded (one per bucket).
 
 onnxruntime is imported only when this backend is loaded.
 """
@@ -18,53 +23,98 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 
+from ganrt import precisions
 from ganrt.bundle import Bundle
 from ganrt.errors import BackendUnavailable, BundleError
-from ganrt.runtime.base import Backend, to_uint8_nhwc
-from ganrt.runtime.machine import physical_cores
+from ganrt.runtime.backends import ORT_PROVIDERS as PROVIDERS
+from ganrt.runtime.backends import BackendRow, Choice, Missing, Probe
+from ganrt.runtime.base import Backend, LoadOptions, check_graph_output, first_line, to_uint8_nhwc
+from ganrt.runtime.machine import onnxruntime_probe, physical_cores
+from ganrt.runtime.pool import ShapeCache
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
               "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(double)": np.float64}
 TRT_CACHE_DIR = "ort-trt-cache"
 
 
+def probe() -> Probe:
+    providers, problem = onnxruntime_probe()
+    return Probe({"ort_providers": providers or ()}, problem)
+
+
+def onnx_for(artifacts: dict[str, dict], precision: str) -> str | None:
+    """The graph onnxruntime runs for ``precision``: the plain graph, else the rewritten one; never a graph
+    made for another runtime (onnx-bf16 is made for OpenVINO's bf16 hint)."""
+    return next((n for n in (f"onnx-{precision}", f"onnx-{precision}-rw")
+                 if n in artifacts and artifacts[n].get("runtime", "onnxruntime") == "onnxruntime"), None)
+
+
+def variants(artifacts: dict[str, dict], avail, row: BackendRow) -> tuple[list[Choice], list[Missing]]:
+    choices: list[Choice] = []
+    missing: list[Missing] = []
+    if not avail.ort_providers:
+        why = avail.problems.get(row.name) or "onnxruntime is not installed"
+        return [], [Missing(row.name, f"{why} (`{row.install}`)")]
+
+    def add(precision, device, artifact, options, rank, auto=True):
+        choices.append(Choice(row.name, precision, device, artifact, options, artifacts[artifact].get("passed"),
+                              rank=rank, auto=auto))
+
+    ort_cuda = avail.cuda and PROVIDERS["cuda"] in avail.ort_providers
+    ort_trt = avail.cuda and PROVIDERS["tensorrt"] in avail.ort_providers
+    for precision in precisions.NAMES:
+        art = onnx_for(artifacts, precision)
+        if art and ort_cuda:
+            add(precision, "cuda", art, ("cuda",), row.rank)
+        if art and ort_trt:  # the TensorRT EP builds engines at load (minutes): only when asked for
+            add(precision, "cuda", art, ("trtep",), row.rank + 0.5, auto=False)
+        plain = f"onnx-{precision}"
+        if plain in artifacts and artifacts[plain].get("runtime", "onnxruntime") == "onnxruntime" and \
+                PROVIDERS["cpu"] in avail.ort_providers:
+            add(precision, "cpu", plain, (), row.rank + 2)
+    if "onnx-fp32-rw" in artifacts and PROVIDERS["cpu"] in avail.ort_providers:
+        add("fp32", "cpu", "onnx-fp32-rw", ("rw",), row.rank + 2.1)
+    if avail.cuda and not ort_cuda:
+        missing.append(Missing(row.name, "onnxruntime CUDA provider is not installed (`pip install onnxruntime-gpu`)",
+                               device="cuda"))
+    return choices, missing
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, *, artifact: str, precision: str, provider: str = "cpu",
-                 max_batch: int | None = None, threads: int | None = None, cuda_graphs: bool = True,
-                 device_id: int = 0, cache_dir: str | os.PathLike | None = None, option: str | None = None) -> None:
+    def __init__(self, bundle: Bundle, choice: Choice, options: LoadOptions = LoadOptions(), *,
+                 cache_dir: str | os.PathLike | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
             raise BackendUnavailable("onnxruntime is not installed: `pip install ganrt[cpu]` "
                                      "(or ganrt[gpu] for CUDA/TensorRT)") from None
-        if provider not in PROVIDERS:
-            raise BackendUnavailable(f"unknown onnxruntime provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
+        provider = "tensorrt" if "trtep" in choice.options else choice.device
         if PROVIDERS[provider] not in ort.get_available_providers():
             raise BackendUnavailable(f"onnxruntime's {PROVIDERS[provider]} is not available here (this onnxruntime "
                                      f"has {', '.join(ort.get_available_providers())}); for GPUs install "
                                      "onnxruntime-gpu instead of onnxruntime")
-        device = "cpu" if provider == "cpu" else "cuda"
-        # "rw": the ConvTranspose-rewritten graph on the CPU, a variant of its own ("onnxruntime-fp32-rw")
-        option = {"cpu": option, "cuda": "cuda", "tensorrt": "trtep"}[provider]
-        super().__init__(bundle.spec, precision=precision, device=device,
-                         max_batch=max_batch or int(bundle.graph.get("max_batch") or 64), option=option,
-                         provider=PROVIDERS[provider])
+        cuda_graphs = True if options.cuda_graphs is None else options.cuda_graphs
+        super().__init__(bundle.spec, precision=choice.precision, device=choice.device,
+                         max_batch=options.max_batch or int(bundle.graph.get("max_batch") or 64),
+                         option="-".join(choice.options) or None, provider=PROVIDERS[provider],
+                         artifact=choice.artifact, concurrency=options.concurrency or 1)
         self._ort = ort
-        self._device_id = int(device_id)
+        self._device_id = int(options.device_id)
         self._output_format = bundle.graph.get("output_format", "uint8-nhwc")
-        self._path = bundle.artifact_path(artifact)
-        self.threads = int(threads) if threads else physical_cores()
+        self._path = bundle.artifact_path(choice.artifact)
+        self.threads = int(options.threads) if options.threads else physical_cores()
         self.cuda_graphs = bool(cuda_graphs) and provider == "cuda"
+        self.static_shapes = self.cuda_graphs  # one captured graph per batch bucket
         self.note = ""
 
-        options = self._session_options()
+        session_options = self._session_options()
         if provider == "cpu":
             providers = [PROVIDERS["cpu"]]
         elif provider == "cuda":
@@ -73,27 +123,40 @@ class OnnxRuntimeBackend(Backend):
             providers = [(PROVIDERS["tensorrt"], self._trt_options(bundle, cache_dir)),
                          (PROVIDERS["cuda"], self._cuda_options(False)), PROVIDERS["cpu"]]
         try:
-            self._session = ort.InferenceSession(str(self._path), sess_options=options, providers=providers)
+            self._session = ort.InferenceSession(str(self._path), sess_options=session_options, providers=providers)
         except Exception as e:
             if not self.cuda_graphs:
                 raise BackendUnavailable(f"onnxruntime cannot load {self._path.name} on {PROVIDERS[provider]}: "
-                                         f"{_first_line(e)}") from None
+                                         f"{first_line(e)}") from None
             # CUDA graphs need every node on the CUDA provider; run without them rather than fail
-            self.cuda_graphs = False
-            self.note = f"CUDA graphs off ({_first_line(e)})"
+            self.cuda_graphs = self.static_shapes = False
+            self.note = f"CUDA graphs off ({first_line(e)})"
             providers[0] = (PROVIDERS["cuda"], self._cuda_options(False))
-            self._session = ort.InferenceSession(str(self._path), sess_options=options, providers=providers)
+            try:
+                self._session = ort.InferenceSession(str(self._path), sess_options=session_options,
+                                                     providers=providers)
+            except Exception as e2:
+                raise BackendUnavailable(f"onnxruntime cannot load {self._path.name} on {PROVIDERS[provider]}: "
+                                         f"{first_line(e2)}") from None
         active = self._session.get_providers()
         if active[0] != PROVIDERS[provider]:
             raise BackendUnavailable(f"onnxruntime fell back to {active[0]} instead of {PROVIDERS[provider]} "
                                      "(CUDA/cuDNN/TensorRT libraries missing or mismatched?)")
 
         self._inputs = {i.name: ORT_DTYPES.get(i.type, np.float32) for i in self._session.get_inputs()}
-        self._output = self._session.get_outputs()[0].name
         if set(self._inputs) != set(self.spec.input_names):
             raise BundleError(f"{self._path.name} takes inputs {sorted(self._inputs)}, but the bundle's spec needs "
                               f"{sorted(self.spec.input_names)}; re-export the bundle")
-        self._bound: dict[int, _BoundBatch] = {}
+        outputs = self._session.get_outputs()
+        if len(outputs) != 1:
+            raise BundleError(f"artifact {choice.artifact!r} has {len(outputs)} outputs, the bundle's graphs have one")
+        self._output = outputs[0].name
+        out_type = outputs[0].type
+        check_graph_output(choice.artifact, self.spec, self._output_format, ORT_DTYPES.get(out_type, out_type),
+                           list(outputs[0].shape)[1:])
+        # CUDA graphs: one captured graph (static buffers + graph id) per batch bucket, replayed under a lock
+        self._graph_lock = threading.Lock()
+        self._bound: ShapeCache[int, _BoundBatch] = ShapeCache(self._bind, maxsize=len(self.buckets))
 
     # -- configuration --------------------------------------------------------------------------------
     def _session_options(self):
@@ -138,16 +201,17 @@ class OnnxRuntimeBackend(Backend):
             return to_uint8_nhwc(out, self.spec.output_range)
         return out
 
+    def _bind(self, batch: int) -> "_BoundBatch":
+        return _BoundBatch(self, batch, graph_id=self.buckets.index(batch) + 1)
+
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         feeds = self._cast(feeds)
         if self.device == "cpu":
             return self._finish(self._session.run([self._output], feeds)[0])
         if self.cuda_graphs:
-            batch = feeds["z"].shape[0]
-            bound = self._bound.get(batch)
-            if bound is None:
-                bound = self._bound[batch] = _BoundBatch(self, feeds, graph_id=len(self._bound) + 1)
-            return self._finish(bound.run(feeds))
+            bound = self._bound.get(feeds["z"].shape[0])
+            with self._graph_lock:
+                return self._finish(bound.run(feeds))
         ort = self._ort
         binding = self._session.io_binding()
         for name, value in feeds.items():
@@ -164,13 +228,15 @@ class OnnxRuntimeBackend(Backend):
 class _BoundBatch:
     """Static device buffers and an IO binding for one batch size, replayed as CUDA graph ``graph_id``."""
 
-    def __init__(self, backend: OnnxRuntimeBackend, feeds: dict[str, np.ndarray], graph_id: int) -> None:
+    def __init__(self, backend: OnnxRuntimeBackend, b: int, graph_id: int) -> None:
+        from ganrt.runtime.base import dummy_feeds
+
         ort = backend._ort
         dev = backend._device_id
         self.session = backend._session
+        feeds = backend._cast(dummy_feeds(backend.spec, b))
         self.inputs = {k: ort.OrtValue.ortvalue_from_numpy(v, "cuda", dev) for k, v in feeds.items()}
         out_meta = self.session.get_outputs()[0]
-        b = feeds["z"].shape[0]
         spec = backend.spec
         if backend._output_format == "float-nchw":
             shape, dtype = (b, spec.channels, spec.height, spec.width), np.float32
@@ -198,8 +264,3 @@ def trt_cache_dir(bundle: Bundle) -> Path:
         return inside
     key = hashlib.sha256(str(bundle.path.resolve()).encode()).hexdigest()[:16]
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ganrt" / "ort-trt" / key
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

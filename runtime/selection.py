@@ -1,71 +1,40 @@
 """Which backend runs a bundle here: a pure function of the manifest and of what this machine has.
 
 ``select(manifest, available, backend=..., precision=..., device=...)`` returns a ``Choice`` saying which
-backend, precision, device and artifact to load and why. ``backend="auto"`` picks, among the variants
-this machine can run whose parity passed:
+backend, precision, device and artifact to load and why. The variants come from the table of backends
+(``ganrt.runtime.backends``: each row's ``variants()`` lists what it could run of this bundle here).
+``backend="auto"`` picks, among the variants this machine can run whose parity passed:
 
 1. by the manifest's "benchmarks" section, when it was recorded on this machine (same CPU and GPU
-   strings): the variant with the lowest median latency among those that passed (openvino-int8
-   included: its artifact passed the int8 tolerance and the benchmark's gate), at the measured batch
+   strings): the variant with the lowest median latency among those that passed (lossy precisions such as
+   int8 included: their artifact passed its tolerance and the benchmark's gate), at the measured batch
    size closest to the ``batch_size`` hint (ties: the smaller batch; no hint: the smallest batch), from
    each variant's "median_ms_by_batch" (or "median_ms" at the section's "batch_size" in older manifests).
    When nothing measured at that batch can run here, the next closest measured batch decides;
-2. else by the default order: tensorrt > onnxruntime-cuda > openvino-bf16 (only when the CPU has bf16
-   and a bf16 artifact passed parity) > onnxruntime-cpu > torch.
+2. else by the default order, each variant's ``rank``: tensorrt > onnxruntime-cuda > openvino-bf16 (only
+   when the CPU has bf16 and a bf16 artifact passed parity) > onnxruntime-cpu > openvino > torch.
 
-Without a requested precision, GPU backends prefer fp16 > bf16 > fp32 and CPU backends fp32; int8 is
-lossy, so without benchmarks it is used only when asked for. Nothing here imports a backend.
-
-The CPU fast path's artifacts: OpenVINO runs "onnx-fp32-rw" (the ConvTranspose-rewritten graph) for fp32
-when the bundle has it, "onnx-bf16" for bf16 and the NNCF IR "openvino-int8" for int8; onnxruntime runs
-"onnx-fp32-rw" as the variant "onnxruntime-fp32-rw" (option "rw"), beside plain "onnxruntime-fp32".
-``variant="onnxruntime-fp32-rw"`` (any variant name) asks for one variant exactly.
+Without a requested precision a backend prefers the precision table's order for its device
+(``ganrt.precisions.ranked``); a lossy precision (int8) is taken without being asked for only when the
+benchmarks say it is fastest. Nothing here imports a backend's library.
 """
 
 from __future__ import annotations
 
 import operator
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ganrt.bundle import PRECISIONS
+from ganrt import precisions
 from ganrt.errors import BackendUnavailable, BundleError, ConfigError
+from ganrt.runtime.backends import BACKENDS, NAMES, ORT_PROVIDERS, Choice, Missing
 from ganrt.runtime.machine import Availability
+from ganrt.runtime.tensorrt_backend import engine_mismatch, engine_target, trt_version_matches
 
-BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
+__all__ = ["Choice", "select", "runnable", "here", "benchmark_table", "batches_by_closeness", "check_batch_hint",
+           "engine_mismatch", "engine_target", "trt_version_matches", "DEVICES", "ORT_PROVIDERS"]
+
 DEVICES = ("cpu", "cuda")
-ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
-                 "tensorrt": "TensorrtExecutionProvider"}
-GPU_PRECISION_ORDER = ("fp16", "bf16", "fp32")
-ENGINE_FILE = re.compile(r"(?P<precision>[a-z0-9]+)\.sm(?P<sm>\d+)\.trt(?P<trt>[0-9.]+?)\.plan$")
-
-
-@dataclass(frozen=True)
-class Choice:
-    backend: str  # "torch" | "onnxruntime" | "openvino" | "tensorrt"
-    precision: str
-    device: str  # "cpu" | "cuda"
-    artifact: str  # manifest artifact name ("weights", "onnx-fp32", "trt-fp16-sm89-trt10.13", ...)
-    options: tuple[str, ...] = ()  # variant options: "cuda", "trtep", "compile", "cudagraph", "rw"
-    passed: bool | None = None  # the artifact's parity verdict in the manifest
-    reason: str = ""
-
-    @property
-    def variant(self) -> str:
-        return "-".join((self.backend, self.precision, *self.options))
-
-    @property
-    def provider(self) -> str | None:
-        """onnxruntime's execution provider for this choice."""
-        if self.backend != "onnxruntime":
-            return None
-        return ORT_PROVIDERS["tensorrt" if "trtep" in self.options else self.device]
-
-    def but(self, **changes: Any) -> "Choice":
-        from dataclasses import replace
-
-        return replace(self, **changes)
 
 
 @dataclass
@@ -73,124 +42,36 @@ class _Pool:
     """Every variant this machine could run from this bundle, in default order, and why others are not."""
 
     choices: list[Choice] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
+    missing: list[Missing] = field(default_factory=list)
 
 
-# -- engines --------------------------------------------------------------------------------------------
-def engine_target(name: str, entry: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(sm, trt version) an engine was built for: from its entry's fields, else from its file name."""
-    sm = entry.get("sm") or entry.get("compute_capability")
-    trt = entry.get("tensorrt") or entry.get("trt_version")
-    m = ENGINE_FILE.search(str(entry.get("file", "")))
-    if m:
-        sm = sm or m.group("sm")
-        trt = trt or m.group("trt")
-    if sm is not None:
-        sm = "sm" + str(sm).lower().removeprefix("sm").replace(".", "")
-    return sm, (None if trt is None else str(trt))
-
-
-def trt_version_matches(built: str | None, here: str | None) -> bool:
-    """An engine runs only on the TensorRT it was built with: every recorded version component must match."""
-    if built is None or here is None:
-        return False
-    b = [p for p in built.split(".") if p]
-    h = here.split(".")
-    return len(b) >= 1 and b == h[:len(b)]
-
-
-def engine_mismatch(name: str, entry: dict[str, Any], avail: Availability) -> str | None:
-    """Why the engine cannot run here, or None when it can."""
-    sm, trt = engine_target(name, entry)
-    if avail.sm is None:
-        return f"engine {name!r} needs a CUDA GPU; none is visible here"
-    if avail.tensorrt is None:
-        return f"engine {name!r} needs TensorRT; `pip install ganrt[gpu]`"
-    if sm != avail.sm:
-        return (f"engine {name!r} was built for {sm or 'an unknown GPU'}, this GPU ({avail.gpu}) is {avail.sm}; "
-                "rebuild it here with `ganrt export --engine`")
-    if not trt_version_matches(trt, avail.tensorrt):
-        return (f"engine {name!r} was built with TensorRT {trt or 'unknown'}, this machine has TensorRT "
-                f"{avail.tensorrt}; rebuild it here with `ganrt export --engine`")
-    return None
-
-
-# -- the pool of runnable variants ----------------------------------------------------------------------
-def _onnx_for(artifacts: dict[str, dict], precision: str, *, prefer_rewritten: bool = False) -> str | None:
-    names = [f"onnx-{precision}-rw", f"onnx-{precision}"] if prefer_rewritten else [f"onnx-{precision}",
-                                                                                    f"onnx-{precision}-rw"]
-    # an artifact made for another runtime (onnx-bf16: OpenVINO's bf16 hint) is not onnxruntime's
-    return next((n for n in names if n in artifacts and artifacts[n].get("runtime", "onnxruntime") == "onnxruntime"),
-                None)
-
-
-OPENVINO_ARTIFACTS = {
-    "fp32": ("onnx-fp32-rw", "onnx-fp32"),  # the rewrite measured faster on OpenVINO (EXPORT-NOTES.md, issue 7)
-    "bf16": ("onnx-bf16", "onnx-fp32-rw", "onnx-fp32"),  # bf16 kernels do not cover deconvolution
-    "int8": ("openvino-int8",),  # NNCF-quantized IR; onnxruntime's QDQ graph is not for OpenVINO
-}
-
-
-def openvino_artifact(artifacts: dict[str, dict], precision: str) -> str | None:
-    """The graph OpenVINO runs for ``precision``: the rewritten graph when the bundle has it (fp32/bf16),
-    the graph prepared for bf16, the int8 IR; None when the bundle has none."""
-    return next((n for n in OPENVINO_ARTIFACTS.get(precision, ()) if n in artifacts), None)
-
-
-def _pool(manifest: dict[str, Any], avail: Availability) -> _Pool:
+def runnable(manifest: dict[str, Any], available: Availability) -> _Pool:
+    """Every variant of the bundle each backend row could run here, best default rank first."""
     artifacts: dict[str, dict] = manifest.get("artifacts") or {}
     pool = _Pool()
-
-    def add(backend, precision, device, artifact, options=()):
-        passed = True if artifact == "weights" else artifacts.get(artifact, {}).get("passed")
-        pool.choices.append(Choice(backend, precision, device, artifact, tuple(options), passed))
-
-    # tensorrt: one engine per precision that fits this GPU and TensorRT
-    engines = {n: a for n, a in artifacts.items() if a.get("kind") == "engine"}
-    for precision in GPU_PRECISION_ORDER + ("int8",):
-        for name, entry in engines.items():
-            if entry.get("precision") == precision:
-                why = engine_mismatch(name, entry, avail)
-                if why is None:
-                    add("tensorrt", precision, "cuda", name)
-                    break
-                pool.missing.append(why)
-
-    ort_cuda = avail.cuda and ORT_PROVIDERS["cuda"] in avail.ort_providers
-    ort_trt = avail.cuda and ORT_PROVIDERS["tensorrt"] in avail.ort_providers
-    for precision in GPU_PRECISION_ORDER + ("int8",):
-        art = _onnx_for(artifacts, precision)
-        if art and ort_cuda:
-            add("onnxruntime", precision, "cuda", art, ("cuda",))
-        if art and ort_trt:
-            add("onnxruntime", precision, "cuda", art, ("trtep",))
-    if not ort_cuda and avail.cuda:
-        pool.missing.append("onnxruntime CUDA provider is not installed (`pip install onnxruntime-gpu`)")
-
-    if avail.openvino:
-        for precision in ("bf16", "fp32", "int8"):
-            art = openvino_artifact(artifacts, precision)
-            if art:
-                if precision == "bf16" and artifacts[art].get("precision") != "bf16":
-                    passed = None  # an fp32 graph run with the bf16 hint: no bf16 parity on record
-                else:
-                    passed = artifacts[art].get("passed")
-                pool.choices.append(Choice("openvino", precision, "cpu", art, (), passed))
-
-    if ORT_PROVIDERS["cpu"] in avail.ort_providers:
-        for precision in ("fp32", "fp16", "bf16", "int8"):
-            art = f"onnx-{precision}"  # the plain graph; onnx-bf16 is made for OpenVINO's bf16 hint
-            if art in artifacts and artifacts[art].get("runtime", "onnxruntime") == "onnxruntime":
-                add("onnxruntime", precision, "cpu", art)
-        if "onnx-fp32-rw" in artifacts:
-            add("onnxruntime", "fp32", "cpu", "onnx-fp32-rw", ("rw",))
-
-    if avail.torch and "weights" in artifacts:
-        if avail.cuda:
-            for precision in GPU_PRECISION_ORDER:
-                add("torch", precision, "cuda", "weights", ("cuda",))
-        add("torch", "fp32", "cpu", "weights")
+    for row in BACKENDS.values():
+        choices, missing = row.variants(artifacts, available)
+        pool.choices += choices
+        pool.missing += missing
+    pool.choices.sort(key=_default_rank)
     return pool
+
+
+def here(manifest: dict[str, Any], available: Availability) -> dict[str, Any]:
+    """What this machine can run of the bundle: {"runnable": [variant, ...] in default order,
+    "unavailable": {backend: why}} (a backend with nothing to run here; an unusable library in its own words)."""
+    pool = runnable(manifest, available)
+    running = {c.backend for c in pool.choices}
+    unavailable = {name: why for name, why in available.problems.items() if name not in running}
+    for m in pool.missing:
+        if m.backend not in running and m.precision is None:
+            unavailable.setdefault(m.backend, m.text)
+    return {"runnable": [c.variant for c in pool.choices], "unavailable": unavailable}
+
+
+def _default_rank(choice: Choice) -> tuple:
+    """Sort key of the default order; smaller is preferred."""
+    return (choice.rank, precisions.rank(choice.precision, choice.device))
 
 
 def _have(manifest: dict[str, Any]) -> list[str]:
@@ -200,55 +81,41 @@ def _have(manifest: dict[str, Any]) -> list[str]:
 
 
 def _check_request(manifest: dict[str, Any], backend: str, precision: str | None, device: str | None) -> None:
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend != "auto" and backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of auto, {', '.join(NAMES)}")
     if device is not None and device not in DEVICES:
         raise ConfigError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision is not None and precision not in precisions.PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(precisions.NAMES)}")
     if precision is not None:
         have = _have(manifest)
-        # torch casts its fp32 weights; OpenVINO runs an fp32 graph with the bf16 hint
-        runtime_cast = (backend == "torch" and precision in ("fp16", "bf16")) or \
-            (backend == "openvino" and precision == "bf16")
-        if precision not in have and not runtime_cast:
+        # a backend that makes the precision at load time (torch casts its weights, OpenVINO's bf16 hint)
+        casts = BACKENDS[backend].casts if backend != "auto" else ()
+        if precision not in have and precision not in casts:
             raise BundleError(f"the bundle has no {precision} artifact (it has: {', '.join(have) or 'nothing'}); "
                               f"export the bundle with that precision too, or ask for one it has")
 
 
-def _default_rank(choice: Choice, avail: Availability) -> tuple:
-    """Sort key of the default order; smaller is preferred."""
-    if choice.backend == "tensorrt":
-        tier = 0
-    elif choice.backend == "onnxruntime" and choice.device == "cuda":
-        tier = 1 if "cuda" in choice.options else 1.5  # the TensorRT EP builds engines at load: explicit only
-    elif choice.backend == "openvino" and choice.precision == "bf16":
-        tier = 2 if avail.openvino_bf16 else 3.6  # without bf16 support it would fall back to fp32
-    elif choice.backend == "onnxruntime":
-        tier = 3.1 if "rw" in choice.options else 3
-    elif choice.backend == "openvino":
-        tier = 3.5
-    else:
-        tier = 4 if choice.device == "cuda" else 5
-    order = GPU_PRECISION_ORDER if choice.device == "cuda" else ("fp32", "bf16", "fp16")
-    prec = order.index(choice.precision) if choice.precision in order else len(order)
-    return (tier, prec)
-
-
 def select(manifest: dict[str, Any], available: Availability, *, backend: str = "auto",
            precision: str | None = None, device: str | None = None, provider: str | None = None,
-           variant: str | None = None, batch_size: int | None = None) -> Choice:
+           variant: str | None = None, batch_size: int | None = None, compile: bool = False,
+           cuda_graphs: bool | None = None) -> Choice:
     """The variant to run, with ``reason`` saying why; clear errors when nothing fits.
 
     ``variant``: one variant by name ("onnxruntime-fp32-rw", "openvino-int8", ...), within the other filters.
     ``batch_size``: the typical request size; auto ranks variants by the benchmarks measured at the batch
     closest to it (None: at the smallest measured batch).
+    ``compile`` / ``cuda_graphs``: torch's torch.compile and captured-graph variants (``cuda_graphs`` is a
+    load option of the other GPU backends: it does not choose among their variants).
     """
     _check_request(manifest, backend, precision, device)
     batch_size = check_batch_hint(batch_size)
     if provider is not None and provider not in ORT_PROVIDERS:
         raise ConfigError(f"unknown onnxruntime provider {provider!r}; choose one of {', '.join(ORT_PROVIDERS)}")
-    pool = _pool(manifest, available)
+    if compile and backend not in ("auto", "torch"):
+        raise ConfigError(f"compile=True applies to the torch backend, but {backend} was asked for; "
+                          "pass backend='torch' or drop compile")
+    pool = runnable(manifest, available)
 
     def fits(c: Choice) -> bool:
         if backend != "auto" and c.backend != backend:
@@ -259,15 +126,26 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
             return False
         if provider is not None and (c.backend != "onnxruntime" or c.provider != ORT_PROVIDERS[provider]):
             return False
-        if variant is not None and c.variant != variant:
-            return False
+        if variant is not None:
+            return c.variant == variant
+        if c.backend == "torch":  # torch's compile / captured-graph variants when asked for (or benchmarked)
+            if compile and "compile" not in c.options:
+                return False
+            if cuda_graphs is not None and ("cudagraph" in c.options) != cuda_graphs:
+                return False
         return True
 
-    candidates = sorted((c for c in pool.choices if fits(c)), key=lambda c: _default_rank(c, available))
-    benchmarked = candidates
+    def plain(c: Choice) -> bool:
+        """In the default order, torch runs eager unless compile / CUDA graphs were asked for."""
+        return (variant is not None or c.backend != "torch"
+                or (("compile" in c.options) <= compile and ("cudagraph" in c.options) <= bool(cuda_graphs)))
+
+    fitting = [c for c in pool.choices if fits(c)]
+    candidates = [c for c in fitting if plain(c)]
+    benchmarked = fitting
     if backend == "auto" and variant is None:
-        benchmarked = [c for c in candidates if _auto_ok(c, available, precision, benchmarked=True)]
-        candidates = [c for c in candidates if _auto_ok(c, available, precision)]
+        benchmarked = [c for c in fitting if _auto_ok(c, precision, benchmarked=True)]
+        candidates = [c for c in candidates if _auto_ok(c, precision)]
     if not candidates and not benchmarked:
         raise BackendUnavailable(_nothing_fits(manifest, available, backend, precision, device, pool, variant))
 
@@ -276,22 +154,22 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
         why = f"{variant or backend} was asked for"
         if best.passed is False:
             why += f"; WARNING: artifact {best.artifact!r} failed parity in the manifest"
-        return best.but(reason=why)
+        return best.but(reason=why + _problems_note(available))
 
     bench = manifest.get("benchmarks") or {}
     machine = bench.get("machine") or {}
-    here = {"cpu": available.cpu, "gpu": available.gpu}
     if bench.get("variants"):
-        if machine.get("cpu") == here["cpu"] and machine.get("gpu") == here["gpu"]:
+        if machine.get("cpu") == available.cpu and machine.get("gpu") == available.gpu:
             table = benchmark_table(bench)
+            by_name = {c.variant: c for c in benchmarked}
             for b in batches_by_closeness(table, batch_size):
                 timed = sorted(((ms[b], name) for name, ms in table.items() if b in ms), key=lambda t: t[0])
                 for ms, name in timed:
-                    match = _match_variant(name, benchmarked)
-                    if match is not None:
-                        return match.but(
+                    if name in by_name:
+                        return by_name[name].but(
                             reason=f"fastest variant that passed parity in the bundle's benchmarks on this machine "
-                                   f"({ms:.3g} ms median at batch {b}; {_batch_note(b, batch_size)})")
+                                   f"({ms:.3g} ms median at batch {b}; {_batch_note(b, batch_size)})"
+                                   + _problems_note(available))
             note = "; no benchmarked variant that passed parity can run here"
         else:
             note = (f"; the bundle's benchmarks were recorded on another machine "
@@ -300,9 +178,14 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
         note = "; no benchmarks recorded in the bundle"
     if not candidates:
         raise BackendUnavailable(_nothing_fits(manifest, available, backend, precision, device, pool, variant))
-    best = candidates[0]
-    return best.but(reason=f"default order tensorrt > onnxruntime-cuda > openvino-bf16 > onnxruntime-cpu > torch"
-                           f"{note}")
+    return candidates[0].but(reason=f"default order tensorrt > onnxruntime-cuda > openvino-bf16 > onnxruntime-cpu "
+                                    f"> openvino > torch{note}" + _problems_note(available))
+
+
+def _problems_note(available: Availability) -> str:
+    """Backends whose library is installed but unusable here, with the library's own words."""
+    return "".join(f"; {name} unusable here: {why}" for name, why in sorted(available.problems.items())
+                   if "is not installed" not in why)
 
 
 # -- benchmarks by batch size ---------------------------------------------------------------------------
@@ -363,57 +246,32 @@ def _batch_note(b: int, batch_size: int | None) -> str:
     return f"the measured batch closest to the batch-size hint {batch_size}"
 
 
-TORCH_OPTIONS = {"cpu": ("compile",), "cuda": ("compile", "cudagraph")}
-
-
-def _match_variant(name: str, candidates: list[Choice]) -> Choice | None:
-    """The candidate a benchmarked variant name describes; torch variants may add -compile / -cudagraph."""
-    for c in candidates:
-        if name == c.variant:
-            return c
-        if c.backend == "torch" and name.startswith(c.variant + "-"):
-            extra = tuple(name[len(c.variant) + 1:].split("-"))
-            if all(o in TORCH_OPTIONS[c.device] for o in extra):
-                return c.but(options=c.options + extra)
-    return None
-
-
-def _auto_ok(c: Choice, avail: Availability, precision: str | None, benchmarked: bool = False) -> bool:
+def _auto_ok(c: Choice, precision: str | None, benchmarked: bool = False) -> bool:
     """auto never picks a variant whose parity failed, nor one with no parity on record (but the reference);
-    int8 without a requested precision only when ``benchmarked`` (it measured fastest and passed)."""
-    if c.backend == "torch":
-        return c.precision == "fp32" or precision is not None
+    a lossy precision without a requested precision only when ``benchmarked`` (it measured fastest)."""
+    if c.auto is False:
+        return False
+    if c.auto == "asked":
+        return precision is not None
     if c.passed is not True:
         return False
-    if c.backend == "openvino" and c.precision == "bf16":
-        return avail.openvino_bf16
-    if "trtep" in c.options:
-        return False  # builds engines on first load (minutes): only when asked for, or benchmarked
-    if precision is None and c.precision == "int8":
+    if precision is None and precisions.PRECISIONS[c.precision].lossy:
         return benchmarked
     return True
 
 
-def _nothing_fits(manifest, avail, backend, precision, device, pool, variant=None) -> str:
+def _nothing_fits(manifest, avail: Availability, backend, precision, device, pool: _Pool, variant=None) -> str:
     asked = " ".join(x for x in (variant or (backend if backend != "auto" else "any backend"),
                                  precision and f"at {precision}", device and f"on {device}") if x)
     why = []
-    if backend in ("tensorrt",) or device == "cuda":
-        if not avail.cuda:
-            why.append("no CUDA GPU is visible here")
-    if backend == "onnxruntime" and not avail.ort_providers:
-        why.append("onnxruntime is not installed (`pip install ganrt[cpu]`)")
-    if backend == "openvino" and not avail.openvino:
-        why.append("OpenVINO is not installed (`pip install ganrt[cpu]`)")
-    if backend == "tensorrt" and not any(a.get("kind") == "engine" for a in (manifest.get("artifacts") or {}).values()):
-        why.append("the bundle has no TensorRT engine (build one with `ganrt export --engine` on the target GPU)")
-    if backend == "torch" and precision in ("fp16", "bf16") and not avail.cuda:
-        why.append(f"torch {precision} runs on CUDA only; on this CPU use precision fp32")
-    if backend == "torch" and precision == "int8":
-        why.append("the torch backend runs fp32 (and fp16/bf16 on CUDA), not int8")
+    if (backend != "auto" and BACKENDS[backend].devices == ("cuda",) or device == "cuda") and not avail.cuda:
+        why.append("no CUDA GPU is visible here")
+    for m in pool.missing:
+        if ((backend == "auto" or m.backend == backend) and (precision is None or m.precision in (None, precision))
+                and (device is None or m.device in (None, device))):
+            why.append(m.text)
     if backend == "auto":
         why.append("every variant that could run here failed parity or has none on record")
-    why += pool.missing
-    runnable = ", ".join(sorted({c.variant for c in pool.choices})) or "none"
+    runnable_names = ", ".join(sorted({c.variant for c in pool.choices})) or "none"
     return (f"cannot run {asked} for this bundle here: {'; '.join(dict.fromkeys(why)) or 'no matching artifact'}. "
-            f"Variants this machine can run from it: {runnable}")
+            f"Variants this machine can run from it: {runnable_names}")

@@ -2,35 +2,113 @@
 
 An engine is specific to a GPU (compute capability) and a TensorRT version: the backend refuses, with
 BackendUnavailable, one built elsewhere (from its manifest entry or its file name
-``engines/<precision>.sm<XY>.trt<version>.plan``) before deserializing it. Device buffers are torch
-tensors sized for the engine's largest batch; inference is ``set_input_shape`` + ``set_tensor_address``
-+ ``execute_async_v3`` on a non-default stream. With ``cuda_graphs`` (default) each batch size gets its
-own execution context captured once into a CUDA graph, then replayed; results come back through a
-pinned host buffer.
+``engines/<precision>.sm<XY>.trt<version>.plan``) before deserializing it. Inference is
+``set_input_shape`` + ``set_tensor_address`` + ``execute_async_v3`` on a non-default stream.
 
-tensorrt and torch.cuda are touched only when this backend is loaded.
+Threads: an execution context, its device buffers and a CUDA graph captured from it serve one caller at a
+time, so the backend keeps a ``SlotPool`` of ``concurrency`` slots, each with its own stream, device and
+pinned host buffers (sized for the largest batch) and, with ``cuda_graphs`` (default), one context captured
+into a CUDA graph per batch bucket (requests are padded up to their bucket, so the graphs are bounded and
+``warmup()`` captures them all ahead); without graphs, one context whose input shape is set per call.
+
+tensorrt and torch.cuda are touched only when this backend is loaded; the engine-matching logic below is
+pure and runs anywhere.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import numpy as np
 
+from ganrt import precisions
 from ganrt.bundle import Bundle
 from ganrt.errors import BackendUnavailable, BundleError
-from ganrt.runtime import machine
-from ganrt.runtime.base import Backend, to_uint8_nhwc
-from ganrt.runtime.selection import engine_mismatch
+from ganrt.runtime.backends import BackendRow, Choice, Missing, Probe
+from ganrt.runtime.base import Backend, LoadOptions, check_graph_output, dummy_feeds, to_uint8_nhwc
+from ganrt.runtime.machine import tensorrt_probe
+from ganrt.runtime.pool import ShapeCache, SlotPool
+
+ENGINE_FILE = re.compile(r"(?P<precision>[a-z0-9]+)\.sm(?P<sm>\d+)\.trt(?P<trt>[0-9.]+?)\.plan$")
 
 
+# -- which engine fits this machine (pure) ---------------------------------------------------------------
+def engine_target(name: str, entry: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(sm, trt version) an engine was built for: from its entry's fields, else from its file name."""
+    sm = entry.get("sm") or entry.get("compute_capability")
+    trt = entry.get("tensorrt") or entry.get("trt_version")
+    m = ENGINE_FILE.search(str(entry.get("file", "")))
+    if m:
+        sm = sm or m.group("sm")
+        trt = trt or m.group("trt")
+    if sm is not None:
+        sm = "sm" + str(sm).lower().removeprefix("sm").replace(".", "")
+    return sm, (None if trt is None else str(trt))
+
+
+def trt_version_matches(built: str | None, here: str | None) -> bool:
+    """An engine runs only on the TensorRT it was built with: every recorded version component must match."""
+    if built is None or here is None:
+        return False
+    b = [p for p in built.split(".") if p]
+    h = here.split(".")
+    return len(b) >= 1 and b == h[:len(b)]
+
+
+def engine_mismatch(name: str, entry: dict[str, Any], avail) -> str | None:
+    """Why the engine cannot run here, or None when it can."""
+    sm, trt = engine_target(name, entry)
+    if avail.sm is None:
+        return f"engine {name!r} needs a CUDA GPU; none is visible here"
+    if avail.tensorrt is None:
+        why = avail.problems.get("tensorrt")
+        return f"engine {name!r} needs TensorRT" + (f" ({why})" if why else "; `pip install ganrt[gpu]`")
+    if sm != avail.sm:
+        return (f"engine {name!r} was built for {sm or 'an unknown GPU'}, this GPU ({avail.gpu}) is {avail.sm}; "
+                "rebuild it here with `ganrt export --engine`")
+    if not trt_version_matches(trt, avail.tensorrt):
+        return (f"engine {name!r} was built with TensorRT {trt or 'unknown'}, this machine has TensorRT "
+                f"{avail.tensorrt}; rebuild it here with `ganrt export --engine`")
+    return None
+
+
+def probe() -> Probe:
+    version, problem = tensorrt_probe()
+    return Probe({"tensorrt": version}, problem)
+
+
+def variants(artifacts: dict[str, dict], avail, row: BackendRow) -> tuple[list[Choice], list[Missing]]:
+    """One engine per precision that fits this GPU and TensorRT."""
+    choices, missing = [], []
+    engines = {n: a for n, a in artifacts.items() if a.get("kind") == "engine"}
+    if not engines:
+        missing.append(Missing(row.name, "the bundle has no TensorRT engine (build one with `ganrt export --engine` "
+                                         "on the target GPU)"))
+    for precision in precisions.ranked("cuda"):
+        for name, entry in engines.items():
+            if entry.get("precision") == precision:
+                why = engine_mismatch(name, entry, avail)
+                if why is None:
+                    choices.append(Choice(row.name, precision, "cuda", name, (), entry.get("passed"), rank=row.rank))
+                    break
+                missing.append(Missing(row.name, why, precision=precision))
+    return choices, missing
+
+
+# -- the runner ------------------------------------------------------------------------------------------
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    static_shapes = True
 
-    def __init__(self, bundle: Bundle, *, artifact: str, max_batch: int | None = None, cuda_graphs: bool = True,
-                 device_id: int = 0) -> None:
+    def __init__(self, bundle: Bundle, choice: Choice, options: LoadOptions = LoadOptions()) -> None:
+        from ganrt.runtime.machine import Availability
+
+        artifact = choice.artifact
         entry = bundle.artifact(artifact)
         if entry.get("kind") != "engine":
             raise BundleError(f"artifact {artifact!r} is a {entry.get('kind')}, not a TensorRT engine")
-        why = engine_mismatch(artifact, entry, machine.Availability.probe())
+        why = engine_mismatch(artifact, entry, Availability.probe())
         if why is not None:
             raise BackendUnavailable(why)
         try:
@@ -40,7 +118,7 @@ class TensorRTBackend(Backend):
             raise BackendUnavailable(f"the TensorRT backend needs tensorrt and torch with CUDA ({e}); "
                                      "`pip install ganrt[gpu]`") from None
         self._trt, self._torch = trt, torch
-        self._device = torch.device("cuda", device_id)
+        self._device = torch.device("cuda", options.device_id)
         torch.cuda.set_device(self._device)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
@@ -58,91 +136,114 @@ class TensorRTBackend(Backend):
         self._output_name = outputs[0]
         static = int(self._engine.get_tensor_shape("z")[0])  # -1 when the batch axis is dynamic
         engine_max = static if static > 0 else int(self._engine.get_tensor_profile_shape("z", 0)[2][0])
-        super().__init__(bundle.spec, precision=entry.get("precision") or "fp32", device="cuda",
-                         max_batch=min(max_batch or engine_max, engine_max))
         self._output_format = bundle.graph.get("output_format", "uint8-nhwc")
-        self._static_batch = static if static > 0 else None  # such an engine takes only that batch: pad
+        out_dtype = _torch_dtype(torch, trt, self._engine.get_tensor_dtype(self._output_name))
+        check_graph_output(artifact, bundle.spec, self._output_format, str(out_dtype).removeprefix("torch."),
+                           list(self._engine.get_tensor_shape(self._output_name))[1:])
+        max_batch = min(options.max_batch or engine_max, engine_max)
+        super().__init__(bundle.spec, precision=entry.get("precision") or "fp32", device="cuda",
+                         max_batch=static if static > 0 else max_batch, artifact=artifact,
+                         concurrency=options.concurrency or 2)
+        if static > 0:  # such an engine takes only that batch: every request is padded to it
+            self.buckets = (static,)
+        self.cuda_graphs = True if options.cuda_graphs is None else options.cuda_graphs  # not part of its name
+        self._slots = SlotPool(lambda: _ContextSlot(self), self.concurrency)
 
-        # device buffers for the largest batch; smaller batches use a leading slice (same address)
-        self._buffers = {}
-        self._host = {}
-        for name in self._input_names + [self._output_name]:
-            dtype = _torch_dtype(torch, trt, self._engine.get_tensor_dtype(name))
-            shape = list(self._engine.get_tensor_shape(name))
-            shape[0] = self.max_batch
-            if any(d < 0 for d in shape[1:]):
-                raise BundleError(f"engine {entry['file']}: tensor {name} has dynamic non-batch dims {shape}")
-            self._buffers[name] = torch.empty(shape, dtype=dtype, device=self._device)
-            self._host[name] = torch.empty(shape, dtype=dtype, pin_memory=True)
-        self._stream = torch.cuda.Stream(device=self._device)  # non-default: TensorRT syncs the default one
-        self.cuda_graphs = cuda_graphs  # the default way this variant runs: not part of its name
-        self._context = None  # eager path: one context, shape set per call
-        self._context_batch = None
-        self._graphs: dict[int, tuple] = {}  # batch -> (context, CUDAGraph)
-
-    def _new_context(self, batch: int):
-        ctx = self._engine.create_execution_context()
-        for name in self._input_names:
-            ctx.set_input_shape(name, (batch, *self._buffers[name].shape[1:]))
-        for name, buf in self._buffers.items():
-            ctx.set_tensor_address(name, buf.data_ptr())
-        return ctx
+    def _tensor_shape(self, name: str, batch: int) -> list[int]:
+        shape = list(self._engine.get_tensor_shape(name))
+        shape[0] = batch
+        if any(d < 0 for d in shape[1:]):
+            raise BundleError(f"engine {self.artifact!r}: tensor {name} has dynamic non-batch dims {shape}")
+        return shape
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        torch = self._torch
-        wanted = feeds["z"].shape[0]
-        if self._static_batch and wanted < self._static_batch:
-            pad = self._static_batch - wanted
-            feeds = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in feeds.items()}
-        batch = feeds["z"].shape[0]
-        with torch.cuda.stream(self._stream):
-            for name in self._input_names:
-                host = self._host[name][:batch]
-                host.copy_(torch.from_numpy(feeds[name]))  # casts to the engine's input dtype if it differs
-                self._buffers[name][:batch].copy_(host, non_blocking=True)
-            if self.cuda_graphs:
-                if batch not in self._graphs:
-                    self._graphs[batch] = self._capture(batch)
-                self._graphs[batch][1].replay()
-            else:
-                if self._context is None:
-                    self._context = self._new_context(batch)
-                    self._context_batch = batch
-                elif self._context_batch != batch:
-                    for name in self._input_names:
-                        self._context.set_input_shape(name, (batch, *self._buffers[name].shape[1:]))
-                    self._context_batch = batch
-                if not self._context.execute_async_v3(self._stream.cuda_stream):
-                    raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
-            out = self._host[self._output_name][:batch]
-            out.copy_(self._buffers[self._output_name][:batch], non_blocking=True)
-        self._stream.synchronize()
-        images = out.numpy()[:wanted].copy()
+        with self._slots.slot() as slot:
+            images = slot.run(feeds)
         if self._output_format == "float-nchw":
             return to_uint8_nhwc(images, self.spec.output_range)
         return images
 
-    def _capture(self, batch: int):
-        torch = self._torch
-        ctx = self._new_context(batch)
-        # one plain run first: TensorRT applies shape-dependent setup lazily, which must not be captured
-        if not ctx.execute_async_v3(self._stream.cuda_stream):
-            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
-        self._stream.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self._stream):
-            ctx.execute_async_v3(self._stream.cuda_stream)
-        return ctx, graph
+    def _warm(self, batch: int) -> None:
+        with self._slots.all() as slots:
+            for slot in slots:
+                slot.run(dummy_feeds(self.spec, batch))
 
     def _close(self) -> None:
-        if hasattr(self, "_stream"):
-            self._stream.synchronize()
-        self._graphs.clear()
-        self._context = None
-        self._buffers = {}
-        self._host = {}
+        with self._slots.all() as slots:
+            for slot in slots:
+                slot.close()
         self._engine = None
         self._runtime = None
+
+
+class _ContextSlot:
+    """One caller's TensorRT state: a stream, device/pinned buffers for the largest batch, and contexts."""
+
+    def __init__(self, backend: TensorRTBackend) -> None:
+        torch, trt = backend._torch, backend._trt
+        self.b = backend
+        self.stream = torch.cuda.Stream(device=backend._device)  # non-default: TensorRT syncs the default one
+        self.buffers, self.host = {}, {}
+        for name in backend._input_names + [backend._output_name]:
+            dtype = _torch_dtype(torch, trt, backend._engine.get_tensor_dtype(name))
+            shape = backend._tensor_shape(name, backend.max_batch)
+            self.buffers[name] = torch.empty(shape, dtype=dtype, device=backend._device)
+            self.host[name] = torch.empty(shape, dtype=dtype, pin_memory=True)
+        self.graphs: ShapeCache[int, tuple] = ShapeCache(self._capture, maxsize=len(backend.buckets))
+        self.context = None  # the eager path: one context, shape set per call
+        self.context_batch = None
+
+    def _new_context(self, batch: int):
+        ctx = self.b._engine.create_execution_context()
+        for name in self.b._input_names:
+            ctx.set_input_shape(name, (batch, *self.buffers[name].shape[1:]))
+        for name, buf in self.buffers.items():
+            ctx.set_tensor_address(name, buf.data_ptr())
+        return ctx
+
+    def _execute(self, ctx) -> None:
+        if not ctx.execute_async_v3(self.stream.cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+
+    def _capture(self, batch: int):
+        torch = self.b._torch
+        ctx = self._new_context(batch)
+        # one plain run first: TensorRT applies shape-dependent setup lazily, which must not be captured
+        self._execute(ctx)
+        self.stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self.stream):
+            ctx.execute_async_v3(self.stream.cuda_stream)
+        return ctx, graph
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        torch = self.b._torch
+        batch = feeds["z"].shape[0]
+        with torch.cuda.stream(self.stream):
+            for name in self.b._input_names:
+                host = self.host[name][:batch]
+                host.copy_(torch.from_numpy(feeds[name]))  # casts to the engine's input dtype if it differs
+                self.buffers[name][:batch].copy_(host, non_blocking=True)
+            if self.b.cuda_graphs:
+                self.graphs.get(batch)[1].replay()
+            else:
+                if self.context is None:
+                    self.context, self.context_batch = self._new_context(batch), batch
+                elif self.context_batch != batch:
+                    for name in self.b._input_names:
+                        self.context.set_input_shape(name, (batch, *self.buffers[name].shape[1:]))
+                    self.context_batch = batch
+                self._execute(self.context)
+            out = self.host[self.b._output_name][:batch]
+            out.copy_(self.buffers[self.b._output_name][:batch], non_blocking=True)
+        self.stream.synchronize()
+        return out.numpy().copy()
+
+    def close(self) -> None:
+        self.stream.synchronize()
+        self.graphs.clear()
+        self.context = None
+        self.buffers, self.host = {}, {}
 
 
 def _torch_dtype(torch, trt, dtype):

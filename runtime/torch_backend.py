@@ -1,59 +1,108 @@
 """torch backend: the generator rebuilt from the bundle's generator.safetensors, plus ToUint8NHWC.
 
-Imported only when the torch backend is loaded. The reference every other backend is compared
-against (fp32 on CPU). On CUDA it also runs fp16/bf16 (weights cast at load) and, with
-``cuda_graphs=True``, replays one captured CUDA graph per batch size from static input/output
-buffers: after the first call at a batch size, a request costs one graph launch plus two copies.
-``compile=True`` wraps the module in ``torch.compile``.
+The reference every other backend is compared against (fp32 on CPU). On CUDA it also runs fp16/bf16
+(weights cast at load) and, as the variant ``-cudagraph``, replays captured CUDA graphs from static
+input/output buffers: after the capture at a batch bucket, a request costs one graph launch plus two copies.
+The variant ``-compile`` wraps the module in ``torch.compile``.
+
+Threads: eager inference (``inference_mode``, eval-mode modules) is thread-safe as it is. ``torch.compile``
+is not (pytorch/pytorch#136833, #118260: dynamo and inductor are not thread-safe), so compiled calls take a
+lock and run at batch buckets (a bounded number of compiled shapes, compiled ahead by ``warmup()``). A
+captured CUDA graph serves one caller at a time, so the ``-cudagraph`` variant keeps a ``SlotPool`` of
+slots, each with its own stream, static buffers and one graph per batch bucket; captures are serialized.
+
+torch is imported when this backend is loaded (and by its probe), never by ``import ganrt``.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+import threading
 
+import numpy as np
+
+from ganrt import precisions
 from ganrt.bundle import Bundle
 from ganrt.errors import BackendUnavailable, BundleError
-from ganrt.runtime.base import Backend
+from ganrt.runtime.backends import BackendRow, Choice, Missing, Probe
+from ganrt.runtime.base import Backend, LoadOptions, dummy_feeds, first_line
+from ganrt.runtime.machine import library_probe
+from ganrt.runtime.pool import ShapeCache, SlotPool
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+_CAPTURE_LOCK = threading.Lock()  # one CUDA graph capture at a time in this process
+
+
+def probe() -> Probe:
+    ok, problem = library_probe("torch", lambda torch: True)
+    return Probe({"torch": bool(ok)}, problem)
+
+
+def variants(artifacts: dict[str, dict], avail, row: BackendRow) -> tuple[list[Choice], list[Missing]]:
+    if not avail.torch:
+        return [], [Missing(row.name, avail.problems.get(row.name) or "torch is not installed")]
+    if "weights" not in artifacts:
+        return [], [Missing(row.name, "the bundle has no reference weights (generator.safetensors)")]
+    choices: list[Choice] = []
+    missing = [Missing(row.name, "the torch backend runs fp32 (and fp16/bf16 on CUDA), not int8", precision="int8")]
+
+    def add(precision, device, options, rank):
+        exact = precision == "fp32"  # the reference weights as they are; a cast has no parity on record
+        choices.append(Choice(row.name, precision, device, "weights", options, True if exact else None,
+                              rank=rank, auto=True if exact else "asked"))
+
+    if avail.cuda:
+        for p in (p for p, row_p in precisions.PRECISIONS.items() if row_p.torch_dtype):
+            add(p, "cuda", ("cuda",), row.rank)
+            add(p, "cuda", ("cuda", "cudagraph"), row.rank + 0.1)
+            add(p, "cuda", ("cuda", "compile"), row.rank + 0.2)
+    for p in ("fp16", "bf16"):
+        missing.append(Missing(row.name, f"torch {p} runs on CUDA only; on this CPU use precision fp32", precision=p,
+                               device=None if not avail.cuda else "cpu"))
+    add("fp32", "cpu", (), row.rank + 1)
+    add("fp32", "cpu", ("compile",), row.rank + 1.2)
+    return choices, missing
 
 
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, bundle: Bundle, *, precision: str = "fp32", device: str = "cpu", max_batch: int | None = None,
-                 compile: bool = False, cuda_graphs: bool = False, threads: int | None = None) -> None:
-        from ganrt.checkpoint import load_generator
-        from ganrt.postprocess import ToUint8NHWC
+    def __init__(self, bundle: Bundle, choice: Choice, options: LoadOptions = LoadOptions()) -> None:
+        import torch
 
-        if precision not in DTYPES:
+        from ganrt.checkpoint import load_generator
+        from ganrt.postprocess import WithPostprocess
+
+        precision, device = choice.precision, choice.device
+        dtype = precisions.PRECISIONS[precision].torch_dtype if precision in precisions.PRECISIONS else None
+        if dtype is None:
             raise BackendUnavailable(f"the torch backend runs fp32 (and fp16/bf16 on CUDA), not {precision}; "
-                                     "use an onnxruntime or tensorrt int8 artifact")
+                                     "use an onnxruntime, openvino or tensorrt int8 artifact")
         if device == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable("device 'cuda' asked for but torch sees no CUDA GPU here; use device='cpu'")
         if device == "cpu" and precision != "fp32":
             raise BackendUnavailable(f"torch {precision} runs on CUDA only (CPU {precision} kernels are slow and "
                                      "not what a GPU computes); use precision='fp32' on CPU")
-        if cuda_graphs and device != "cuda":
+        self.compiled = "compile" in choice.options
+        self.cuda_graphs = "cudagraph" in choice.options
+        if self.cuda_graphs and device != "cuda":
             raise BackendUnavailable("CUDA graphs need device='cuda'")
-        options = (("cuda",) if device == "cuda" else ()) + (("compile",) if compile else ()) + \
-            (("cudagraph",) if cuda_graphs else ())
+        self.static_shapes = self.compiled or self.cuda_graphs  # a bounded set of compiled/captured shapes
         super().__init__(bundle.spec, precision=precision, device=device,
-                         max_batch=max_batch or int(bundle.graph.get("max_batch") or 64),
-                         option="-".join(options) or None)
-        if threads is not None and device == "cpu":
-            torch.set_num_threads(int(threads))  # process-wide: torch has no per-module thread pool
+                         max_batch=options.max_batch or int(bundle.graph.get("max_batch") or 64),
+                         option="-".join(choice.options) or None, artifact=choice.artifact,
+                         concurrency=options.concurrency or 2)
+        if options.threads is not None and device == "cpu":
+            torch.set_num_threads(int(options.threads))  # process-wide: torch has no per-module thread pool
         generator, spec = load_generator(bundle.artifact_path("weights"), ema=True, device=device)
         if spec != bundle.spec:
             raise BundleError(f"bundle {bundle.path}: generator.safetensors describes another generator than the "
                               "manifest's spec; re-export the bundle")
         self._torch = torch
-        self._dtype = getattr(torch, DTYPES[precision])
-        self._module = _WithPostprocess(generator, ToUint8NHWC(spec.output_range)).to(device, self._dtype).eval()
-        self._model = torch.compile(self._module) if compile else self._module
-        self.cuda_graphs = cuda_graphs
-        self._graphs: dict[int, _CapturedBatch] = {}
+        self._dtype = getattr(torch, dtype)
+        self._module = WithPostprocess(generator, spec.output_range).to(device, self._dtype).eval()
+        self._model = torch.compile(self._module) if self.compiled else self._module
+        self._compile_lock = threading.Lock()
+        # -cudagraph: slots of (stream, one captured graph per bucket), lent one caller at a time
+        self._slots = SlotPool(lambda: _GraphSlot(self), self.concurrency) if self.cuda_graphs else None
 
     def _tensors(self, feeds: dict[str, np.ndarray]) -> dict:
         torch = self._torch
@@ -65,49 +114,68 @@ class TorchBackend(Backend):
             out[k] = t.to(self.device, non_blocking=True)
         return out
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def _forward(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
-        if self.cuda_graphs:
-            batch = feeds["z"].shape[0]
-            captured = self._graphs.get(batch)
-            if captured is None:
-                captured = self._graphs[batch] = _CapturedBatch(self._model, self._tensors(feeds))
-            return captured.replay(feeds)
         with torch.inference_mode():
             try:
                 images = self._model(**self._tensors(feeds))
             except Exception as e:
-                if self.option and "compile" in self.option:
-                    raise BackendUnavailable(f"torch.compile failed here ({type(e).__name__}: "
-                                             f"{str(e).splitlines()[0] if str(e) else ''}); run without compile"
-                                             ) from None
+                if self.compiled:
+                    raise BackendUnavailable(f"torch.compile failed here ({type(e).__name__}: {first_line(e)}); "
+                                             "run without compile") from None
                 raise
         return images.cpu().numpy()
 
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if self._slots is not None:
+            with self._slots.slot() as slot:
+                return slot.run(feeds)
+        if self.compiled:
+            with self._compile_lock:
+                return self._forward(feeds)
+        return self._forward(feeds)
+
+    def _warm(self, batch: int) -> None:
+        if self._slots is None:
+            return super()._warm(batch)
+        with self._slots.all() as slots:
+            for slot in slots:
+                slot.graphs.get(batch)
+
     def _close(self) -> None:
-        self._graphs.clear()
+        if self._slots is not None:
+            with self._slots.all() as slots:
+                for slot in slots:
+                    slot.graphs.clear()
         self._module = self._model = None
         if self.device == "cuda":
             self._torch.cuda.empty_cache()
 
 
-class _WithPostprocess(torch.nn.Module):
-    """G + ToUint8NHWC called with keyword inputs (z, labels, truncation) -> uint8 (B, H, W, C)."""
+class _GraphSlot:
+    """One caller's CUDA-graph state: its own stream and one captured graph per batch bucket."""
 
-    def __init__(self, generator: torch.nn.Module, post: torch.nn.Module) -> None:
-        super().__init__()
-        self.g = generator
-        self.post = post
+    def __init__(self, backend: TorchBackend) -> None:
+        torch = backend._torch
+        self.backend = backend
+        self.stream = torch.cuda.Stream()
+        self.graphs: ShapeCache[int, _CapturedBatch] = ShapeCache(self._capture, maxsize=len(backend.buckets))
 
-    def forward(self, z, labels=None, truncation=None):
-        return self.post(self.g(z, labels, truncation))
+    def _capture(self, batch: int) -> "_CapturedBatch":
+        b = self.backend
+        with _CAPTURE_LOCK:
+            return _CapturedBatch(b._torch, b._model, b._tensors(dummy_feeds(b.spec, batch)), self.stream)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.graphs.get(feeds["z"].shape[0]).replay(feeds)
 
 
 class _CapturedBatch:
     """One CUDA graph for one batch size: static inputs on the device, pinned host buffers both ways."""
 
-    def __init__(self, model, example: dict) -> None:
+    def __init__(self, torch, model, example: dict, stream) -> None:
         self._torch = torch
+        self.stream = stream
         self.inputs = {k: v.clone() for k, v in example.items()}  # (B, ...) static device buffers
         self.host_in = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=True) for k, v in self.inputs.items()}
         side = torch.cuda.Stream()
@@ -116,17 +184,19 @@ class _CapturedBatch:
             for _ in range(3):  # warm up outside the capture: cuDNN autotuning and lazy inits allocate
                 model(**self.inputs)
         torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
         self.graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(self.graph):
+        with torch.inference_mode(), torch.cuda.graph(self.graph, stream=stream):
             self.output = model(**self.inputs)  # (B, H, W, C) uint8, a static device buffer
         self.host_out = torch.empty(self.output.shape, dtype=self.output.dtype, pin_memory=True)
 
     def replay(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
-        for k, v in feeds.items():
-            self.host_in[k].copy_(torch.from_numpy(v))  # casts fp32 -> fp16/bf16 where the buffer is
-            self.inputs[k].copy_(self.host_in[k], non_blocking=True)
-        self.graph.replay()
-        self.host_out.copy_(self.output, non_blocking=True)
-        torch.cuda.current_stream().synchronize()
+        with torch.cuda.stream(self.stream):
+            for k, v in feeds.items():
+                self.host_in[k].copy_(torch.from_numpy(v))  # casts fp32 -> fp16/bf16 where the buffer is
+                self.inputs[k].copy_(self.host_in[k], non_blocking=True)
+            self.graph.replay()
+            self.host_out.copy_(self.output, non_blocking=True)
+        self.stream.synchronize()
         return self.host_out.numpy().copy()

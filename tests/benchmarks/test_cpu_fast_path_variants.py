@@ -4,22 +4,38 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from ganrt.benchmarks.harness import LoadedVariant, Timing, VariantRequest, candidate_requests, summarize_runs
+from ganrt.benchmarks.harness import LoadedVariant, Timing, candidate_variants, summarize_runs
+from ganrt.runtime.backends import Choice
+from ganrt.runtime.machine import Availability
+
+CPU = Availability(cpu="test CPU", ort_providers=("CPUExecutionProvider",), openvino=True, openvino_bf16=True)
 
 
 def test_the_cpu_fast_path_variants_are_requested_beside_the_peers():
-    names = [r.expected_name for r in candidate_requests(cuda=False)]
-    for name in ("torch-fp32", "onnxruntime-fp32", "onnxruntime-fp32-rw", "openvino-fp32", "openvino-bf16",
-                 "openvino-int8"):
+    """The candidates come from the table of backends: every variant of the bundle this machine can run,
+    the peers every ratio is taken against first."""
+    artifacts = {"weights": {"kind": "weights", "precision": "fp32"}}
+    for name, kind in (("onnx-fp32", "onnx"), ("onnx-fp32-rw", "onnx"), ("onnx-bf16", "onnx"),
+                       ("openvino-int8", "openvino-ir")):
+        artifacts[name] = {"kind": kind, "precision": name.split("-")[1], "passed": True}
+    artifacts["onnx-bf16"]["runtime"] = "openvino"
+    choices, skipped = candidate_variants({"artifacts": artifacts}, CPU)
+    names = [c.variant for c in choices]
+    assert names[:3] == ["torch-fp32", "torch-fp32-compile", "onnxruntime-fp32"]
+    for name in ("onnxruntime-fp32-rw", "openvino-fp32", "openvino-bf16", "openvino-int8"):
         assert name in names
-    rw = next(r for r in candidate_requests(cuda=False) if r.expected_name == "onnxruntime-fp32-rw")
-    assert rw.load_kwargs()["variant"] == "onnxruntime-fp32-rw"
+    assert "onnxruntime-bf16" not in names  # onnx-bf16 is made for OpenVINO's bf16 hint
+    assert "has no TensorRT engine" in skipped["tensorrt"]
+    without_openvino = candidate_variants({"artifacts": artifacts}, Availability(
+        cpu="test CPU", ort_providers=("CPUExecutionProvider",), problems={"openvino": "openvino is installed but "
+                                                                                      "unusable (ImportError: x)"}))
+    assert "ImportError: x" in without_openvino[1]["openvino"]
 
 
 def test_runs_carry_ratios_to_onnxruntime_fp32():
     def variant(name, backend, precision):
         gen = SimpleNamespace(backend=backend, precision=precision)
-        return LoadedVariant(name, VariantRequest(backend, precision), gen, 0.1, None, None, None)
+        return LoadedVariant(name, Choice(backend, precision, "cpu", "x"), gen, 0.1, None, None, None)
 
     vs = [variant("torch-fp32", "torch", "fp32"), variant("onnxruntime-fp32", "onnxruntime", "fp32"),
           variant("openvino-int8", "openvino", "int8")]

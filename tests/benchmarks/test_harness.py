@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ganrt.benchmarks.bench import parse_batch_sizes
-from ganrt.benchmarks.harness import VariantRequest, latency_percentiles, time_calls
+from ganrt.benchmarks.harness import latency_percentiles, time_calls
+from ganrt.runtime.backends import Choice
 from ganrt.errors import ConfigError
 
 
@@ -35,8 +36,7 @@ def test_parse_batch_sizes():
         parse_batch_sizes("0", 16)
 
 
-def test_variant_request_names_follow_the_convention():
-    assert VariantRequest("torch", "fp32", compile=True).expected_name == "torch-fp32-compile"
-    assert VariantRequest("onnxruntime", "fp16", "cuda", provider="tensorrt").expected_name == \
-        "onnxruntime-fp16-trtep"
-    assert VariantRequest("tensorrt", "fp16", "cuda").expected_name == "tensorrt-fp16"
+def test_variant_names_follow_the_convention():
+    assert Choice("torch", "fp32", "cpu", "weights", ("compile",)).variant == "torch-fp32-compile"
+    assert Choice("onnxruntime", "fp16", "cuda", "onnx-fp16", ("trtep",)).variant == "onnxruntime-fp16-trtep"
+    assert Choice("tensorrt", "fp16", "cuda", "trt").variant == "tensorrt-fp16"

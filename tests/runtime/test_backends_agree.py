@@ -49,8 +49,7 @@ def test_explicit_latents_equal_seeded_latents(bundle_dir):
 
 def test_openvino_fp32_sets_the_f32_precision_hint_explicitly(bundle_dir):
     with load(bundle_dir, backend="openvino", precision="fp32") as gen:
-        (bound,) = gen._runner._compile(2, "LATENCY")
-        compiled = bound.compiled
+        compiled = gen._runner._compile(2, "LATENCY")
         import openvino as ov
 
         assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
@@ -81,9 +80,9 @@ def test_openvino_stream_split_and_bound_buffers_give_the_same_images(bundle_dir
     seeds, labels = seeds_labels
     bundle = Bundle.open(bundle_dir)
     with load(bundle_dir, backend="openvino", precision="fp32") as gen:
-        artifact = gen.artifact
-    split = OpenVINOBackend(bundle, artifact=artifact, precision="fp32", throughput_batch=7, streams=3)
-    single = OpenVINOBackend(bundle, artifact=artifact, precision="fp32", throughput_batch=10_000)
+        choice = gen.choice
+    split = OpenVINOBackend(bundle, choice, throughput_batch=7, streams=3)
+    single = OpenVINOBackend(bundle, choice, throughput_batch=10_000)
     with split, single:
         from ganrt.latents import latents_from_seeds
 
@@ -92,8 +91,10 @@ def test_openvino_stream_split_and_bound_buffers_give_the_same_images(bundle_dir
         again = single.infer(z[::-1].copy(), labels[:7][::-1].copy())  # same shape, other inputs
         np.testing.assert_array_equal(single.infer(z, labels[:7]), first)
         np.testing.assert_array_equal(again, first[::-1])
-        parts = split.infer(z, labels[:7])  # 7 over 3 streams: chunks of 2, 2 and 3
-        assert sorted(k for k in split._compiled) == [(2, "THROUGHPUT"), (3, "THROUGHPUT")]
+        parts = split.infer(z, labels[:7])  # padded to the bucket 8, over 3 streams: chunks of 2, 3 and 3
+        entry = split._compiled.get(8)
+        assert entry.hint == "THROUGHPUT" and entry.bounds == [(0, 2), (2, 5), (5, 8)]
+        assert sorted(entry.models) == [2, 3]
         # other static shapes may pick other kernels: a pixel may round one level apart, the images not
         assert np.abs(parts.astype(np.int16) - first.astype(np.int16)).max() <= 1
         assert np.abs(first.astype(np.int16) - reference[7].astype(np.int16)).max() <= 1

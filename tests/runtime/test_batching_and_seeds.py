@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ganrt.errors import BundleError
 from ganrt.runtime import load
 from ganrt.runtime.base import Backend
 from ganrt.spec import GeneratorSpec
@@ -52,7 +53,7 @@ def test_a_backend_returning_the_wrong_shape_is_caught():
         def _run(self, feeds):
             return np.zeros((1, 2, 2, 1), np.uint8)
 
-    with pytest.raises(RuntimeError, match=r"expected uint8 \(3, 2, 2, 1\)"):
+    with pytest.raises(BundleError, match=r"expected uint8 \(3, 2, 2, 1\)"):
         Broken(max_batch=8).infer(np.zeros((3, 4), np.float32), [0, 1, 2])
 
 

@@ -135,7 +135,7 @@ def test_int8_small_batch_graph_is_the_single_form_and_draws_the_same_images(fas
         batch = g.generate(seeds=seeds, labels=labels)
         singles = np.concatenate([g.generate(seeds=[s], labels=int(y))
                                   for s, y in zip(seeds[:4], labels[:4], strict=True)])
-        assert {k[0] for k in g._runner._compiled} == {1, len(seeds)}
+        assert set(g._runner._compiled.keys()) == {1, 16}  # 12 images run padded to the bucket 16
     assert small["parity"]["same_images_as_openvino_int8"] is True  # linked only when export saw the same images
     # compiled per static batch here (dynamic at export): allow a rare pixel one level off, no more
     diff = np.abs(singles.astype(np.int16) - batch[:4].astype(np.int16))
