@@ -28,7 +28,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 gpu-check: install
-	$(PY) -m ganrt.runtime.gpu_check
+	$(PY) tools/gpu_check.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build dist *.egg-info

@@ -7,8 +7,8 @@ import pytest
 
 from ganrt.benchmarks.bench import parse_batch_sizes
 from ganrt.benchmarks.harness import latency_percentiles, time_calls
-from ganrt.runtime.backends import Choice
 from ganrt.errors import ConfigError
+from ganrt.runtime.backends import Choice
 
 
 def test_latency_percentiles_match_numpy():
