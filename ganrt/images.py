@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -27,8 +28,8 @@ def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, pad_val
     return grid
 
 
-def save_png(path: str | os.PathLike, image: np.ndarray, text: dict[str, str] | None = None, scale: int = 1) -> Path:
-    """Write an (H, W, C) uint8 image atomically; ``text`` becomes PNG tEXt chunks (provenance)."""
+def png_bytes(image: np.ndarray, text: dict[str, str] | None = None, scale: int = 1) -> bytes:
+    """An (H, W, C) uint8 image as PNG bytes; ``text`` becomes PNG tEXt chunks (provenance)."""
     from PIL import Image, PngImagePlugin
 
     image = np.asarray(image)
@@ -40,10 +41,28 @@ def save_png(path: str | os.PathLike, image: np.ndarray, text: dict[str, str] | 
     info = PngImagePlugin.PngInfo()
     for k, v in (text or {}).items():
         info.add_text(str(k), str(v))
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray, text: dict[str, str] | None = None, scale: int = 1) -> Path:
+    """Write an (H, W, C) uint8 image atomically; ``text`` becomes PNG tEXt chunks (provenance)."""
     path = Path(path)
+    data = png_bytes(image, text, scale)
     with atomic_path(path) as tmp:
-        pil.save(tmp, format="PNG", pnginfo=info)
+        tmp.write_bytes(data)
     return path
+
+
+def provenance(*, bundle_sha256: str, variant: str, truncation: float | None) -> dict[str, str]:
+    """The text chunks every generated PNG carries (``seed`` and ``label`` are added per image)."""
+    from ganrt import __version__
+
+    return {"truncation": "" if truncation is None else f"{truncation:g}", "bundle_sha256": bundle_sha256,
+            "variant": variant,
+            "generated": f"machine-generated image (GAN generator, ganrt {__version__}); not a photograph",
+            "Software": f"ganrt {__version__}"}
 
 
 def save_grid(path: str | os.PathLike, images: np.ndarray, nrow: int | None = None,

@@ -96,10 +96,10 @@ def generate(bundle: Path, seeds: str, labels: str | None, truncation: float | N
     import numpy as np
     from tqdm import tqdm
 
-    from ganrt import __version__
     from ganrt.bundle import Bundle
     from ganrt.errors import ConfigError
     from ganrt.fileio import atomic_path
+    from ganrt.images import provenance as png_provenance
     from ganrt.images import save_grid, save_png
     from ganrt.latents import parse_seed_range
     from ganrt.runtime import load
@@ -129,10 +129,7 @@ def generate(bundle: Path, seeds: str, labels: str | None, truncation: float | N
         images = np.concatenate(images, axis=0)
         variant, backend_name, reason = gen.variant, gen.backend, gen.reason
 
-    provenance = {"truncation": "" if truncation is None else f"{truncation:g}", "bundle_sha256": bundle_sha,
-                  "variant": variant,
-                  "generated": f"machine-generated image (GAN generator, ganrt {__version__}); not a photograph",
-                  "Software": f"ganrt {__version__}"}
+    provenance = png_provenance(bundle_sha256=bundle_sha, variant=variant, truncation=truncation)
     files: list[str] = []
     if not no_files:
         out_dir.mkdir(parents=True, exist_ok=True)

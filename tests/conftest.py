@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny conditional DCGAN spec and a random-init checkpoint of it (no training)."""
+"""Shared fixtures: a tiny conditional DCGAN spec, a random-init checkpoint of it (no training), a version of it
+with visible contrast, and a real fp32 bundle of that (exported once per session)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,30 @@ def has_cuda() -> bool:
 
 def has_tensorrt() -> bool:
     return importlib.util.find_spec("tensorrt") is not None and has_cuda()
+
+
+@pytest.fixture(scope="session")
+def contrast_checkpoint(tmp_path_factory, tiny_checkpoint):
+    """tiny_checkpoint with its last layer's weights scaled x60: a random-init generator's images are
+    otherwise nearly flat (std < 1 level), which would make a one-level parity test prove nothing."""
+    import torch
+
+    from ganrt.checkpoint import Checkpoint, load_generator, save_checkpoint
+
+    g, spec = load_generator(tiny_checkpoint)
+    last = [m for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)][-1]
+    with torch.no_grad():
+        last.weight.mul_(60.0)
+    tensors = {f"G_ema.{k}": v for k, v in g.state_dict().items()}
+    path = tmp_path_factory.mktemp("rt-ckpt") / "contrast.safetensors"
+    save_checkpoint(path, Checkpoint(spec=spec, tensors=tensors))
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory, contrast_checkpoint):
+    from ganrt.export import export_checkpoint
+
+    out = tmp_path_factory.mktemp("rt") / "bundle"
+    export_checkpoint(contrast_checkpoint, out, precisions=("fp32",), max_batch=64)
+    return out

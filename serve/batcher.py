@@ -1,0 +1,209 @@
+"""The dynamic batcher: concurrent requests merged into one ``generate`` call, counted in images.
+
+A request of n images is split into parts of at most ``max_batch`` images. Parts wait in one FIFO; a batch
+takes parts until it holds ``max_batch`` images or ``max_delay`` has passed since its first part arrived
+(a part that would overflow the batch starts the next one). At most ``inflight`` batches compute at once,
+each in a worker thread (the Generator is thread-safe), so the event loop never blocks; while they compute,
+the queue fills and the next batch forms full. At most ``max_queue`` requests wait: beyond that ``submit``
+raises ``QueueFull`` at once (the server answers 503 with Retry-After) instead of letting latency grow.
+``drain()`` refuses new requests and returns when every accepted one is answered.
+
+The queue is a deque and an ``asyncio.Event`` (no ``wait_for`` around ``Queue.get``, which can lose an item
+when the timeout and the item race on Python < 3.12).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ganrt.errors import GanrtError
+
+
+class QueueFull(GanrtError):
+    """Too many requests are waiting: the server answers 503 and the client retries later."""
+
+
+class ShuttingDown(GanrtError):
+    """The server is draining: it answers what it accepted and takes nothing new."""
+
+
+@dataclass
+class Work:
+    """One request's images: latents from ``seeds`` (uint64) or explicit ``z``; labels/truncation per image."""
+
+    seeds: np.ndarray | None = None  # (n,) uint64
+    z: np.ndarray | None = None  # (n, latent_dim) float32
+    labels: np.ndarray | None = None  # (n,) int64, conditional generators only
+    truncation: np.ndarray | None = None  # (n,) float32, families with truncation only
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds) if self.seeds is not None else len(self.z)
+
+    def slice(self, lo: int, hi: int) -> "Work":
+        def cut(a):
+            return None if a is None else a[lo:hi]
+
+        return Work(cut(self.seeds), cut(self.z), cut(self.labels), cut(self.truncation))
+
+
+@dataclass
+class _Part:
+    work: Work
+    future: asyncio.Future
+    enqueued: float
+    ticket: "_Ticket"
+
+
+@dataclass
+class _Ticket:
+    """A request's count of parts still queued: it stops counting against max_queue when none are."""
+
+    queued: int
+
+
+@dataclass
+class Stats:
+    """What the batcher saw (the metrics module reads these callbacks)."""
+
+    on_batch: Callable[[int], None] = lambda n: None  # images in a formed batch
+    on_queue_wait: Callable[[float], None] = lambda s: None  # seconds a part waited for its batch
+    on_compute: Callable[[float], None] = lambda s: None  # seconds a batch computed
+    on_depth: Callable[[int], None] = lambda d: None  # requests waiting
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Batcher:
+    def __init__(self, run: Callable[[list[Work]], np.ndarray], *, max_batch: int, max_delay_s: float,
+                 max_queue: int, inflight: int, executor: Executor, stats: Stats | None = None) -> None:
+        """``run(works)`` draws the images of the works, concatenated, in a worker thread."""
+        self._run = run
+        self.max_batch = int(max_batch)
+        self.max_delay_s = float(max_delay_s)
+        self.max_queue = int(max_queue)
+        self._executor = executor
+        self._stats = stats or Stats()
+        self._parts: collections.deque[_Part] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._slots = asyncio.Semaphore(int(inflight))
+        self._computing: set[asyncio.Task] = set()
+        self._waiting = 0  # requests with parts still queued
+        self._closing = False
+        self._task: asyncio.Task | None = None
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="ganrt-batcher")
+
+    async def submit(self, work: Work) -> np.ndarray:
+        """The images of ``work``, uint8 (n, H, W, C), once its batch(es) ran."""
+        if self._closing:
+            raise ShuttingDown("the server is shutting down and takes no new requests; retry on another replica")
+        if self._waiting >= self.max_queue:
+            raise QueueFull(f"the server is at capacity ({self._waiting} requests waiting, --max-queue "
+                            f"{self.max_queue}); retry shortly")
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        bounds = [(lo, min(lo + self.max_batch, work.n)) for lo in range(0, work.n, self.max_batch)]
+        ticket = _Ticket(queued=len(bounds))
+        parts = [_Part(work.slice(lo, hi), loop.create_future(), now, ticket) for lo, hi in bounds]
+        self._waiting += 1
+        self._stats.on_depth(self._waiting)
+        self._parts.extend(parts)
+        self._arrived.set()
+        results = await asyncio.gather(*(p.future for p in parts))
+        return results[0] if len(results) == 1 else np.concatenate(results, axis=0)
+
+    async def drain(self) -> None:
+        """Take no new requests; return when every accepted one is answered."""
+        self._closing = True
+        self._arrived.set()
+        if self._task is not None:
+            await self._task
+        if self._computing:
+            await asyncio.gather(*self._computing, return_exceptions=True)
+
+    # -- the loop -----------------------------------------------------------------------------------
+    async def _wait_for_part(self, deadline: float | None) -> bool:
+        """True once a part is queued; False when ``deadline`` (loop time) passes first, or when draining and
+        nothing is left."""
+        loop = asyncio.get_running_loop()
+        while not self._parts:
+            if self._closing:
+                return False
+            self._arrived.clear()
+            if deadline is None:
+                await self._arrived.wait()
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:  # the builtin TimeoutError only from Python 3.11
+                return False
+        return True
+
+    def _taken(self, part: _Part) -> None:
+        part.ticket.queued -= 1
+        if part.ticket.queued == 0:
+            self._waiting -= 1
+            self._stats.on_depth(self._waiting)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._slots.acquire()  # form the next batch only when it can start: it forms fuller
+            if not await self._wait_for_part(None):  # draining and nothing left
+                self._slots.release()
+                return
+            first = self._parts.popleft()
+            batch, n = [first], first.work.n
+            self._taken(first)
+            deadline = first.enqueued + self.max_delay_s
+            while n < self.max_batch and await self._wait_for_part(deadline):
+                if n + self._parts[0].work.n > self.max_batch:
+                    break  # the next part starts the next batch
+                part = self._parts.popleft()
+                batch.append(part)
+                n += part.work.n
+                self._taken(part)
+            started = loop.time()
+            for part in batch:
+                self._stats.on_queue_wait(started - part.enqueued)
+            self._stats.on_batch(n)
+            task = loop.create_task(self._compute(batch))
+            self._computing.add(task)
+            task.add_done_callback(self._computing.discard)
+
+    async def _compute(self, batch: list[_Part]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            t0 = time.perf_counter()
+            images = await loop.run_in_executor(self._executor, self._run, [p.work for p in batch])
+            self._stats.on_compute(time.perf_counter() - t0)
+            offset = 0
+            for part in batch:
+                if not part.future.done():
+                    part.future.set_result(images[offset:offset + part.work.n])
+                offset += part.work.n
+        except BaseException as e:  # the batch's requests fail with it; the server stays up
+            for part in batch:
+                if not part.future.done():
+                    part.future.set_exception(e if isinstance(e, Exception) else RuntimeError(repr(e)))
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            self._slots.release()

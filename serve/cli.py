@@ -1,0 +1,131 @@
+"""Commands: ``ganrt serve BUNDLE`` (an HTTP server) and ``ganrt loadtest URL`` (closed-loop load)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ganrt.errors import ConfigError
+from ganrt.precisions import NAMES as PRECISIONS
+from ganrt.runtime.backends import NAMES as BACKEND_NAMES
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise ConfigError(f"{what} must be comma-separated integers >= 1, e.g. 1,8,64; got {text!r}")
+    return values
+
+
+@click.command("serve", context_settings={"help_option_names": ["-h", "--help"], "show_default": True,
+                                          "max_content_width": 100})
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--port", default=8000, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--backend", default="auto", type=click.Choice(["auto", *BACKEND_NAMES]),
+              help="Backend; 'auto' = the fastest here whose variant passed parity.")
+@click.option("--variant", default=None, help="One variant by name, e.g. openvino-int8 (overrides --backend).")
+@click.option("--precision", default=None, type=click.Choice(PRECISIONS), help="Precision (default: the best).")
+@click.option("--model-name", default=None, help="Name in the OIP routes (default: the bundle directory's name).")
+@click.option("--max-batch", default=None, type=click.IntRange(min=1),
+              help="Images per formed batch (default: where throughput stops growing in the bundle's "
+                   "benchmarks on this machine, else 64; capped at the bundle's max batch).")
+@click.option("--max-delay-ms", default=None, type=click.FloatRange(0, 10_000),
+              help="Longest a request waits for others to fill its batch (default: half the batch's measured "
+                   "time, else 5 ms).")
+@click.option("--max-queue", default=256, type=click.IntRange(min=1),
+              help="Requests waiting for a batch; more are answered 503 with Retry-After at once.")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="Backend CPU threads (default: cores).")
+@click.option("--max-seeds-per-request", default=1024, type=click.IntRange(min=1),
+              help="Images one request may ask for (larger: 400).")
+@click.option("--max-body-mb", default=16.0, type=click.FloatRange(min=0.001), help="Largest request body (MiB).")
+@click.option("--no-warmup", is_flag=True, help="Report ready before compiling the batch shapes (not for production).")
+@click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--json", "as_json", is_flag=True, help="Print the resolved configuration as JSON on stdout first.")
+def serve(bundle: Path, host: str, port: int, backend: str, variant: str | None, precision: str | None,
+          model_name: str | None, max_batch: int | None, max_delay_ms: float | None, max_queue: int,
+          threads: int | None, max_seeds_per_request: int, max_body_mb: float, no_warmup: bool, log_level: str,
+          as_json: bool) -> None:
+    """Serve BUNDLE over HTTP: Open Inference Protocol v2, /v1/generate, /metrics and a seed explorer at /.
+
+    One Generator behind a dynamic batcher: concurrent requests are merged into batches of up to
+    --max-batch images. /v2/health/ready answers 200 once every batch shape is compiled. SIGTERM (or
+    Ctrl-C) stops accepting, answers every accepted request, then exits.
+    """
+    import logging
+
+    import uvicorn
+
+    from ganrt.serve.app import create_app
+    from ganrt.serve.options import ServeOptions
+    from ganrt.serve.service import Service
+
+    options = ServeOptions(host=host, port=port, backend=backend, variant=variant, precision=precision,
+                           model_name=model_name, max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
+                           threads=threads, max_seeds_per_request=max_seeds_per_request,
+                           max_body_bytes=int(max_body_mb * 2**20), warmup=not no_warmup)
+    service = Service(bundle, options)
+    service.load()  # a bad bundle or option: one line, exit 2, before any port is bound
+    o = service.options
+    info = {"url": f"http://{host}:{port}", **service.describe()}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    click.echo(f"ganrt serve: {o.model_name} ({service.gen.variant} on {service.gen.device}) at http://{host}:{port}"
+               f"  max batch {o.max_batch}, max delay {o.max_delay_ms:g} ms ({o.tuning['source']}), "
+               f"max queue {o.max_queue}", err=True)
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level, loop="auto", http="auto",
+                timeout_graceful_shutdown=60, access_log=log_level == "debug")
+
+
+@click.command("loadtest", context_settings={"help_option_names": ["-h", "--help"], "show_default": True,
+                                             "max_content_width": 100})
+@click.argument("url")
+@click.option("--concurrency", default="1,8,64", help="Concurrent clients, one level each (comma-separated).")
+@click.option("--seeds-per-request", default=16, type=click.IntRange(min=1), help="Images per request.")
+@click.option("--duration", default=10.0, type=click.FloatRange(min=0.1), help="Seconds per level.")
+@click.option("--protocol", default="v1", type=click.Choice(["v1", "v2"]),
+              help="v1: /v1/generate with seeds; v2: OIP infer with latents (ganrt serve, Ray, Triton).")
+@click.option("--model", default=None, help="Model name for v2 (default: what a ganrt server reports).")
+@click.option("--check", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="BUNDLE: compare every answer with offline generation of the same seeds, and measure the "
+                   "same variant offline at the server's max batch (served/offline ratio).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write results.json, report.md and loadtest.png here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def loadtest(url: str, concurrency: str, seeds_per_request: int, duration: float, protocol: str,
+             model: str | None, check: Path | None, out: Path | None, as_json: bool) -> None:
+    """Load URL (a ganrt server, its Ray deployment or Triton) at each concurrency level; report img/s, p50/p99
+    latency, errors by kind and the batch sizes the server formed. Exit status 1 when any answer failed or
+    differed from offline generation."""
+    from ganrt.serve.loadtest import loadtest as run
+    from ganrt.serve.loadtest import write_report
+
+    levels = _ints(concurrency, "--concurrency")
+    results = run(url, concurrency=levels, seeds_per_request=seeds_per_request, duration=duration,
+                  protocol=protocol, model=model, check=check,
+                  progress=lambda s: click.echo(f"loadtest: {s}", err=True) if not as_json else None)
+    if out is not None:
+        write_report(out, results)
+    if as_json:
+        click.echo(json.dumps(results, indent=2, default=str))
+    else:
+        click.echo(f"{'clients':>8} {'img/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+                   + ("  served/offline" if results.get("offline") else ""))
+        for r in results["levels"]:
+            ratio = f"  {r['served_vs_offline']:.2f}" if "served_vs_offline" in r else ""
+            click.echo(f"{r['concurrency']:>8} {r['images_per_s']:>8.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+                       f"{sum(r['errors'].values()):>7}{ratio}")
+        if results.get("check"):
+            click.echo(f"checked {results['check']['checked']} answers: {results['check']['differ']} differ from "
+                       "offline generation")
+        if out is not None:
+            click.echo(f"report: {out / 'report.md'}")
+    failed = any(r["errors"] for r in results["levels"]) or bool((results.get("check") or {}).get("differ"))
+    sys.exit(1 if failed else 0)

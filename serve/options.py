@@ -1,0 +1,82 @@
+"""How a server runs: one options dataclass, with defaults derived from the bundle's own benchmarks.
+
+``ServeOptions`` holds every knob of ``ganrt serve`` (and of the Ray deployment). ``tuned_batching`` turns a
+variant's measured latency per batch size into the dynamic batcher's defaults: the smallest measured batch
+whose throughput reaches ``THROUGHPUT_PLATEAU`` of the best (where throughput stops growing) becomes
+``max_batch``, and the time of half such a batch the longest a request waits for company (``max_delay_ms``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ganrt.errors import ConfigError
+
+THROUGHPUT_PLATEAU = 0.9  # a batch whose images/s reach 90% of the best measured is where growth stops
+DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_DELAY_MS = 5.0
+SEED_MAX = 2**64 - 1  # seeds are unsigned 64-bit integers (PCG64 takes any; the protocols carry INT64/UINT64)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Everything ``ganrt serve`` can be told; ``None`` means "derive it" (see :func:`resolve`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backend: str = "auto"
+    variant: str | None = None
+    precision: str | None = None
+    model_name: str | None = None  # default: the bundle directory's name
+    max_batch: int | None = None  # images per formed batch (default: the bundle's benchmarks, else 64)
+    max_delay_ms: float | None = None  # the longest a request waits for others to fill its batch
+    max_queue: int = 256  # requests waiting for a batch; beyond it: 503 with Retry-After
+    threads: int | None = None  # backend CPU threads (default: physical cores)
+    max_seeds_per_request: int = 1024
+    max_body_bytes: int = 16 * 2**20  # request bodies larger than this: 413
+    inflight: int | None = None  # batches computing at once (default: 1 on a CPU, 2 on a GPU)
+    warmup: bool = True  # compile every batch bucket before reporting ready
+    tuning: dict[str, Any] = field(default_factory=dict)  # what resolve() derived, and from what
+
+    def but(self, **changes: Any) -> "ServeOptions":
+        return replace(self, **changes)
+
+
+def check(options: ServeOptions) -> None:
+    """ConfigError for an option out of range (the CLI's types catch most; the Python API needs this)."""
+    positive = {"port": options.port, "max_queue": options.max_queue,
+                "max_seeds_per_request": options.max_seeds_per_request, "max_body_bytes": options.max_body_bytes}
+    for name in ("max_batch", "threads", "inflight"):
+        if getattr(options, name) is not None:
+            positive[name] = getattr(options, name)
+    for name, value in positive.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    if options.max_delay_ms is not None and not 0 <= options.max_delay_ms <= 10_000:
+        raise ConfigError(f"max_delay_ms must be in [0, 10000], got {options.max_delay_ms!r}")
+
+
+def tuned_batching(median_ms_by_batch: dict[int, float]) -> tuple[int, float] | None:
+    """(max_batch, max_delay_ms) from a variant's median latency per batch size, or None without figures."""
+    rates = {b: b / ms for b, ms in median_ms_by_batch.items() if b >= 1 and ms > 0}
+    if not rates:
+        return None
+    best = max(rates.values())
+    batch = min(b for b, r in rates.items() if r >= THROUGHPUT_PLATEAU * best)
+    return batch, round(max(0.5, min(50.0, median_ms_by_batch[batch] / 2)), 3)
+
+
+def resolve(options: ServeOptions, *, bundle_name: str, variant: str, gen_max_batch: int, device: str,
+            median_ms_by_batch: dict[int, float] | None) -> ServeOptions:
+    """Fill every derived option: model name, batching from the benchmarks (or defaults), batches in flight."""
+    check(options)
+    tuned = tuned_batching(median_ms_by_batch or {})
+    source = f"the bundle's benchmarks of {variant}" if tuned else "defaults (no benchmarks of this variant here)"
+    max_batch = options.max_batch or (tuned[0] if tuned else DEFAULT_MAX_BATCH)
+    max_delay = options.max_delay_ms if options.max_delay_ms is not None else (
+        tuned[1] if tuned else DEFAULT_MAX_DELAY_MS)
+    return options.but(model_name=options.model_name or bundle_name, max_batch=min(max_batch, gen_max_batch),
+                       max_delay_ms=float(max_delay), inflight=options.inflight or (2 if device == "cuda" else 1),
+                       tuning={"source": source, "measured": {str(k): v for k, v in (median_ms_by_batch or {}).items()},
+                               "max_batch_asked": options.max_batch, "max_delay_ms_asked": options.max_delay_ms})

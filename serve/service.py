@@ -1,0 +1,133 @@
+"""The model behind the routes: one Generator, its dynamic batcher, metrics and resolved options.
+
+``Service.load()`` opens the bundle and the backend (synchronously: a bad bundle or option fails the command
+before it binds a port); ``start()`` warms every batch bucket in a worker thread, then reports ready;
+``stop()`` drains (every accepted request answered) and releases the backend. The ASGI app (``app.py``) and
+the Ray deployment (``ray.py``) both drive one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ganrt.serve.batcher import Batcher, Work
+from ganrt.serve.metrics import Metrics
+from ganrt.serve.options import ServeOptions, resolve
+
+log = logging.getLogger("ganrt.serve")
+
+
+def measured_latencies(bundle, variant: str) -> dict[int, float] | None:
+    """{batch: median ms} of ``variant`` from the bundle's benchmarks recorded on this machine, or None."""
+    from ganrt.runtime.machine import describe_machine
+    from ganrt.runtime.selection import benchmark_table
+
+    bench = bundle.benchmarks or {}
+    machine = bench.get("machine") or {}
+    here = describe_machine()
+    if machine.get("cpu") != here["cpu"] or machine.get("gpu") != here["gpu"]:
+        return None
+    return benchmark_table(bench).get(variant)
+
+
+class Service:
+    def __init__(self, bundle: str | os.PathLike, options: ServeOptions | None = None) -> None:
+        self.bundle_path = Path(bundle)
+        self.options = options or ServeOptions()
+        self.gen = None
+        self.bundle = None
+        self.bundle_sha256 = ""
+        self.metrics: Metrics | None = None
+        self.batcher: Batcher | None = None
+        self.executor: ThreadPoolExecutor | None = None
+        self.ready = False
+        self.failure: str | None = None  # why the service could not become ready
+        self.started_at = time.time()
+
+    # -- life cycle ----------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Open the bundle and load the backend; resolve the batching options (GanrtError on bad input)."""
+        if self.gen is not None:
+            return
+        from ganrt.bundle import Bundle
+        from ganrt.runtime import load
+
+        o = self.options
+        self.bundle = Bundle.open(self.bundle_path)
+        self.bundle_sha256 = self.bundle.sha256()
+        hint = o.max_batch or 64
+        self.gen = load(self.bundle, backend=o.backend, variant=o.variant, precision=o.precision, threads=o.threads,
+                        batch_size=min(hint, int(self.bundle.graph.get("max_batch") or hint)))
+        self.options = resolve(o, bundle_name=self.bundle_path.resolve().name, variant=self.gen.variant,
+                               gen_max_batch=self.gen.max_batch, device=self.gen.device,
+                               median_ms_by_batch=measured_latencies(self.bundle, self.gen.variant))
+        self.metrics = Metrics(self.options.max_batch)
+        self.executor = ThreadPoolExecutor(max_workers=self.options.inflight + 2, thread_name_prefix="ganrt-serve")
+
+    async def start(self) -> None:
+        """Load (if not yet), warm every batch bucket off the event loop, start the batcher, report ready."""
+        loop = asyncio.get_running_loop()
+        try:
+            if self.gen is None:
+                await loop.run_in_executor(None, self.load)
+            o = self.options
+            self.batcher = Batcher(self.run, max_batch=o.max_batch, max_delay_s=o.max_delay_ms / 1e3,
+                                   max_queue=o.max_queue, inflight=o.inflight, executor=self.executor,
+                                   stats=self.metrics.batcher_stats())
+            if o.warmup:
+                t0 = time.perf_counter()
+                sizes = await loop.run_in_executor(self.executor, self.gen.warmup,
+                                                   sorted({1, o.max_batch} | set(self._buckets())))
+                log.info("warmed up batch sizes %s in %.1f s", sizes, time.perf_counter() - t0)
+            self.batcher.start()
+            self.ready = True
+        except Exception as e:  # noqa: BLE001 - reported by /v2/health/ready and the log
+            self.failure = f"{type(e).__name__}: {e}"
+            log.error("the model could not be started: %s", self.failure)
+            raise
+
+    def _buckets(self) -> list[int]:
+        buckets = self.gen.batch_buckets or ()
+        return [b for b in buckets if b <= self.options.max_batch]
+
+    async def stop(self) -> None:
+        """Drain: take no new requests, answer every accepted one, then release the backend."""
+        self.ready = False
+        if self.batcher is not None:
+            await self.batcher.drain()
+        if self.gen is not None:
+            self.gen.close()
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+
+    # -- work ----------------------------------------------------------------------------------------
+    def run(self, works: list[Work]) -> np.ndarray:
+        """One formed batch (worker thread): latents from seeds, explicit latents, labels, truncation."""
+        from ganrt.latents import latents_from_seeds
+
+        spec = self.gen.spec
+        z = np.concatenate([w.z if w.z is not None else latents_from_seeds([int(s) for s in w.seeds],
+                                                                             spec.latent_dim) for w in works])
+        labels = np.concatenate([w.labels for w in works]) if spec.conditional else None
+        truncation = np.concatenate([w.truncation for w in works]) if spec.has_truncation else None
+        return self.gen.generate(z=z, labels=labels, truncation=truncation)
+
+    def describe(self) -> dict[str, Any]:
+        """What the page and /v1/model show."""
+        s, o = self.gen.spec, self.options
+        return {"name": o.model_name, "variant": self.gen.variant, "device": self.gen.device,
+                "reason": self.gen.reason, "bundle_sha256": self.bundle_sha256,
+                "spec": {"arch": s.arch, "latent_dim": s.latent_dim, "num_classes": s.num_classes,
+                         "channels": s.channels, "height": s.height, "width": s.width,
+                         "has_truncation": s.has_truncation},
+                "batching": {"max_batch": o.max_batch, "max_delay_ms": o.max_delay_ms, "max_queue": o.max_queue,
+                             "inflight": o.inflight, "tuning": o.tuning},
+                "max_seeds_per_request": o.max_seeds_per_request, "ready": self.ready}
