@@ -5,6 +5,8 @@
     ganrt export           OUT/run/checkpoint.safetensors --out OUT/bundle --precision fp32,fp16,int8
     ganrt bench            OUT/bundle --out OUT/bench --classifier OUT/classifier.safetensors
     ganrt generate         OUT/bundle --seeds 0-63 --grid OUT/generated.png
+    ganrt serve            OUT/bundle --port PORT            (for a few seconds, in the background)
+    ganrt loadtest         http://127.0.0.1:PORT --check OUT/bundle --out OUT/loadtest
 
 Each step runs as its own process (so each is exactly what the printed command does) and is skipped when its
 output already exists, unless --fresh is given.
@@ -20,6 +22,43 @@ import time
 from pathlib import Path
 
 import click
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve_and_load(bundle: Path, out: Path, duration: float) -> None:
+    """Serve the bundle in the background, run a short load test against it, stop the server (SIGTERM)."""
+    import signal
+    import urllib.request
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    click.secho(f"\n$ ganrt serve {bundle} --port {port} &", bold=True)
+    server = subprocess.Popen([sys.executable, "-m", "ganrt", "serve", str(bundle), "--port", str(port),
+                               "--log-level", "warning"])
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"demo step failed: ganrt serve did not become ready at {url}")
+            time.sleep(0.3)
+        _run(["loadtest", url, "--concurrency", "1,8,32", "--seeds-per-request", "16", "--duration", str(duration),
+              "--check", str(bundle), "--out", str(out)])
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
 
 
 def _run(argv: list[str]) -> None:
@@ -39,7 +78,9 @@ def _run(argv: list[str]) -> None:
               help="Delete the demo's own outputs (run/, bundle/, bench/, generated/) and redo every step.")
 @click.option("--bench-duration", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
               help="Seconds of timed runs per variant and batch size.")
-def main(out: Path, fresh: bool, bench_duration: float) -> None:
+@click.option("--serve-duration", type=click.FloatRange(min=0.0), default=3.0, show_default=True,
+              help="Seconds of load per concurrency level against `ganrt serve` at the end (0: skip serving).")
+def main(out: Path, fresh: bool, bench_duration: float, serve_duration: float) -> None:
     """Train -> export -> bench -> report on the built-in digits."""
     t0 = time.perf_counter()
     run_dir, bundle, bench = out / "run", out / "bundle", out / "bench"
@@ -59,10 +100,13 @@ def main(out: Path, fresh: bool, bench_duration: float) -> None:
     _run(["bench", str(bundle), "--out", str(bench), "--classifier", str(clf), "--duration", str(bench_duration)])
     _run(["generate", str(bundle), "--seeds", "0-99", "--labels", "0-9", "--out", str(out / "generated"),
           "--grid", str(out / "generated.png"), "--grid-scale", "2"])
+    if serve_duration > 0:
+        _serve_and_load(bundle, out / "loadtest", serve_duration)
     click.secho(f"\nDemo finished in {(time.perf_counter() - t0) / 60:.1f} min. Outputs:", bold=True)
     for label, path in [("training samples", run_dir / "samples"), ("checkpoint", ckpt), ("bundle", bundle),
                         ("benchmark report", bench / "report.md"), ("latency plot", bench / "latency.png"),
-                        ("throughput plot", bench / "throughput.png"), ("generated grid", out / "generated.png")]:
+                        ("throughput plot", bench / "throughput.png"), ("generated grid", out / "generated.png"),
+                        ("serving load test", out / "loadtest" / "report.md")]:
         click.echo(f"  {label:18s} {path}")
 
 

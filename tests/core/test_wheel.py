@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = {"ganrt": "ganrt", "train": "ganrt/train", "export": "ganrt/export", "runtime": "ganrt/runtime",
-          "benchmarks": "ganrt/benchmarks"}
+          "benchmarks": "ganrt/benchmarks", "serve": "ganrt/serve"}
 
 
 def expected_members() -> set[str]:
@@ -47,6 +47,12 @@ def test_every_python_folder_is_a_listed_package():
             rel = init.parent.relative_to(ROOT / folder)
             pkg = ".".join([target.replace("/", "."), *rel.parts]) if rel.parts else target.replace("/", ".")
             assert pkg in listed, f"{pkg} has an __init__.py but is not in [tool.setuptools] packages"
+
+
+def test_wheel_carries_the_seed_explorer_page(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for page in sorted((ROOT / "serve" / "static").iterdir()):
+        assert f"ganrt/serve/static/{page.name}" in names
 
 
 def test_wheel_has_the_console_script(wheel):
