@@ -6,8 +6,8 @@
   CUDA graph is enabled and each batch size gets its own static buffers and graph id
   (``gpu_graph_id``), so after the first call at a size a request replays one captured graph.
 - "onnx-fp32-rw" (the exact ConvTranspose rewrite) runs as the variant "onnxruntime-fp32-rw": it measured
-  0.69-0.78x the plain graph's latency on an AVX2 CPU (benchmarks/cpu_fastpath_probe.py), but 1.3-1.6x
-  on an AVX-512 one (EXPORT-NOTES.md): the bench decides, and ``auto`` follows the bundle's benchmarks.
+  0.69-0.78x the plain graph's latency on an AVX2 CPU (tools/cpu_fastpath_probe.py), but 1.3-1.6x
+  on an AVX-512 one (docs/export-notes.md): the bench decides, and ``auto`` follows the bundle's benchmarks.
 - TensorRT EP: engines and timing cache kept inside the bundle (``ort-trt-cache/``; a user cache
   directory when the bundle is read-only), an optimization profile over batch 1..max_batch.
 - Threads: ``InferenceSession.run`` is thread-safe and the graph takes any batch (dynamic shapes, no

@@ -80,3 +80,24 @@ def bundle_dir(tmp_path_factory, contrast_checkpoint):
     out = tmp_path_factory.mktemp("rt") / "bundle"
     export_checkpoint(contrast_checkpoint, out, precisions=("fp32",), max_batch=64)
     return out
+
+
+@pytest.fixture(scope="session")
+def tool():
+    """tool(name) -> the module tools/<name>.py (the repository's scripts: not a package, not installed)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "tools"
+
+    def load(name: str):
+        key = f"ganrt_tools_{name}"
+        if key not in sys.modules:
+            spec = importlib.util.spec_from_file_location(key, folder / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[key] = module
+            spec.loader.exec_module(module)
+        return sys.modules[key]
+
+    return load

@@ -55,13 +55,13 @@ def test_report_names_the_graph_each_variant_runs_and_its_small_batch_graph():
         "`openvino-int8` (B<=3: `openvino-int8-small`)"
 
 
-def test_probe_round_robin_ends_when_a_fast_runner_hits_max_calls_before_its_time():
+def test_probe_round_robin_ends_when_a_fast_runner_hits_max_calls_before_its_time(tool):
     """A runner that reaches max_calls short of its seconds is done (this once looped forever)."""
     import time
 
     import numpy as np
 
-    from ganrt.benchmarks.cpu_fastpath_probe import time_round_robin
+    time_round_robin = tool("cpu_fastpath_probe").time_round_robin
 
     t0 = time.perf_counter()
     times = time_round_robin({"fast": lambda z: None, "slow": lambda z: time.sleep(0.01)}, np.zeros(1),

@@ -260,8 +260,8 @@ def test_graph_without_conv_transpose_is_returned_unchanged():
     assert rewritten.SerializeToString() == model.SerializeToString()
 
 
-def test_dcgan_generator_end_to_end_within_one_level(tiny_checkpoint, tmp_path):
-    from ganrt.benchmarks.cpu_fastpath_probe import vivid_weights
+def test_dcgan_generator_end_to_end_within_one_level(tiny_checkpoint, tmp_path, tool):
+    vivid_weights = tool("cpu_fastpath_probe").vivid_weights
     from ganrt.checkpoint import load_generator
     from ganrt.latents import labels_from_seeds, latents_from_seeds
     from ganrt.postprocess import ToUint8NHWC

@@ -12,14 +12,14 @@ in short blocks, in repeats:
 - int8: OpenVINO on an NNCF post-training-quantized model of the rewritten graph and, for comparison, of the
   original graph (when nncf is installed),
   OpenVINO and onnxruntime on a QDQ ONNX of the rewritten graph, onnxruntime QOperator (u8 activations,
-  s8 per-channel weights) on the rewritten graph. Only Conv/Gemm/MatMul are quantized (EXPORT-NOTES.md);
+  s8 per-channel weights) on the rewritten graph. Only Conv/Gemm/MatMul are quantized (docs/export-notes.md);
   "-keepfirst" variants leave the first layer (the matrix product on the latent) in fp32.
 
 Parity of each variant is ganrt.parity.image_parity of its uint8 images against the torch fp32
 reference on seeds 0..63. For OpenVINO it also records the precision each convolution actually ran in
 (the compiled model's runtime info), and whether the CPU reports bf16 at all.
 
-    .venv/bin/python benchmarks/cpu_fastpath_probe.py --out probe.json
+    .venv/bin/python tools/cpu_fastpath_probe.py --out probe.json
 
 Figures on a shared machine are noisy: compare ratios from one run, not absolute times across runs.
 """
