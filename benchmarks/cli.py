@@ -251,3 +251,25 @@ def bench(ctx: click.Context, bundle: Path, out: Path, batch_sizes: str, duratio
         click.echo(f"ganrt: gate {results['gate']['expression']!r} failed for: "
                    + "; ".join(f"{v} ({', '.join(results['parity'][v]['failures'])})" for v in failed), err=True)
         ctx.exit(1)
+
+
+# --- convert-inception-weights ----------------------------------------------------------------------------------------
+@click.command("convert-inception-weights", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("pth", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print what was converted as JSON.")
+def convert_inception_weights(pth: Path, out: Path, as_json: bool) -> None:
+    """Convert pytorch-fid's published Inception weights (PTH, e.g. pt_inception-2015-12-05-6726825d.pth) into
+    OUT.safetensors for `--inception-weights` (FID proper).
+
+    PTH is read with torch's weights-only loader (tensors only: the file cannot run code) and checked against
+    the FID Inception-v3 architecture; num_batches_tracked entries are optional.
+    """
+    from ganrt.metrics.inception import convert_weights
+
+    info = convert_weights(pth, out)
+    if as_json:
+        _echo_json(info)
+    else:
+        click.echo(f"{pth} -> {out}: {info['tensors']} tensors, sha256 {info['sha256'][:12]}; use it with "
+                   f"--inception-weights {out}")

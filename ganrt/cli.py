@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("ganrt.benchmarks.cli:eval_command", "FD/KID/IS/precision-recall of a generator against its data."),
     "train-classifier": ("ganrt.benchmarks.cli:train_classifier",
                          "Train the small domain classifier used as a feature extractor."),
+    "convert-inception-weights": ("ganrt.benchmarks.cli:convert_inception_weights",
+                                  "Convert pytorch-fid's Inception .pth into safetensors for FID proper."),
     "serve": ("ganrt.serve.cli:serve", "Serve a bundle over HTTP (OIP v2, /v1/generate, metrics, a seed explorer)."),
     "loadtest": ("ganrt.serve.cli:loadtest", "Load a ganrt, Ray or Triton server; img/s and latency per concurrency."),
 }

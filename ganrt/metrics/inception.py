@@ -4,15 +4,15 @@ Written out here in torch (no torchvision) with the state-dict names of torchvis
 (``num_classes=1008``, no aux head) and the four FID-specific blocks of pytorch-fid (average pools that do
 not count padding; max pool in the last block), so the pytorch-fid weight file loads as is.
 
-Weights are never downloaded and never unpickled. Accepted: a ``.safetensors`` file holding the state dict
-of pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``. Convert the published file once (this is the
-only step that unpickles, with torch's weights-only loader, under your control)::
+Weights are never downloaded and never unpickled by the metrics. Accepted: a ``.safetensors`` file holding
+the state dict of pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (``num_batches_tracked`` entries
+optional: they do not change the features). Convert the published file once; this is the only step that
+reads a pickle, with torch's weights-only loader (tensors only, no code), under your control::
 
     curl -LO https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth
-    python -c "import torch, safetensors.torch as s; s.save_file(torch.load(\\
-      'pt_inception-2015-12-05-6726825d.pth', weights_only=True), 'pt_inception-2015-12-05.safetensors')"
+    ganrt convert-inception-weights pt_inception-2015-12-05-6726825d.pth inception-2015-12-05.safetensors
 
-then pass ``--inception-weights pt_inception-2015-12-05.safetensors`` or set ``GANRT_INCEPTION_WEIGHTS``.
+then pass ``--inception-weights inception-2015-12-05.safetensors`` or set ``GANRT_INCEPTION_WEIGHTS``.
 
 Input handling as in pytorch-fid: uint8 -> [0, 1], gray repeated to RGB, bilinear resize to 299x299
 (``align_corners=False``, no antialiasing), then ``2x - 1``. Features: the 2048-d pool3 output; logits:
@@ -35,10 +35,11 @@ PUBLISHED_FILE = "pt_inception-2015-12-05-6726825d.pth"
 PUBLISHED_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{PUBLISHED_FILE}"
 RESIZE = 299
 HOW_TO_GET = (
-    f"download {PUBLISHED_URL} and convert it once with: python -c \"import torch, safetensors.torch as s; "
-    f"s.save_file(torch.load('{PUBLISHED_FILE}', weights_only=True), 'pt_inception-2015-12-05.safetensors')\"; "
-    f"then pass --inception-weights pt_inception-2015-12-05.safetensors or set {ENV_VAR}"
+    f"download {PUBLISHED_URL} and convert it once with `ganrt convert-inception-weights {PUBLISHED_FILE} "
+    f"inception-2015-12-05.safetensors`; then pass --inception-weights inception-2015-12-05.safetensors or set "
+    f"{ENV_VAR}"
 )
+OPTIONAL = "num_batches_tracked"  # BatchNorm counters: stored by torch, unused in eval mode
 
 
 def build_fid_inception():
@@ -192,6 +193,57 @@ def resolve_weights_path(path: str | os.PathLike | None) -> Path:
     return p
 
 
+def _checked_state(state: dict, expected: dict, source: Path) -> dict:
+    """``state`` as the model's full state dict (float weights; absent num_batches_tracked filled in), or a
+    MetricError naming what is missing, unexpected or of the wrong shape."""
+    missing = sorted(k for k in set(expected) - set(state) if not k.endswith(OPTIONAL))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or wrong:
+        detail = "; ".join(f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                           for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                              ("wrong shape", wrong)) if keys)
+        raise MetricError(f"{source} does not hold the FID Inception-v3 state dict ({detail}); expected the "
+                          f"pytorch-fid 2015-12-05 weights converted to safetensors. To get it, {HOW_TO_GET}")
+    full = {k: v for k, v in expected.items() if k.endswith(OPTIONAL)}
+    full.update({k: (v.float() if v.is_floating_point() else v) for k, v in state.items()})
+    return full
+
+
+def convert_weights(pth: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
+    """pytorch-fid's published ``.pth`` -> a ``.safetensors`` file the extractor loads.
+
+    Read with ``torch.load(weights_only=True)`` (tensors and plain containers only; the pickle cannot run
+    code), checked against the architecture, written atomically with the source's sha256 in its metadata.
+    Returns what was converted.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from ganrt.fileio import atomic_path
+
+    pth = Path(pth)
+    if not pth.is_file():
+        raise MetricError(f"{pth} does not exist; download {PUBLISHED_URL} first")
+    try:
+        state = torch.load(str(pth), map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses anything but tensors and plain containers
+        raise MetricError(f"{pth} is not a torch state dict that loads with weights_only=True "
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MetricError(f"{pth} does not hold a state dict of tensors")
+    full = _checked_state(state, build_fid_inception().state_dict(), pth)
+    tensors = {k: v.detach().contiguous() for k, v in full.items()}
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata={"source": pth.name, "source_sha256": sha256_file(pth),
+                                               "format": "ganrt.fid-inception-2015-12-05"})
+    return {"out": str(out), "tensors": len(tensors), "source_sha256": sha256_file(pth),
+            "sha256": sha256_file(out)}
+
+
 class InceptionExtractor(FeatureExtractor):
     name, label, feature_dim, has_logits = "inception", "", 2048, True
 
@@ -209,17 +261,7 @@ class InceptionExtractor(FeatureExtractor):
             raise MetricError(f"{p} is not a readable safetensors file ({e}). To get the right file, "
                               f"{HOW_TO_GET}") from None
         model = build_fid_inception()
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
-        if missing or unexpected or wrong:
-            detail = "; ".join(f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-                               for what, keys in (("missing", missing), ("unexpected", unexpected),
-                                                  ("wrong shape", wrong)) if keys)
-            raise MetricError(f"{p} does not hold the FID Inception-v3 state dict ({detail}); expected the "
-                              f"pytorch-fid 2015-12-05 weights converted to safetensors. To get it, {HOW_TO_GET}")
-        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        model.load_state_dict(_checked_state(state, model.state_dict(), p), strict=True)
         return cls(model.eval(), sha256_file(p), str(p))
 
     def identity(self) -> dict[str, Any]:
