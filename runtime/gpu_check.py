@@ -39,7 +39,7 @@ def _tiny_bundle(work: Path, *, engines: bool, log) -> Path:
     import torch
 
     from ganrt.checkpoint import Checkpoint, save_checkpoint
-    from ganrt.export import export_checkpoint
+    from ganrt.export import ExportOptions, export_checkpoint
     from ganrt.models import build_generator
     from ganrt.spec import GeneratorSpec
 
@@ -53,10 +53,11 @@ def _tiny_bundle(work: Path, *, engines: bool, log) -> Path:
     save_checkpoint(ckpt, Checkpoint(spec=spec, tensors={f"G.{k}": v for k, v in g.state_dict().items()}))
     bundle = work / "bundle"
     try:
-        export_checkpoint(ckpt, bundle, precisions=("fp32", "fp16"), tensorrt=engines, progress=log)
+        export_checkpoint(ckpt, bundle, options=ExportOptions(precisions=("fp32", "fp16"), tensorrt=engines),
+                          progress=log)
     except Exception as e:  # engines or fp16 may fail on an odd setup: keep what can be checked
         log(f"export with fp16{' + engines' if engines else ''} failed ({type(e).__name__}: {e}); fp32 only")
-        export_checkpoint(ckpt, bundle, precisions=("fp32",), progress=log)
+        export_checkpoint(ckpt, bundle, options=ExportOptions(precisions=("fp32",)), progress=log)
     return bundle
 
 

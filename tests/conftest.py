@@ -52,3 +52,23 @@ def has_cuda() -> bool:
 
 def has_tensorrt() -> bool:
     return importlib.util.find_spec("tensorrt") is not None and has_cuda()
+
+
+def commit_bundle(path, spec, files: dict, graph: dict | None = None, source: dict | None = None):
+    """Write a bundle through BundleWriter, as export does: ``files`` = {artifact: (bytes, manifest entry)}."""
+    from ganrt.bundle import BundleWriter, Staged
+
+    with BundleWriter(path, spec) as w:
+        staged = []
+        for name, (data, entry) in files.items():
+            src = w.stage / f"{name}.bin"
+            src.write_bytes(data)
+            staged.append(Staged(name, src, {"precision": None, "made_by": {}, "parity": None, "passed": None,
+                                             **entry}))
+        return w.commit(graph=graph or {}, source=source or {}, staged=staged)
+
+
+@pytest.fixture(scope="session")
+def write_bundle():
+    """The function ``commit_bundle(path, spec, files, graph=None, source=None) -> Bundle``."""
+    return commit_bundle

@@ -29,10 +29,10 @@ def contrast_checkpoint(tmp_path_factory, tiny_checkpoint):
 
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory, contrast_checkpoint):
-    from ganrt.export import export_checkpoint
+    from ganrt.export import ExportOptions, export_checkpoint
 
     out = tmp_path_factory.mktemp("rt") / "bundle"
-    export_checkpoint(contrast_checkpoint, out, precisions=("fp32",), max_batch=64)
+    export_checkpoint(contrast_checkpoint, out, options=ExportOptions(precisions=("fp32",), max_batch=64))
     return out
 
 
