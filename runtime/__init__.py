@@ -24,6 +24,7 @@ from ganrt.latents import latents_from_seeds
 from ganrt.runtime.base import Backend, validate_inputs
 from ganrt.runtime.machine import Availability, describe_machine
 from ganrt.runtime.selection import BACKENDS, Choice, select
+from ganrt.runtime.tuning import machine_key, read_tuning
 
 __all__ = ["load", "Generator", "Backend", "Choice", "select", "validate_inputs", "describe_machine",
            "Availability", "BACKENDS"]
@@ -90,7 +91,7 @@ def load(bundle_dir: str | os.PathLike | Bundle, backend: str = "auto", precisio
          device: str | None = None, threads: int | None = None, compile: bool = False,
          cuda_graphs: bool | None = None, provider: str | None = None, max_batch: int | None = None,
          variant: str | None = None, available: Availability | None = None,
-         batch_size: int | None = None) -> Generator:
+         batch_size: int | None = None, trust_code: bool = False) -> Generator:
     """Open a bundle (hashes verified) and load a backend for it.
 
     backend: "auto" picks the fastest variant available here that passed parity (see
@@ -103,34 +104,44 @@ def load(bundle_dir: str | os.PathLike | Bundle, backend: str = "auto", precisio
     variant: one variant by name, e.g. "onnxruntime-fp32-rw" (the ConvTranspose-rewritten graph on
         onnxruntime) or "openvino-int8" (the NNCF int8 IR).
     available: what this machine has (tests pass their own; default: probed).
-    batch_size: a hint of the typical request size: auto ranks variants by the bundle's benchmarks at
-        the measured batch closest to it (default: the smallest batch measured). gen.reason names the
-        batch the decision used. Requests of any size still work.
+    batch_size: a hint of the typical request size: auto ranks variants by this machine's tuning record
+        (ganrt.runtime.tuning, for ``threads``) at the measured batch closest to it (default: the smallest
+        batch measured). gen.reason names the batch the decision used. Requests of any size still work.
+    trust_code: a bundle of a user's own module may run on torch, which imports the code its spec names.
     """
-    bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.open(bundle_dir)
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
     if max_batch is not None and max_batch < 1:
         raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
     avail = available or Availability.probe()
-    manifest = bundle.to_dict()
-    choice = select(manifest, avail, backend=backend, precision=precision, device=device, provider=provider,
-                    variant=variant, batch_size=batch_size)
-    if compile and choice.backend != "torch":
-        raise ConfigError(f"compile=True applies to the torch backend, but {choice.backend} was chosen; "
-                          "pass backend='torch' or drop compile")
-    runner = _build(bundle, choice, threads=threads, compile=compile or "compile" in choice.options,
-                    cuda_graphs=cuda_graphs, max_batch=max_batch)
-    return Generator(runner, bundle, choice)
+    for attempt in range(3):  # a bundle re-exported while it was loading is loaded again (new files, new manifest)
+        bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.open(bundle_dir)
+        tuning = read_tuning(bundle.path, machine_key(threads))
+        choice = select(bundle.to_dict(), avail, backend=backend, precision=precision, device=device,
+                        provider=provider, variant=variant, batch_size=batch_size, tuning=tuning,
+                        trust_code=trust_code)
+        if compile and choice.backend != "torch":
+            raise ConfigError(f"compile=True applies to the torch backend, but {choice.backend} was chosen; "
+                              "pass backend='torch' or drop compile")
+        try:
+            runner = _build(bundle, choice, threads=threads, compile=compile or "compile" in choice.options,
+                            cuda_graphs=cuda_graphs, max_batch=max_batch, trust_code=trust_code)
+        except Exception:
+            if attempt < 2 and not isinstance(bundle_dir, Bundle) and bundle.replaced():
+                continue
+            raise
+        return Generator(runner, bundle, choice)
+    raise AssertionError("unreachable")
 
 
-def _build(bundle: Bundle, choice: Choice, *, threads, compile, cuda_graphs, max_batch) -> Backend:
+def _build(bundle: Bundle, choice: Choice, *, threads, compile, cuda_graphs, max_batch, trust_code=False) -> Backend:
     if choice.backend == "torch":
         from ganrt.runtime.torch_backend import TorchBackend
 
         graphs = bool(cuda_graphs) or "cudagraph" in choice.options
         return TorchBackend(bundle, precision=choice.precision, device=choice.device, max_batch=max_batch,
-                            compile=compile, cuda_graphs=graphs and choice.device == "cuda", threads=threads)
+                            compile=compile, cuda_graphs=graphs and choice.device == "cuda", threads=threads,
+                            trust_code=trust_code)
     if choice.backend == "onnxruntime":
         from ganrt.runtime.onnxruntime_backend import OnnxRuntimeBackend
 

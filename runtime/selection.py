@@ -4,14 +4,18 @@
 backend, precision, device and artifact to load and why. ``backend="auto"`` picks, among the variants
 this machine can run whose parity passed:
 
-1. by the manifest's "benchmarks" section, when it was recorded on this machine (same CPU and GPU
-   strings): the variant with the lowest median latency among those that passed (openvino-int8
-   included: its artifact passed the int8 tolerance and the benchmark's gate), at the measured batch
-   size closest to the ``batch_size`` hint (ties: the smaller batch; no hint: the smallest batch), from
-   each variant's "median_ms_by_batch" (or "median_ms" at the section's "batch_size" in older manifests).
-   When nothing measured at that batch can run here, the next closest measured batch decides;
+1. by this machine's tuning record (``tuning``: ganrt.runtime.tuning.read_tuning for the machine key
+   ``load`` runs with; written by ``ganrt bench``): the variant with the lowest median latency among those
+   whose artifact passed *export* parity (a bench gate never changes this), at the measured batch size
+   closest to the ``batch_size`` hint (ties: the smaller batch; no hint: the smallest batch). When nothing
+   measured at that batch can run here, the next closest measured batch decides. Bundles benched by an
+   older ganrt have their timings in the manifest's "benchmarks" section instead: read the same way when
+   recorded on this machine (same CPU and GPU strings), skipping the variants that section marks failed;
 2. else by the default order: tensorrt > onnxruntime-cuda > openvino-bf16 (only when the CPU has bf16
    and a bf16 artifact passed parity) > onnxruntime-cpu > torch.
+
+A user's own module (spec "arch": "external") runs on torch only with ``trust_code=True`` (rebuilding it
+imports the code its spec names) and never without a factory; its graphs run on every other backend.
 
 Without a requested precision, GPU backends prefer fp16 > bf16 > fp32 and CPU backends fp32; int8 is
 lossy, so without benchmarks it is used only when asked for. Nothing here imports a backend.
@@ -32,6 +36,7 @@ from typing import Any
 from ganrt.bundle import PRECISIONS
 from ganrt.errors import BackendUnavailable, BundleError, ConfigError
 from ganrt.runtime.machine import Availability
+from ganrt.runtime.tuning import tuning_table
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
 DEVICES = ("cpu", "cuda")
@@ -137,9 +142,16 @@ def openvino_artifact(artifacts: dict[str, dict], precision: str) -> str | None:
     return next((n for n in OPENVINO_ARTIFACTS.get(precision, ()) if n in artifacts), None)
 
 
-def _pool(manifest: dict[str, Any], avail: Availability) -> _Pool:
+def _pool(manifest: dict[str, Any], avail: Availability, trust_code: bool = False) -> _Pool:
     artifacts: dict[str, dict] = manifest.get("artifacts") or {}
     pool = _Pool()
+    spec = manifest.get("spec") or {}
+    torch_ok = spec.get("arch") != "external" or (trust_code and bool(spec.get("factory")))
+    if not torch_ok:
+        pool.missing.append(
+            f"the torch backend rebuilds this user's module by importing its code ({spec['factory']!r}): pass "
+            "trust_code=True (CLI: --trust-code) if you trust the bundle's source" if spec.get("factory") else
+            "the torch backend cannot rebuild this user's module (its spec names no factory): run its graphs")
 
     def add(backend, precision, device, artifact, options=()):
         passed = True if artifact == "weights" else artifacts.get(artifact, {}).get("passed")
@@ -185,7 +197,7 @@ def _pool(manifest: dict[str, Any], avail: Availability) -> _Pool:
         if "onnx-fp32-rw" in artifacts:
             add("onnxruntime", "fp32", "cpu", "onnx-fp32-rw", ("rw",))
 
-    if avail.torch and "weights" in artifacts:
+    if avail.torch and "weights" in artifacts and torch_ok:
         if avail.cuda:
             for precision in GPU_PRECISION_ORDER:
                 add("torch", precision, "cuda", "weights", ("cuda",))
@@ -237,18 +249,21 @@ def _default_rank(choice: Choice, avail: Availability) -> tuple:
 
 def select(manifest: dict[str, Any], available: Availability, *, backend: str = "auto",
            precision: str | None = None, device: str | None = None, provider: str | None = None,
-           variant: str | None = None, batch_size: int | None = None) -> Choice:
+           variant: str | None = None, batch_size: int | None = None, tuning: dict[str, Any] | None = None,
+           trust_code: bool = False) -> Choice:
     """The variant to run, with ``reason`` saying why; clear errors when nothing fits.
 
     ``variant``: one variant by name ("onnxruntime-fp32-rw", "openvino-int8", ...), within the other filters.
-    ``batch_size``: the typical request size; auto ranks variants by the benchmarks measured at the batch
+    ``batch_size``: the typical request size; auto ranks variants by the timings measured at the batch
     closest to it (None: at the smallest measured batch).
+    ``tuning``: this machine's tuning record (ganrt.runtime.tuning.read_tuning), or None.
+    ``trust_code``: a user's module may be rebuilt in torch (imports the code its spec names).
     """
     _check_request(manifest, backend, precision, device)
     batch_size = check_batch_hint(batch_size)
     if provider is not None and provider not in ORT_PROVIDERS:
         raise ConfigError(f"unknown onnxruntime provider {provider!r}; choose one of {', '.join(ORT_PROVIDERS)}")
-    pool = _pool(manifest, available)
+    pool = _pool(manifest, available, trust_code)
 
     def fits(c: Choice) -> bool:
         if backend != "auto" and c.backend != backend:
@@ -278,26 +293,16 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
             why += f"; WARNING: artifact {best.artifact!r} failed parity in the manifest"
         return best.but(reason=why)
 
-    bench = manifest.get("benchmarks") or {}
-    machine = bench.get("machine") or {}
-    here = {"cpu": available.cpu, "gpu": available.gpu}
-    if bench.get("variants"):
-        if machine.get("cpu") == here["cpu"] and machine.get("gpu") == here["gpu"]:
-            table = benchmark_table(bench)
-            for b in batches_by_closeness(table, batch_size):
-                timed = sorted(((ms[b], name) for name, ms in table.items() if b in ms), key=lambda t: t[0])
-                for ms, name in timed:
-                    match = _match_variant(name, benchmarked)
-                    if match is not None:
-                        return match.but(
-                            reason=f"fastest variant that passed parity in the bundle's benchmarks on this machine "
-                                   f"({ms:.3g} ms median at batch {b}; {_batch_note(b, batch_size)})")
-            note = "; no benchmarked variant that passed parity can run here"
-        else:
-            note = (f"; the bundle's benchmarks were recorded on another machine "
-                    f"({machine.get('cpu')!r}/{machine.get('gpu')!r}), not used")
-    else:
-        note = "; no benchmarks recorded in the bundle"
+    table, where, note = _timings(manifest, available, tuning)
+    if table:
+        for b in batches_by_closeness(table, batch_size):
+            timed = sorted(((ms[b], name) for name, ms in table.items() if b in ms), key=lambda t: t[0])
+            for ms, name in timed:
+                match = _match_variant(name, benchmarked)
+                if match is not None:
+                    return match.but(reason=f"fastest variant that passed parity in {where} "
+                                            f"({ms:.3g} ms median at batch {b}; {_batch_note(b, batch_size)})")
+        note = "; no benchmarked variant that passed parity can run here"
     if not candidates:
         raise BackendUnavailable(_nothing_fits(manifest, available, backend, precision, device, pool, variant))
     best = candidates[0]
@@ -306,6 +311,23 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
 
 
 # -- benchmarks by batch size ---------------------------------------------------------------------------
+def _timings(manifest: dict[str, Any], avail: Availability, tuning: dict[str, Any] | None
+             ) -> tuple[dict[str, dict[int, float]], str, str]:
+    """(timings {variant: {batch: ms}}, where they come from, the note when there are none): this machine's
+    tuning record first, else an older manifest's "benchmarks" section recorded on this machine."""
+    table = tuning_table(tuning or {}, manifest.get("artifacts") or {})
+    if table:
+        return table, "this machine's tuning record", ""
+    bench = manifest.get("benchmarks") or {}
+    machine = bench.get("machine") or {}
+    if not bench.get("variants"):
+        return {}, "", "; no benchmarks recorded for this machine (run `ganrt bench`)"
+    if machine.get("cpu") != avail.cpu or machine.get("gpu") != avail.gpu:
+        return {}, "", (f"; the bundle's benchmarks were recorded on another machine "
+                        f"({machine.get('cpu')!r}/{machine.get('gpu')!r}), not used")
+    return benchmark_table(bench), "the bundle's benchmarks on this machine", ""
+
+
 def check_batch_hint(batch_size: Any) -> int | None:
     """The batch-size hint as an int (None stays None); ConfigError unless it is an integer >= 1."""
     if batch_size is None:
@@ -321,7 +343,7 @@ def check_batch_hint(batch_size: Any) -> int | None:
 
 
 def benchmark_table(bench: dict[str, Any]) -> dict[str, dict[int, float]]:
-    """{variant: {batch: median ms}} of the benchmarked variants whose parity passed.
+    """{variant: {batch: median ms}} of the variants an older manifest's "benchmarks" section marks passed.
 
     Reads "median_ms_by_batch" ({"1": ms, "64": ms, ...}) and, for manifests written before it existed,
     "median_ms" at the section's "batch_size".

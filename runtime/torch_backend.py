@@ -23,7 +23,8 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, bundle: Bundle, *, precision: str = "fp32", device: str = "cpu", max_batch: int | None = None,
-                 compile: bool = False, cuda_graphs: bool = False, threads: int | None = None) -> None:
+                 compile: bool = False, cuda_graphs: bool = False, threads: int | None = None,
+                 trust_code: bool = False) -> None:
         from ganrt.checkpoint import load_generator
         from ganrt.postprocess import ToUint8NHWC
 
@@ -44,7 +45,9 @@ class TorchBackend(Backend):
                          option="-".join(options) or None)
         if threads is not None and device == "cpu":
             torch.set_num_threads(int(threads))  # process-wide: torch has no per-module thread pool
-        generator, spec = load_generator(bundle.artifact_path("weights"), ema=True, device=device)
+        # a user's module: rebuilt only with trust_code (its factory is imported), called as export calls it
+        generator, spec = load_generator(bundle.artifact_path("weights"), ema=True, device=device,
+                                         trust_code=trust_code)
         if spec != bundle.spec:
             raise BundleError(f"bundle {bundle.path}: generator.safetensors describes another generator than the "
                               "manifest's spec; re-export the bundle")
