@@ -2,7 +2,9 @@
 
 The steps: load every variant (cold start timed) -> interleaved timings over the batch sweep -> parity of
 each variant on the same seeds (pixels + FD against the noise floor) -> gate -> results.json, report.md,
-plots, sample grids -> the manifest's "benchmarks" section (used by ``backend="auto"``).
+plots, sample grids -> the medians merged into the bundle's tuning record for this machine and thread count
+(``tuning/<machine-key>.json``, ganrt.runtime.tuning; read by ``backend="auto"``). The bundle's manifest
+and artifacts are never written; the gate is a verdict for CI and is not recorded in the bundle.
 """
 
 from __future__ import annotations
@@ -66,9 +68,14 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
               min_runs: int = 10, warmup: int = 3, repeats: int = 2, variants: list[str] | None = None,
               gate: str | None = None, classifier: str | Path | None = None, dataset: str | None = None,
               parity_n: int = 256, threads: int | None = None, record: bool = True, samples: bool = True,
+              trust_code: bool = False,
               progress: Callable[[int, str], None] | None = None,
               log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Benchmark ``bundle_dir`` into ``out``; returns the results dict (also written as results.json)."""
+    """Benchmark ``bundle_dir`` into ``out``; returns the results dict (also written as results.json).
+
+    ``record``: merge the medians into the bundle's tuning record (skipped with a warning when read-only).
+    ``trust_code``: a bundle of a user's module runs its torch reference (imports the code its spec names).
+    """
     import torch
 
     from ganrt.benchmarks import report
@@ -77,7 +84,6 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
     from ganrt.benchmarks.parity import fidelity
     from ganrt.bundle import Bundle
     from ganrt.metrics.extractors import get_extractor
-    from ganrt.runtime.machine import describe_machine
 
     bundle = Bundle.open(bundle_dir)
     out = Path(out)
@@ -103,7 +109,8 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
         for peer in (ORT_BASELINE, REFERENCE):  # the peers every ratio is taken against
             if peer not in only:
                 only.insert(0, peer)
-    loaded, skipped = load_variants(bundle.path, requests, threads=threads, only=only, log=log)
+    loaded, skipped = load_variants(bundle.path, requests, threads=threads, only=only, log=log,
+                                    trust_code=trust_code)
     if only is None:
         skipped.update(unavailable)
     if not loaded:
@@ -122,7 +129,8 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
                               progress=lambda: tick("timing"))
         runs = summarize_runs(loaded, timings)
         parity, images = fidelity(bundle.path, {v.name: v.generator for v in loaded}, extractor, n=parity_n,
-                                  batch=min(max_batch, 64), real_features=real, progress=lambda: tick("parity"))
+                                  batch=min(max_batch, 64), real_features=real, progress=lambda: tick("parity"),
+                                  trust_code=trust_code)
     finally:
         for v in loaded:
             v.generator.close()
@@ -149,30 +157,43 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
         "gate": {"expression": gate or DEFAULT_GATE, "explicit": gate is not None, "failed": failed},
         "skipped": skipped,
     }
+    results["tuning_record"] = record_results(bundle, results, threads, log) if record else None
     results["samples"] = report.write_sample_grids(out, images) if samples else {}
     report.write_results(out, results)
     report.write_plots(out, runs, f"{bundle.spec.arch} {bundle.spec.height}x{bundle.spec.width}")
     report.write_report(out, results)
-    if record:
-        record_in_manifest(bundle, results, describe_machine())
     return results
 
 
-def record_in_manifest(bundle, results: dict[str, Any], machine: dict[str, Any]) -> None:
-    """Write the manifest's "benchmarks" section: per variant the median at the smallest batch ("median_ms",
-    as before), the median at every timed batch ("median_ms_by_batch": {"1": ms, "8": ms, ...}, read by
-    backend="auto" with a batch-size hint) and the parity verdict."""
-    b = min(results["options"]["batch_sizes"])
-    variants: dict[str, dict[str, Any]] = {}
-    for r in sorted(results["runs"], key=lambda r: r["batch_size"]):
+def tuning_rows(bundle, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per timed (variant, batch size) for ganrt.runtime.tuning.record_tuning, naming the artifact it
+    ran (and that artifact's sha256, so timings of a since rebuilt artifact are not used). No parity verdict:
+    auto ranks only variants whose export parity passed, whatever a bench gate said."""
+    rows = []
+    for r in results["runs"]:
         if "latency_ms" not in r:
             continue
-        entry = variants.setdefault(r["variant"], {
-            "backend": r["backend"], "precision": r["precision"], "median_ms": None, "median_ms_by_batch": {},
-            "passed": bool(results["parity"].get(r["variant"], {}).get("passed"))})
-        entry["median_ms_by_batch"][str(r["batch_size"])] = r["latency_ms"]["median"]
-        if r["batch_size"] == b:
-            entry["median_ms"] = r["latency_ms"]["median"]
-    bundle.benchmarks = {"machine": machine, "batch_size": b, "variants": variants, "created": results["created"],
-                         "gate": results["gate"]["expression"]}
-    bundle.save()
+        artifact = (results["load"].get(r["variant"]) or {}).get("artifact")
+        rows.append({"variant": r["variant"], "batch_size": r["batch_size"], "median_ms": r["latency_ms"]["median"],
+                     "p90_ms": r["latency_ms"]["p90"], "n_runs": r.get("n_runs"), "backend": r["backend"],
+                     "precision": r["precision"], "artifact": artifact,
+                     "artifact_sha256": bundle.artifacts.get(artifact, {}).get("sha256")})
+    return rows
+
+
+def record_results(bundle, results: dict[str, Any], threads: int, log: Callable[[str], None]) -> str | None:
+    """Merge this run's medians into the bundle's tuning record for this machine at ``threads``; the record's
+    path, or None (with a warning) when the bundle cannot be written (read-only)."""
+    import warnings
+
+    from ganrt.runtime.tuning import key_of, machine_identity, record_tuning
+
+    identity = machine_identity(threads)
+    try:
+        return str(record_tuning(bundle.path, key_of(identity), tuning_rows(bundle, results), identity=identity))
+    except OSError as e:
+        message = (f"the bundle {bundle.path} cannot be written ({e.strerror or e}): timings not recorded for "
+                   f"backend auto; results.json has them")
+        warnings.warn(f"ganrt: {message}", RuntimeWarning, stacklevel=2)
+        log(f"warning: {message}")
+        return None

@@ -74,22 +74,23 @@ def train_classifier(dataset: str, resolution: int, out: Path, epochs: int, batc
 
 
 # --- eval -------------------------------------------------------------------------------------------------------------
-def _generator_for(path: Path, backend: str, batch_size: int):
+def _generator_for(path: Path, backend: str, batch_size: int, trust_code: bool = False):
     """(generate(seeds) -> uint8 NHWC, spec, description) from a checkpoint file or a bundle directory."""
     from ganrt.checkpoint import load_generator
     from ganrt.metrics.evaluate import torch_generate_fn
 
     if path.is_dir():
-        from ganrt.bundle import WEIGHTS, Bundle
+        from ganrt.bundle import Bundle
 
         bundle = Bundle.open(path)
         if backend == "reference":
-            module, spec = load_generator(bundle.path / WEIGHTS)
+            module, spec = load_generator(bundle.artifact_path("weights"), trust_code=trust_code)
             return torch_generate_fn(module, spec, batch_size=batch_size), spec, "bundle reference (torch fp32)"
         from ganrt.latents import labels_from_seeds
         from ganrt.runtime import load
 
-        gen = load(bundle, backend=backend, batch_size=batch_size)  # batch_size: the hint auto ranks by
+        gen = load(bundle, backend=backend, batch_size=batch_size,  # batch_size: the hint auto ranks by
+                   trust_code=trust_code)
         spec = gen.spec
 
         def generate(seeds):
@@ -101,7 +102,7 @@ def _generator_for(path: Path, backend: str, batch_size: int):
     if backend != "reference":
         raise ConfigError(f"--backend {backend} needs a bundle directory; {path} is a checkpoint, which is "
                           "evaluated with its torch reference (export it with `ganrt export` to use a backend)")
-    module, spec = load_generator(path)
+    module, spec = load_generator(path, trust_code=trust_code)
     return torch_generate_fn(module, spec, batch_size=batch_size), spec, "checkpoint (torch fp32, EMA weights)"
 
 
@@ -128,10 +129,12 @@ def _generator_for(path: Path, backend: str, batch_size: int):
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Reference statistics cache (default: $GANRT_CACHE_DIR/stats or ~/.cache/ganrt/stats).")
 @click.option("--no-cache", is_flag=True, help="Recompute the real features and do not write the cache.")
+@click.option("--trust-code", is_flag=True, help="A checkpoint or bundle of your own module: import and run the "
+              "code its spec names (factory) to rebuild it in torch. Only for files whose source you trust.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def eval_command(source: Path, dataset: str, extractor: str, classifier: Path | None, inception_weights: Path | None,
                  n: int, backend: str, batch_size: int, kid_subsets: int, kid_subset_size: int,
-                 cache_dir: Path | None, no_cache: bool, as_json: bool) -> None:
+                 cache_dir: Path | None, no_cache: bool, trust_code: bool, as_json: bool) -> None:
     """FD/KID/IS/precision-recall of a generator (CHECKPOINT file or BUNDLE directory) against its data.
 
     With --extractor domain the numbers are FD-domain etc.: comparable between runs that use the same
@@ -145,7 +148,7 @@ def eval_command(source: Path, dataset: str, extractor: str, classifier: Path | 
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     feat = get_extractor(extractor, classifier=classifier, inception_weights=inception_weights)
-    generate, spec, what = _generator_for(source, backend, batch_size)
+    generate, spec, what = _generator_for(source, backend, batch_size, trust_code)
     data = load_dataset(dataset, spec.height, channels=spec.channels)
     with _progress(3 * n, "eval", disable=as_json) as bar:
         result = evaluate_generator(generate, data.images, data.identity, feat, n=n, batch_size=batch_size,
@@ -193,17 +196,23 @@ def eval_command(source: Path, dataset: str, extractor: str, classifier: Path | 
               help="Images (seeds 0..N-1) compared with the reference; the noise floor uses seeds N..2N-1.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads of every backend (default: physical cores).")
-@click.option("--no-record", is_flag=True, help="Do not write the results into the bundle's manifest.")
+@click.option("--no-record", is_flag=True,
+              help="Do not merge the timings into the bundle's tuning record (tuning/<machine-key>.json).")
+@click.option("--trust-code", is_flag=True, help="A checkpoint or bundle of your own module: import and run the "
+              "code its spec names (factory) to rebuild it in torch. Only for files whose source you trust.")
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON (results.json holds everything).")
 @click.pass_context
 def bench(ctx: click.Context, bundle: Path, out: Path, batch_sizes: str, duration: float, min_runs: int,
           warmup: int, repeats: int, variants: str | None, gate: str | None, classifier: Path | None,
-          dataset: str | None, parity_n: int, threads: int | None, no_record: bool, as_json: bool) -> None:
+          dataset: str | None, parity_n: int, threads: int | None, no_record: bool, trust_code: bool,
+          as_json: bool) -> None:
     """Speed and fidelity of every variant of BUNDLE, beside torch eager and torch.compile.
 
     Writes results.json, report.md, latency.png, throughput.png and samples/<variant>.png into --out and
-    records the median latency at each batch size + parity verdict per variant in the bundle's manifest
-    (read by backend=auto, which ranks at the batch closest to its batch-size hint).
+    merges the median latency of each variant at each batch size into the bundle's tuning record for this
+    machine and thread count (tuning/<machine-key>.json, read by backend=auto, which ranks the variants that
+    passed export parity at the batch closest to its batch-size hint). The manifest is never changed: a
+    --gate only sets the exit status (for CI). A read-only bundle is benchmarked without recording.
     """
     from tqdm import tqdm
 
@@ -223,6 +232,7 @@ def bench(ctx: click.Context, bundle: Path, out: Path, batch_sizes: str, duratio
         results = run_bench(bundle, out, batch_sizes=batch_sizes, duration=duration, min_runs=min_runs,
                             warmup=warmup, repeats=repeats, variants=names, gate=gate, classifier=classifier,
                             dataset=dataset, parity_n=parity_n, threads=threads, record=not no_record,
+                            trust_code=trust_code,
                             progress=progress, log=lambda s: bar.write(s, file=sys.stderr))
     finally:
         bar.close()

@@ -136,8 +136,8 @@ class LoadedVariant:
 
 
 def load_variants(bundle_dir: Path, choices: list[Any], *, threads: int | None = None,
-                  only: list[str] | None = None, log: Callable[[str], None] = lambda s: None
-                  ) -> tuple[list[LoadedVariant], dict[str, str]]:
+                  only: list[str] | None = None, log: Callable[[str], None] = lambda s: None,
+                  trust_code: bool = False) -> tuple[list[LoadedVariant], dict[str, str]]:
     """Load each variant by name (cold start timed); returns (loaded variants, {name: why skipped})."""
     from ganrt.runtime import load
 
@@ -154,7 +154,7 @@ def load_variants(bundle_dir: Path, choices: list[Any], *, threads: int | None =
         before = rss_mb()
         t0 = time.perf_counter()
         try:
-            gen = load(bundle_dir, variant=name, threads=threads)
+            gen = load(bundle_dir, variant=name, threads=threads, trust_code=trust_code)
         except GanrtError as e:
             skipped[name] = str(e).split("\n")[0]
             log(f"skip {name}: {skipped[name]}")
@@ -242,12 +242,11 @@ def cuda_event_timings(variant: LoadedVariant, feeds: dict[str, Any], *, duratio
     """
     import torch
 
-    from ganrt.bundle import WEIGHTS
     from ganrt.checkpoint import load_generator
     from ganrt.postprocess import ToUint8NHWC
 
-    gen = variant.generator
-    module, spec = load_generator(gen.bundle.path / WEIGHTS, device="cuda")
+    gen = variant.generator  # a torch variant: loaded, so its code (a user's module) was trusted
+    module, spec = load_generator(gen.bundle.artifact_path("weights"), device="cuda", trust_code=True)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(gen.precision, torch.float32)
     module = module.to(dtype)
     post = ToUint8NHWC(spec.output_range).cuda()

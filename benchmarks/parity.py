@@ -33,17 +33,19 @@ def variant_images(generator, seeds: list[int], labels: np.ndarray | None, batch
     return np.concatenate(out)
 
 
-def reference_images(bundle_path, seeds: list[int], labels: np.ndarray | None, batch: int = 64) -> tuple[np.ndarray,
-                                                                                                          int]:
-    """(uint8 images, NaN/Inf count of the raw float output) from the bundle's torch fp32 reference weights."""
+def reference_images(bundle_path, seeds: list[int], labels: np.ndarray | None, batch: int = 64, *,
+                     trust_code: bool = False) -> tuple[np.ndarray, int]:
+    """(uint8 images, NaN/Inf count of the raw float output) from the bundle's torch fp32 reference weights
+    (a user's module: rebuilt only with ``trust_code``)."""
     import torch
 
-    from ganrt.bundle import WEIGHTS
+    from ganrt.bundle import Bundle
     from ganrt.checkpoint import load_generator
     from ganrt.latents import latents_from_seeds
     from ganrt.postprocess import ToUint8NHWC
 
-    module, spec = load_generator(bundle_path / WEIGHTS)
+    weights = Bundle.open(bundle_path, verify=False).artifact_path("weights")
+    module, spec = load_generator(weights, trust_code=trust_code)
     post = ToUint8NHWC(spec.output_range)
     out, nonfinite = [], 0
     with torch.inference_mode():
@@ -58,8 +60,8 @@ def reference_images(bundle_path, seeds: list[int], labels: np.ndarray | None, b
 
 
 def fidelity(bundle_path, variants: dict[str, Any], extractor: FeatureExtractor, *, n: int, batch: int,
-             real_features: np.ndarray | None = None, progress: Callable[[], None] | None = None
-             ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+             real_features: np.ndarray | None = None, progress: Callable[[], None] | None = None,
+             trust_code: bool = False) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """({variant: parity entry}, {"reference": images, variant: images}) for seeds 0..n-1."""
     from ganrt.bundle import Bundle
     from ganrt.latents import labels_from_seeds
@@ -68,8 +70,8 @@ def fidelity(bundle_path, variants: dict[str, Any], extractor: FeatureExtractor,
     seeds, other = list(range(n)), list(range(n, 2 * n))
     labels = labels_from_seeds(seeds, spec.num_classes) if spec.conditional else None
     other_labels = labels_from_seeds(other, spec.num_classes) if spec.conditional else None
-    ref, _ = reference_images(bundle_path, seeds, labels, batch)
-    ref_other, _ = reference_images(bundle_path, other, other_labels, batch)
+    ref, _ = reference_images(bundle_path, seeds, labels, batch, trust_code=trust_code)
+    ref_other, _ = reference_images(bundle_path, other, other_labels, batch, trust_code=trust_code)
     ref_stats = feature_statistics(extractor.extract(ref)[0])
     other_stats = feature_statistics(extractor.extract(ref_other)[0])
     real_stats = feature_statistics(real_features) if real_features is not None else None

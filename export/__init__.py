@@ -1,8 +1,9 @@
 """Export: torch -> ONNX, verification, fp16, int8 and TensorRT engines, packed as a bundle.
 
-    from ganrt.export import export, export_checkpoint
-    bundle = export_checkpoint("run/checkpoint.safetensors", "bundle/", precisions=("fp32", "fp16", "int8"))
-    bundle = export(my_generator, "bundle/", spec=GeneratorSpec(arch="external", factory="pkg.mod:make", ...))
+    from ganrt.export import ExportOptions, export, export_checkpoint
+    bundle = export_checkpoint("run/checkpoint.safetensors", "bundle/",
+                               options=ExportOptions(precisions=("fp32", "fp16", "int8")))
+    bundle = export(my_generator, "bundle/", spec=GeneratorSpec(latent_dim=128, channels=3, height=64, width=64))
 
 The names are resolved on first use, so importing ``ganrt.export.cli`` (for ``ganrt export --help``) does
 not import torch.
@@ -10,7 +11,7 @@ not import torch.
 
 from __future__ import annotations
 
-__all__ = ["EXPORT_PRECISIONS", "export", "export_checkpoint"]
+__all__ = ["EXPORT_PRECISIONS", "ExportOptions", "export", "export_checkpoint"]
 
 
 def __getattr__(name: str):

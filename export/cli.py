@@ -39,9 +39,9 @@ def _user_generator(model: str, latent_dim: int | None, image_shape: str | None,
     if latent_dim is None or image_shape is None:
         raise ConfigError("--model needs --latent-dim and --image-shape (e.g. --latent-dim 128 --image-shape 3x64x64)")
     c, h, w = _image_shape(image_shape)
-    spec = GeneratorSpec(arch="external", factory=model, latent_dim=latent_dim, channels=c, height=h, width=w,
+    spec = GeneratorSpec(factory=model, latent_dim=latent_dim, channels=c, height=h, width=w,
                          num_classes=num_classes, has_truncation=has_truncation)
-    generator = load_factory(model)()
+    generator = load_factory(model)()  # the code the user named on the command line
     if weights is not None:
         _load_weights(generator, weights)
     return generator, spec
@@ -129,6 +129,11 @@ class _Progress:
               help="With --model: safetensors weights (a state dict, or a ganrt checkpoint).")
 @click.option("--ema/--no-ema", default=True, show_default=True,
               help="With CHECKPOINT: export the EMA generator (G_ema) rather than G.")
+@click.option("--trust-code", is_flag=True, default=False, show_default=True,
+              help="With CHECKPOINT of your own module: import and run the code its spec names (factory) to "
+                   "rebuild it. Only for files whose source you trust; ganrt never runs code from a file otherwise.")
+@click.option("--wait", "wait_for_lock", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="Seconds to wait when another export is writing --out (0: fail at once).")
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto",
               show_default=True, help="torch->ONNX exporter; auto tries dynamo, then TorchScript.")
 @click.option("--int8-ops", default=INT8_DEFAULT_OPS, show_default=True,
@@ -146,9 +151,9 @@ class _Progress:
 @click.option("--json", "as_json", is_flag=True, default=False, show_default=True,
               help="Print the resulting manifest as JSON (no progress output).")
 def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_calibration_size, tensorrt, max_batch,
-           opset, output_format, model, latent_dim, image_shape, num_classes, has_truncation, weights, ema, exporter,
-           int8_ops, int8_calibration, calibration_size, verify_batch_cap, allow_failed_parity, trt_workspace_mb,
-           as_json):
+           opset, output_format, model, latent_dim, image_shape, num_classes, has_truncation, weights, ema, trust_code,
+           wait_for_lock, exporter, int8_ops, int8_calibration, calibration_size, verify_batch_cap,
+           allow_failed_parity, trt_workspace_mb, as_json):
     """Export CHECKPOINT (or --model) to a verified bundle in --out.
 
     \b
@@ -163,13 +168,17 @@ def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_cali
         raise ConfigError("give either a CHECKPOINT or --model package.module:factory (not both, not neither)")
     if checkpoint is not None and (weights is not None or latent_dim is not None or image_shape is not None):
         raise ConfigError("--weights, --latent-dim and --image-shape go with --model; a checkpoint has its own")
-    ops = None if int8_ops.strip().lower() == "all" else [o.strip() for o in int8_ops.split(",") if o.strip()]
-    options = dict(precisions=precisions, max_batch=max_batch, output_format=output_format, opset=opset,
-                   tensorrt=tensorrt, exporter=exporter, verify_batch_cap=verify_batch_cap,
-                   allow_failed_parity=allow_failed_parity, int8_op_types=ops if ops is not None else [],
-                   int8_calibration=int8_calibration, calibration_size=calibration_size,
-                   trt_workspace_mb=trt_workspace_mb, cpu_rewrite=cpu_rewrite, openvino_int8=openvino_int8,
-                   openvino_calibration_size=openvino_calibration_size)
+    if checkpoint is None and trust_code:
+        raise ConfigError("--trust-code goes with a CHECKPOINT; --model already names the code to run")
+    from ganrt.export.pipeline import ExportOptions
+
+    ops = () if int8_ops.strip().lower() == "all" else tuple(o.strip() for o in int8_ops.split(",") if o.strip())
+    options = ExportOptions(precisions=precisions, max_batch=max_batch, output_format=output_format, opset=opset,
+                            tensorrt=tensorrt, exporter=exporter, verify_batch_cap=verify_batch_cap,
+                            allow_failed_parity=allow_failed_parity, int8_op_types=ops,
+                            int8_calibration=int8_calibration, calibration_size=calibration_size,
+                            trt_workspace_mb=trt_workspace_mb, cpu_rewrite=cpu_rewrite, openvino_int8=openvino_int8,
+                            openvino_calibration_size=openvino_calibration_size, wait_for_lock=wait_for_lock)
     all_precisions = set(precisions) | {"fp32"}
     fast_path = int(cpu_rewrite or "bf16" in precisions or openvino_int8) + int(cpu_rewrite) + 2 * int(openvino_int8)
     progress = _Progress(total=3 + 2 * len(all_precisions) + fast_path + (len(all_precisions) if tensorrt else 0),
@@ -180,11 +189,12 @@ def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_cali
         from ganrt.export import export_checkpoint
 
         if checkpoint is not None:
-            bundle = export_checkpoint(checkpoint, out, ema=ema, progress=progress, **options)
+            bundle = export_checkpoint(checkpoint, out, options=options, ema=ema, trust_code=trust_code,
+                                       progress=progress)
         else:
             generator, spec = _user_generator(model, latent_dim, image_shape, num_classes, has_truncation, weights)
             source = {"kind": "module", "factory": model, "weights": str(weights) if weights else None}
-            bundle = export_module(generator, out, spec=spec, source=source, progress=progress, **options)
+            bundle = export_module(generator, out, spec=spec, options=options, source=source, progress=progress)
     finally:
         progress.close()
     if as_json:
@@ -231,12 +241,21 @@ def render(bundle) -> str:
         if kept:
             lines.append(f"  {'':<28} fp32-kept nodes: {len(kept)} "
                          f"({', '.join(sorted({k['reason'] for k in kept}))})")
-    bench = bundle.benchmarks or {}
-    if bench.get("variants"):
-        lines.append(f"benchmarks (batch {bench.get('batch_size')}, {bench.get('machine', {}).get('cpu')}):")
-        for v, r in sorted(bench["variants"].items(), key=lambda kv: kv[1].get("median_ms") or 1e9):
-            lines.append(f"  {v:<28} {r.get('median_ms')} ms  {'passed' if r.get('passed') else 'FAILED'}")
+    lines += _tuning_lines(bundle)
     return "\n".join(lines)
+
+
+def _tuning_lines(bundle) -> list[str]:
+    """The machines whose timings the bundle records (tuning/<machine-key>.json, written by `ganrt bench`)."""
+    from ganrt.bundle import TUNING_DIR
+
+    keys = sorted(p.stem for p in (bundle.path / TUNING_DIR).glob("*.json"))
+    lines = [f"tuning records ({TUNING_DIR}/, read by backend auto): {', '.join(keys)}"] if keys else []
+    legacy = bundle.benchmarks
+    if legacy.get("variants"):
+        lines.append(f"benchmarks recorded in the manifest by an older ganrt (read when no tuning record fits): "
+                     f"{len(legacy['variants'])} variants, {legacy.get('machine', {}).get('cpu')}")
+    return lines
 
 
 def _size(n: int) -> str:

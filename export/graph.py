@@ -20,6 +20,7 @@ from torch import nn
 
 from ganrt.errors import ExportError, SpecError
 from ganrt.latents import labels_from_seeds, latents_from_seeds
+from ganrt.models import as_ganrt_generator
 from ganrt.postprocess import OUTPUT_FORMATS, ToUint8NHWC
 from ganrt.spec import GeneratorSpec
 
@@ -78,21 +79,17 @@ class GraphModule(nn.Module):
         super().__init__()
         if output_format not in OUTPUT_FORMATS:
             raise SpecError(f"output format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
-        self.generator = generator
+        # a user's module takes only what it needs; wrapped, it is called like every family's generator
+        self.generator = as_ganrt_generator(generator, spec)
         self.post = ToUint8NHWC(spec.output_range) if output_format == "uint8-nhwc" else None
         self.conditional = spec.num_classes > 0
         self.truncated = spec.has_truncation
-        self.user_module = spec.arch == "external"
 
     def forward(self, *inputs: torch.Tensor):
         z, rest = inputs[0], list(inputs[1:])
         labels = rest.pop(0) if self.conditional else None
         truncation = rest.pop(0) if self.truncated else None
-        if self.user_module:  # a user's module takes only what it needs: (z), (z, labels), (z, labels, truncation)
-            args = [z] + ([labels] if self.conditional else []) + ([truncation] if self.truncated else [])
-            raw = self.generator(*args)
-        else:
-            raw = self.generator(z, labels, truncation)
+        raw = self.generator(z, labels, truncation)
         if self.post is None:  # float-nchw: the raw output is the shipped output
             return raw
         return self.post(raw), raw

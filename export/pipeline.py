@@ -9,21 +9,20 @@ bf16 hint, its parity measured through OpenVINO;
 ``openvino_int8`` -> "openvino-int8", an NNCF-quantized OpenVINO IR of the rewritten graph
 (ganrt.export.openvino). Every ONNX/IR entry records ``"rewritten"`` and, when true, ``made_by.rewrite``.
 
-Everything is built and verified in a staging directory beside the bundle; only when every requested
-variant has passed (or ``allow_failed_parity`` keeps it, marked ``passed=false``) are the files moved in
-and the manifest written, last. A failed export leaves the bundle as it was. Re-exporting into an
-existing bundle of the same generator replaces only the artifacts it rebuilds; it drops the graphs and
-engines it does not rebuild when the graph's I/O or the weights changed (they would draw another generator's
-images), an artifact whose shared file it rebuilt (onnx-bf16 shares onnx-fp32-rw's), and a small-batch graph
-whose main graph it rebuilt without it; each drop is logged.
+Everything is built and verified in a staging directory beside the bundle, under the bundle's writer lock
+(ganrt.bundle.BundleWriter: one export at a time); only when every requested variant has passed (or
+``allow_failed_parity`` keeps it, marked ``passed=false``) are the files moved in, under names the current
+manifest does not use, and the manifest replaced, last. A failed or killed export leaves the bundle as it
+was. Re-exporting into an existing bundle of the same generator replaces only the artifacts it rebuilds (the
+policy: ganrt.bundle.plan_merge); each artifact it drops is logged.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganrt.bundle import MANIFEST, WEIGHTS, Bundle, onnx_artifact_name, onnx_file_name
-from ganrt.errors import BundleError, ConfigError, SpecError
+from ganrt.bundle import WEIGHTS, WEIGHTS_ARTIFACT, Bundle, BundleWriter, Staged, onnx_artifact_name, onnx_file_name
+from ganrt.errors import ConfigError, SpecError
 from ganrt.export import graph as G
 from ganrt.export.verify import (
     TOLERANCES,
@@ -52,58 +51,116 @@ EXPORT_PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 # int8) it ran 0.83/0.63/0.54x onnxruntime fp32 at batch 1/2/3 against 1.02/0.68/0.56x for the main graph, and
 # the two tied at batch 4 (main graph faster from 6)
 SMALL_BATCH_MAX = 3
-WEIGHTS_ARTIFACT = "weights"
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to build, and how. ``ExportOptions(precisions=("fp32", "fp16"), max_batch=16)``.
+
+    precisions: any of fp32, fp16, int8, bf16 (fp32 is always built: the others derive from it). bf16 is the
+        ConvTranspose-rewritten fp32 graph for OpenVINO's bf16 hint ("onnx-bf16"; needs OpenVINO).
+    cpu_rewrite: also ship "onnx-fp32-rw" (the rewritten fp32 graph) when the rewrite changes the graph.
+    openvino_int8: also ship "openvino-int8", an NNCF int8 OpenVINO IR of the rewritten graph (needs OpenVINO
+        and NNCF), calibrated on ``openvino_calibration_size`` latents; int8 tolerance.
+    tensorrt: also build TensorRT engines for each exported precision (needs a GPU and TensorRT).
+    verify_batch_cap: the largest batch verified (batches 1, 3 and min(max_batch, cap)).
+    allow_failed_parity: keep a variant outside its tolerance, marked ``passed=false``, instead of failing.
+    int8_op_types: the op types int8 quantizes (None: ganrt.export.int8.DEFAULT_OP_TYPES; empty: every op
+        type); int8_calibration: "minmax", "percentile" or "entropy".
+    wait_for_lock: seconds to wait when another export is writing the same bundle (0: fail at once).
+    """
+
+    precisions: tuple[str, ...] = ("fp32",)
+    max_batch: int = 64
+    output_format: str = "uint8-nhwc"
+    opset: int = 18
+    tensorrt: bool = False
+    exporter: str = "auto"
+    verify_batch_cap: int = 16
+    allow_failed_parity: bool = False
+    tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    int8_op_types: tuple[str, ...] | None = None
+    calibration_size: int = 64
+    int8_calibration: str = "minmax"
+    fp16_safe_max: float | None = None
+    trt_workspace_mb: int = 1024
+    cpu_rewrite: bool = True
+    openvino_int8: bool = False
+    openvino_calibration_size: int = 128
+    wait_for_lock: float = 0.0
+
+    def checked(self) -> "ExportOptions":
+        """These options validated (ConfigError naming the option), fp32 first among the precisions."""
+        precisions = list(dict.fromkeys(self.precisions))
+        bad = [p for p in precisions if p not in EXPORT_PRECISIONS]
+        if bad or not precisions:
+            raise ConfigError(f"precisions must be a non-empty subset of {EXPORT_PRECISIONS}, got {precisions}")
+        if "fp32" not in precisions:  # every other precision is derived from, and verified beside, the fp32 graph
+            precisions.insert(0, "fp32")
+        for name, value, lo, hi in (("max_batch", self.max_batch, 1, 1 << 20),
+                                    ("opset", self.opset, 17, 23),
+                                    ("verify_batch_cap", self.verify_batch_cap, 1, 1 << 20),
+                                    ("calibration_size", self.calibration_size, 1, 1 << 20),
+                                    ("openvino_calibration_size", self.openvino_calibration_size, 8, 1 << 20),
+                                    ("trt_workspace_mb", self.trt_workspace_mb, 16, 1 << 20)):
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                hint = " (18 is the tested default)" if name == "opset" else ""
+                raise ConfigError(f"{name} must be an integer >= {lo}" + (f" and <= {hi}" if hi < 1 << 20 else "")
+                                  + f", got {value!r}{hint}")
+        if self.output_format not in OUTPUT_FORMATS:
+            raise ConfigError(f"output_format must be one of {OUTPUT_FORMATS}, got {self.output_format!r}")
+        if not isinstance(self.wait_for_lock, (int, float)) or self.wait_for_lock < 0:
+            raise ConfigError(f"wait_for_lock must be a number of seconds >= 0, got {self.wait_for_lock!r}")
+        return replace(self, precisions=tuple(precisions), tolerances={**TOLERANCES, **(self.tolerances or {})})
 
 
 def _quiet(_: str) -> None:
     pass
 
 
-def _check_options(spec: GeneratorSpec, precisions: Sequence[str], max_batch: int, output_format: str,
-                   opset: int) -> list[str]:
-    if not isinstance(spec, GeneratorSpec):
-        raise SpecError(f"spec must be a ganrt.spec.GeneratorSpec, got {type(spec).__name__}")
-    precisions = list(dict.fromkeys(precisions))
-    bad = [p for p in precisions if p not in EXPORT_PRECISIONS]
-    if bad or not precisions:
-        raise ConfigError(f"precisions must be a non-empty subset of {EXPORT_PRECISIONS}, got {list(precisions)}")
-    if "fp32" not in precisions:  # every other precision is derived from, and verified beside, the fp32 graph
-        precisions.insert(0, "fp32")
-    if not isinstance(max_batch, int) or max_batch < 1:
-        raise ConfigError(f"max_batch must be an integer >= 1, got {max_batch!r}")
-    if output_format not in OUTPUT_FORMATS:
-        raise ConfigError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
-    if not isinstance(opset, int) or not 17 <= opset <= 23:
-        raise ConfigError(f"opset must be an integer in 17..23, got {opset!r} (18 is the tested default)")
-    return precisions
+def _require_libraries(opts: ExportOptions) -> None:
+    """Fail before any work when an option needs a library or device this machine lacks."""
+    if opts.tensorrt:
+        from ganrt.export.tensorrt import require_tensorrt
+
+        require_tensorrt()
+    if "bf16" in opts.precisions or opts.openvino_int8:
+        from ganrt.export.openvino import require_openvino
+
+        require_openvino("precision bf16 (its parity runs through OpenVINO's bf16 hint)" if "bf16" in opts.precisions
+                         else "--openvino-int8")
+    if opts.openvino_int8:
+        try:
+            import nncf  # noqa: F401
+        except ImportError:
+            raise ConfigError("--openvino-int8 needs NNCF, which is not installed: `pip install 'ganrt[cpu]'` "
+                              "(or `pip install nncf`)") from None
 
 
-def _check_destination(out_dir: Path, spec: GeneratorSpec) -> None:
-    """Fail before any work when the bundle could not be written (same rules as Bundle.create)."""
-    if (out_dir / MANIFEST).is_file():
-        old = Bundle.open(out_dir, verify=False)
-        if old.spec != spec:
-            raise BundleError(f"{out_dir} already holds a bundle of another generator ({old.spec.arch}, latent "
-                              f"{old.spec.latent_dim}); export into a new directory")
-    elif out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise BundleError(f"{out_dir} exists, is not empty and is not a ganrt bundle; choose another --out")
+def _check_weights_rebuild(generator: nn.Module, spec: GeneratorSpec) -> None:
+    """The torch backend rebuilds the generator from spec + weights: make sure that works now.
 
-
-def _check_weights_rebuild(state: dict[str, torch.Tensor], spec: GeneratorSpec) -> None:
-    """The torch backend rebuilds the generator from spec + weights: make sure that works now."""
+    A user's module is rebuilt through its factory when the spec names one (the caller gave that name, so it
+    is trusted here); without one, the bundle's graphs are all that run it.
+    """
     from ganrt.models import build_generator
 
+    if spec.external and not spec.factory:
+        return
+    state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
     try:
-        rebuilt = build_generator(spec)
+        rebuilt = build_generator(spec, trust_code=True)
         rebuilt.load_state_dict(state, strict=True)
     except SpecError:
         raise
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        fix = (f"make factory {spec.factory!r} build the module these weights come from" if spec.external else
+               "give the spec of this module, or GeneratorSpec(latent_dim=..., channels=..., height=..., "
+               "width=...) for your own module")
         raise SpecError(f"the module's weights do not fit the generator its spec describes (arch {spec.arch!r}): "
-                        f"{first}. Give the spec of this module, or arch='external' with factory='pkg.mod:callable'"
-                        ) from None
+                        f"{first}. {fix}") from None
 
 
 def _weights_file(path: Path, generator: nn.Module, spec: GeneratorSpec, source: dict[str, Any]) -> None:
@@ -119,99 +176,58 @@ def _entry_extra(v: Verification) -> dict[str, Any]:
 
 
 def export(generator: nn.Module, out_dir: str | os.PathLike, *, spec: GeneratorSpec,
-           precisions: Sequence[str] = ("fp32",), max_batch: int = 64, output_format: str = "uint8-nhwc",
-           opset: int = 18, tensorrt: bool = False, exporter: str = "auto", verify_batch_cap: int = 16,
-           allow_failed_parity: bool = False, tolerances: dict[str, Tolerance] | None = None,
-           int8_op_types: Sequence[str] | None = None, calibration_size: int = 64, int8_calibration: str = "minmax",
-           fp16_safe_max: float | None = None, trt_workspace_mb: int = 1024, source: dict[str, Any] | None = None,
-           cpu_rewrite: bool = True, openvino_int8: bool = False, openvino_calibration_size: int = 128,
+           options: ExportOptions | None = None, source: dict[str, Any] | None = None,
            progress: Progress | None = None) -> Bundle:
     """Export ``generator`` (any ``nn.Module`` taking (z[, labels][, truncation]) and returning images in
     ``spec.output_range``) to a verified bundle in ``out_dir``; returns the opened :class:`Bundle`.
 
-    ``precisions``: any of fp32, fp16, int8, bf16 (fp32 is always built: the others derive from it). bf16 is
-    the ConvTranspose-rewritten fp32 graph for OpenVINO's bf16 hint ("onnx-bf16"; needs OpenVINO).
-    ``cpu_rewrite``: also ship "onnx-fp32-rw" (the rewritten fp32 graph) when the rewrite changes the graph.
-    ``openvino_int8``: also ship "openvino-int8", an NNCF int8 OpenVINO IR of the rewritten graph (needs
-    OpenVINO and NNCF), calibrated on ``openvino_calibration_size`` latents; int8 tolerance.
-    ``tensorrt``: also build TensorRT engines for each exported precision (needs a GPU and TensorRT).
-    ``verify_batch_cap``: the largest batch verified (batches 1, 3 and min(max_batch, cap)).
-    ``allow_failed_parity``: keep a variant outside its tolerance, marked ``passed=false``, instead of failing.
-    ``int8_op_types``: the op types int8 quantizes (default :data:`ganrt.export.int8.DEFAULT_OP_TYPES`;
-    an empty list: every op type); ``int8_calibration``: "minmax", "percentile" or "entropy".
+    ``spec``: a family's spec, or ``GeneratorSpec(latent_dim=..., num_classes=..., channels=..., height=...,
+    width=...)`` for your own module (called with exactly the inputs it takes, as in the graph).
+    ``options``: :class:`ExportOptions` (default: fp32 + the CPU fast path's rewritten graph, max batch 64).
     """
     log = progress or _quiet
-    precisions = _check_options(spec, precisions, max_batch, output_format, opset)
-    tolerances = {**TOLERANCES, **(tolerances or {})}
-    out_dir = Path(out_dir)
-    _check_destination(out_dir, spec)
-    if tensorrt:
-        from ganrt.export.tensorrt import require_tensorrt
-
-        require_tensorrt()
-    if "bf16" in precisions or openvino_int8:
-        from ganrt.export.openvino import require_openvino
-
-        require_openvino("precision bf16 (its parity runs through OpenVINO's bf16 hint)" if "bf16" in precisions
-                         else "--openvino-int8")
-    if openvino_int8:
-        try:
-            import nncf  # noqa: F401
-        except ImportError:
-            raise ConfigError("--openvino-int8 needs NNCF, which is not installed: `pip install 'ganrt[cpu]'` "
-                              "(or `pip install nncf`)") from None
-        if not isinstance(openvino_calibration_size, int) or openvino_calibration_size < 8:
-            raise ConfigError(f"openvino_calibration_size must be an integer >= 8, got {openvino_calibration_size!r}")
+    if not isinstance(spec, GeneratorSpec):
+        raise SpecError(f"spec must be a ganrt.spec.GeneratorSpec, got {type(spec).__name__}")
+    opts = (options or ExportOptions()).checked()
+    _require_libraries(opts)
     source = dict(source or {"kind": "module", "class": f"{type(generator).__module__}.{type(generator).__qualname__}"})
-
-    state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
-    if spec.arch != "external":
-        _check_weights_rebuild(state, spec)
-    module = G.GraphModule(G.prepare_generator(generator), spec, output_format).eval()
-    log(f"checking the generator against its spec ({spec.arch}, z {spec.latent_dim}, "
-        f"images {spec.channels}x{spec.height}x{spec.width})")
-    G.check_against_spec(module, spec, seeds=[0, 1, 2])
-    graph = G.graph_description(spec, output_format=output_format, opset=opset, max_batch=max_batch)
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
-    try:
-        staged, verifications, reference = _build(module, generator, spec, stage, precisions=precisions, opset=opset,
-                                       exporter=exporter, max_batch=max_batch, verify_batch_cap=verify_batch_cap,
-                                       tolerances=tolerances, int8_op_types=int8_op_types,
-                                       calibration_size=calibration_size, int8_calibration=int8_calibration,
-                                       fp16_safe_max=fp16_safe_max, cpu_rewrite=cpu_rewrite,
-                                       openvino_int8=openvino_int8,
-                                       openvino_calibration_size=openvino_calibration_size, source=source, log=log)
-        if not allow_failed_parity:
+    if not isinstance(generator, nn.Module):
+        raise SpecError(f"a generator must be a torch.nn.Module, got {type(generator).__name__}")
+    with BundleWriter(out_dir, spec, wait=opts.wait_for_lock, log=log) as writer:  # lock, destination checked
+        _check_weights_rebuild(generator, spec)
+        module = G.GraphModule(G.prepare_generator(generator), spec, opts.output_format).eval()
+        log(f"checking the generator against its spec ({spec.arch}, z {spec.latent_dim}, "
+            f"images {spec.channels}x{spec.height}x{spec.width})")
+        G.check_against_spec(module, spec, seeds=[0, 1, 2])
+        graph = G.graph_description(spec, output_format=opts.output_format, opset=opts.opset,
+                                    max_batch=opts.max_batch)
+        current = writer.current()
+        staged, verifications, reference = _build(module, generator, spec, writer.stage, opts, source, log)
+        if not opts.allow_failed_parity:
             raise_if_failed(verifications)
-        if tensorrt:
-            staged += _build_engines(stage, staged, spec, reference, tolerances=tolerances,
-                                     allow_failed_parity=allow_failed_parity, max_batch=max_batch,
-                                     workspace_mb=trt_workspace_mb, out_dir=out_dir, log=log)
-        bundle = _write_bundle(out_dir, spec, graph, source, staged, log)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    log(f"bundle written: {out_dir}")
-    return Bundle.open(bundle.path)
+        if opts.tensorrt:
+            cache = current.artifact_path("timing-cache") if current and "timing-cache" in current.artifacts else None
+            staged += _build_engines(writer.stage, staged, spec, reference, opts, cache, log)
+        bundle = writer.commit(graph=graph, source=source, staged=staged)
+    log(f"bundle written: {bundle.path}")
+    return bundle
 
 
-def _build(module, generator, spec, stage: Path, *, precisions, opset, exporter, max_batch, verify_batch_cap,
-           tolerances, int8_op_types, calibration_size, int8_calibration, fp16_safe_max, cpu_rewrite=True,
-           openvino_int8=False, openvino_calibration_size=128, source, log):
-    """Build and verify every artifact in ``stage``; returns ([(name, file, kwargs for add_artifact)], checks)."""
+def _build(module, generator, spec, stage: Path, opts: ExportOptions, source, log):
+    """Build and verify every artifact in ``stage``; returns ([Staged], verifications, the torch reference)."""
     import onnx
     import onnxruntime
 
-    staged: list[tuple[str, Path, dict[str, Any]]] = []
+    staged: list[Staged] = []
     weights = stage / WEIGHTS
     _weights_file(weights, generator, spec, source)
-    staged.append((WEIGHTS_ARTIFACT, weights, {"file": WEIGHTS, "kind": "weights", "precision": "fp32",
-                                        "made_by": {"format": "ganrt.checkpoint", "torch": torch.__version__}}))
+    staged.append(Staged(WEIGHTS_ARTIFACT, weights, {"file": WEIGHTS, "kind": "weights", "precision": "fp32",
+                                                     "made_by": {"format": "ganrt.checkpoint",
+                                                                 "torch": torch.__version__}}))
 
-    log(f"exporting to ONNX (opset {opset}, exporter {exporter})")
+    log(f"exporting to ONNX (opset {opts.opset}, exporter {opts.exporter})")
     raw_path = stage / "export.raw.onnx"
-    made_by = G.export_onnx(module, spec, raw_path, opset=opset, exporter=exporter, log=log)
+    made_by = G.export_onnx(module, spec, raw_path, opset=opts.opset, exporter=opts.exporter, log=log)
     full = onnx.load(str(raw_path))
     full, slim_info = G.simplify(full)
     G.name_batch_axis(full)
@@ -222,7 +238,8 @@ def _build(module, generator, spec, stage: Path, *, precisions, opset, exporter,
     full_paths = {"fp32": stage / "full.fp32.onnx"}
     onnx.save(full, str(full_paths["fp32"]))
 
-    batches = verified_batches(max_batch, verify_batch_cap)
+    precisions, tolerances = opts.precisions, opts.tolerances
+    batches = verified_batches(opts.max_batch, opts.verify_batch_cap)
     log(f"computing the torch reference at batch {', '.join(map(str, batches))}")
     reference = make_reference(module, spec, batches)
     verifications: list[Verification] = []
@@ -232,7 +249,7 @@ def _build(module, generator, spec, stage: Path, *, precisions, opset, exporter,
         from ganrt.export.fp16 import convert_fp16
 
         log("converting to fp16 (sensitive nodes kept fp32)")
-        model16, info = convert_fp16(full, spec, safe_max=fp16_safe_max)
+        model16, info = convert_fp16(full, spec, safe_max=opts.fp16_safe_max)
         G.check_model(model16, "the fp16 graph")
         full_paths["fp16"] = stage / "full.fp16.onnx"
         onnx.save(model16, str(full_paths["fp16"]))
@@ -240,10 +257,12 @@ def _build(module, generator, spec, stage: Path, *, precisions, opset, exporter,
     if "int8" in precisions:
         from ganrt.export.int8 import quantize_int8
 
-        log(f"quantizing to int8 (QDQ, symmetric, calibration {calibration_size} latents)")
+        log(f"quantizing to int8 (QDQ, symmetric, calibration {opts.calibration_size} latents)")
         full_paths["int8"] = stage / "full.int8.onnx"
-        info = quantize_int8(full_paths["fp32"], full_paths["int8"], spec, op_types=int8_op_types,
-                             calibration_size=calibration_size, calibration=int8_calibration, work_dir=stage)
+        op_types = None if opts.int8_op_types is None else list(opts.int8_op_types)
+        info = quantize_int8(full_paths["fp32"], full_paths["int8"], spec, op_types=op_types,
+                             calibration_size=opts.calibration_size, calibration=opts.int8_calibration,
+                             work_dir=stage)
         G.check_model(onnx.load(str(full_paths["int8"])), "the int8 graph")
         made["int8"] = {**base_made_by, **info}
 
@@ -255,25 +274,24 @@ def _build(module, generator, spec, stage: Path, *, precisions, opset, exporter,
         verifications.append(v)
         shipped = stage / onnx_file_name(precision)
         onnx.save(G.drop_output(onnx.load(str(full_paths[precision]))), str(shipped))
-        staged.append((name, shipped, {"file": onnx_file_name(precision), "kind": "onnx", "precision": precision,
-                                       "made_by": made[precision], "parity": v.parity, "passed": v.passed,
-                                       "rewritten": False, **_entry_extra(v)}))
-    if cpu_rewrite or "bf16" in precisions or openvino_int8:
-        staged += _build_cpu_fast_path(full, spec, stage, reference, verifications, base_made_by=base_made_by,
-                                       precisions=precisions, cpu_rewrite=cpu_rewrite, openvino_int8=openvino_int8,
-                                       calibration_size=openvino_calibration_size, tolerances=tolerances, log=log)
+        staged.append(Staged(name, shipped, {"file": onnx_file_name(precision), "kind": "onnx",
+                                             "precision": precision, "made_by": made[precision], "parity": v.parity,
+                                             "passed": v.passed, "rewritten": False, **_entry_extra(v)}))
+    if opts.cpu_rewrite or "bf16" in precisions or opts.openvino_int8:
+        staged += _build_cpu_fast_path(full, spec, stage, reference, verifications, opts, base_made_by, log)
     return staged, verifications, reference
 
 
-def _build_cpu_fast_path(full, spec, stage: Path, reference, verifications: list[Verification], *, base_made_by,
-                         precisions, cpu_rewrite: bool, openvino_int8: bool, calibration_size: int, tolerances,
-                         log) -> list[tuple[str, Path, dict[str, Any]]]:
+def _build_cpu_fast_path(full, spec, stage: Path, reference, verifications: list[Verification],
+                         opts: ExportOptions, base_made_by: dict[str, Any], log) -> list[Staged]:
     """"onnx-fp32-rw", "onnx-bf16" and "openvino-int8": the rewritten graph and what is made from it."""
     import onnx
 
     from ganrt.export.rewrite import rewrite_conv_transpose
 
-    staged: list[tuple[str, Path, dict[str, Any]]] = []
+    precisions, cpu_rewrite, openvino_int8, tolerances = opts.precisions, opts.cpu_rewrite, opts.openvino_int8, \
+        opts.tolerances
+    staged: list[Staged] = []
     rewritten, report = rewrite_conv_transpose(full, form="auto")
     changed = report.changed
     log(f"rewriting ConvTranspose for CPU backends: {len(report.rewritten)} rewritten, {len(report.left)} left"
@@ -294,9 +312,9 @@ def _build_cpu_fast_path(full, spec, stage: Path, reference, verifications: list
         v = verify_onnx(rw_full, reference, spec, variant=name, tolerance=tolerances["fp32"])
         log(("  passed: " if v.passed else "  FAILED: ") + v.summary())
         verifications.append(v)
-        staged.append((name, rw_file, {"file": onnx_file_name("fp32", rewritten=True), "kind": "onnx",
-                                       "precision": "fp32", "made_by": rw_made_by, "parity": v.parity,
-                                       "passed": v.passed, "rewritten": True, **_entry_extra(v)}))
+        staged.append(Staged(name, rw_file, {"file": onnx_file_name("fp32", rewritten=True), "kind": "onnx",
+                                             "precision": "fp32", "made_by": rw_made_by, "parity": v.parity,
+                                             "passed": v.passed, "rewritten": True, **_entry_extra(v)}))
     elif cpu_rewrite:
         log("  no ConvTranspose the rewrite can express: no onnx-fp32-rw")
 
@@ -319,7 +337,7 @@ def _build_cpu_fast_path(full, spec, stage: Path, reference, verifications: list
         shipped = rw_file if shares else stage / bf16_file
         if not shares:
             shutil.copyfile(rw_file, shipped)
-        staged.append((name, shipped, {"file": bf16_file, "kind": "onnx", "precision": "bf16",
+        staged.append(Staged(name, shipped, {"file": bf16_file, "kind": "onnx", "precision": "bf16",
                                        "made_by": {**rw_made_by, "graph": "fp32 weights and arithmetic; bf16 is the "
                                                    "OpenVINO inference precision hint"},
                                        "parity": v.parity, "passed": v.passed, "rewritten": changed,
@@ -336,14 +354,14 @@ def _build_cpu_fast_path(full, spec, stage: Path, reference, verifications: list
                 onnx.save(small, str(small_full[0]))
         made_by = rw_made_by if changed else base_made_by
         staged += _openvino_int8(rw_full, small_full, spec, reference, stage, verifications, made_by=made_by,
-                                 rewritten=changed, calibration_size=calibration_size, tolerance=tolerances["int8"],
-                                 log=log)
+                                 rewritten=changed, calibration_size=opts.openvino_calibration_size,
+                                 tolerance=tolerances["int8"], log=log)
     return staged
 
 
 def _openvino_int8(rw_full: Path, small_full: tuple[Path, dict[str, Any]] | None, spec, reference, stage: Path,
                    verifications: list[Verification], *, made_by, rewritten: bool, calibration_size: int,
-                   tolerance, log) -> list[tuple[str, Path, dict[str, Any]]]:
+                   tolerance, log) -> list[Staged]:
     """"openvino-int8" (and its small-batch graph "openvino-int8-small"), NNCF-quantized OpenVINO IRs.
 
     Every weighted layer is quantized; when that fails the int8 tolerance, the first one (the matrix
@@ -396,107 +414,62 @@ def _openvino_int8(rw_full: Path, small_full: tuple[Path, dict[str, Any]] | None
             entry["small_batch_graph"] = {"artifact": "openvino-int8-small", "max_batch": SMALL_BATCH_MAX}
         if name == "openvino-int8-small":
             entry["small_batch_of"] = "openvino-int8"
-        staged.append((name, xml, entry))
-        staged.append((f"{name}-bin", bin_, {"file": f"openvino/{stem}.bin", "kind": "other", "precision": None,
-                                             "made_by": {"weights_of": name}}))
+        staged.append(Staged(name, xml, entry))
+        staged.append(Staged(f"{name}-bin", bin_, {"file": f"openvino/{stem}.bin", "kind": "other",
+                                                   "precision": None, "made_by": {"weights_of": name}}))
     return staged
 
 
-def _build_engines(stage: Path, staged, spec, reference, *, tolerances, allow_failed_parity, max_batch,
-                   workspace_mb, out_dir: Path, log):
+def _build_engines(stage: Path, staged: list[Staged], spec, reference, opts: ExportOptions,
+                   timing_cache: Path | None, log) -> list[Staged]:
     from ganrt.errors import ParityError
     from ganrt.export.tensorrt import build_engine, verify_engine
 
-    engines = []
-    cache_src = out_dir / "timing.cache"
+    engines: list[Staged] = []
     cache = stage / "timing.cache"
-    if cache_src.is_file():
-        shutil.copyfile(cache_src, cache)
-    for name, path, kw in list(staged):
+    if timing_cache is not None:
+        shutil.copyfile(timing_cache, cache)  # the bundle's own cache is never written in place
+    for s in list(staged):
+        kw = s.entry
         if kw["kind"] != "onnx" or not kw.get("passed") or kw.get("rewritten") or kw["precision"] == "bf16":
             continue  # engines come from the plain fp32/fp16/int8 graphs
-        log(f"building a TensorRT engine from {name}")
-        engine_path, entry = build_engine(path, stage, precision=kw["precision"], max_batch=max_batch,
-                                          workspace_mb=workspace_mb, timing_cache=cache)
+        log(f"building a TensorRT engine from {s.name}")
+        engine_path, entry = build_engine(s.path, stage, precision=kw["precision"], max_batch=opts.max_batch,
+                                          workspace_mb=opts.trt_workspace_mb, timing_cache=cache)
         check = verify_engine(engine_path, reference, spec, variant=entry["name"],
-                              tolerance=tolerances[kw["precision"]])
+                              tolerance=opts.tolerances[kw["precision"]])
         entry.update(check)
         p = check["parity"]
         log(f"  {entry['name']}: max |diff| {p['max_abs_diff']:.0f} levels, PSNR {p['psnr_db']} dB"
             + ("" if check["passed"] else f" FAILED ({', '.join(check['failures'])})"))
-        if not check["passed"] and not allow_failed_parity:
+        if not check["passed"] and not opts.allow_failed_parity:
             raise ParityError(f"{entry['name']} failed parity ({', '.join(check['failures'])}); nothing was "
                               "written to the bundle. Pass --allow-failed-parity to keep it marked passed=false")
-        engines.append((entry.pop("name"), engine_path, entry))
+        engines.append(Staged(entry.pop("name"), engine_path, entry))
     if engines and cache.is_file():
-        engines.append(("timing-cache", cache, {"file": "timing.cache", "kind": "timing_cache", "precision": None,
-                                                 "made_by": {"tensorrt": engines[0][2]["made_by"]["tensorrt"]}}))
+        trt = engines[0].entry["made_by"]["tensorrt"]
+        engines.append(Staged("timing-cache", cache, {"file": "timing.cache", "kind": "timing_cache",
+                                                      "precision": None, "made_by": {"tensorrt": trt}}))
     return engines
 
 
-def _write_bundle(out_dir: Path, spec, graph, source, staged, log) -> Bundle:
-    bundle = Bundle.create(out_dir, spec, graph=None, source=source)
-    rebuilt = {name for name, _, _ in staged}
-    kept = {n: a for n, a in bundle.artifacts.items() if n not in rebuilt}
-    drop: dict[str, str] = {}  # artifact -> why it no longer belongs in the bundle
-    new_weights = next((path for name, path, _ in staged if name == WEIGHTS_ARTIFACT), None)
-    old_weights = out_dir / WEIGHTS if WEIGHTS_ARTIFACT in bundle.artifacts else None
-    changed = ("the graph's I/O changed" if bundle.graph and bundle.graph != graph else
-               "the weights changed" if new_weights and old_weights and not _same_tensors(new_weights, old_weights)
-               else None)
-    if changed:  # graphs and engines of the old generator no longer match this one
-        for n, a in kept.items():
-            if a.get("kind") in ("onnx", "engine", "openvino-ir") or "weights_of" in (a.get("made_by") or {}):
-                drop[n] = changed
-    rebuilt_files = {kw["file"]: path for _, path, kw in staged}
-    for n, a in kept.items():
-        shared = rebuilt_files.get(a.get("file"))  # e.g. onnx-bf16 sharing onnx-fp32-rw's file
-        if shared is not None and sha256_file(shared) != a.get("sha256"):
-            drop.setdefault(n, f"its file {a['file']} was rebuilt, with other contents, without it")
-        elif a.get("small_batch_of") in rebuilt:
-            drop.setdefault(n, f"{a['small_batch_of']} was rebuilt without it")
-    for n, a in kept.items():  # and the weights files of dropped IRs
-        if (a.get("made_by") or {}).get("weights_of") in drop:
-            drop.setdefault(n, f"weights of {a['made_by']['weights_of']}")
-    for n, why in sorted(drop.items()):
-        log(f"  dropping {n} ({why}; export it again to keep it)")
-    bundle.graph = graph
-    # files of dropped artifacts and of rebuilt ones that moved (e.g. onnx-bf16 now sharing onnx-fp32-rw's file)
-    old_files = {n: bundle.artifacts[n]["file"] for n in set(drop) | (rebuilt & set(bundle.artifacts))}
-    for n in drop:
-        del bundle.artifacts[n]
-    for name, path, kw in staged:
-        bundle.add_artifact(name, path, **kw)
-    bundle.save()  # the manifest last: until now the old manifest described the bundle
-    for file in old_files.values():
-        if file not in {a["file"] for a in bundle.artifacts.values()}:
-            (out_dir / file).unlink(missing_ok=True)
-    return bundle
+def export_checkpoint(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike, *,
+                      options: ExportOptions | None = None, ema: bool = True, trust_code: bool = False,
+                      progress: Progress | None = None) -> Bundle:
+    """Export a ganrt checkpoint's generator (its EMA weights by default) with :class:`ExportOptions`.
 
-
-def _same_tensors(a: Path, b: Path) -> bool:
-    """Whether two safetensors files hold the same tensors (their metadata, e.g. export time, may differ)."""
-    from safetensors.numpy import load_file
-
-    try:
-        x, y = load_file(str(a)), load_file(str(b))
-    except Exception:  # an unreadable old file: treat as changed
-        return False
-    return x.keys() == y.keys() and all(x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]) for k in x)
-
-
-def export_checkpoint(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike, *, ema: bool = True,
-                      **options: Any) -> Bundle:
-    """Export a ganrt checkpoint's generator (its EMA weights by default); options as :func:`export`."""
+    A checkpoint of a user's module names the code that rebuilds it; that code is imported only with
+    ``trust_code=True`` (CLI: --trust-code).
+    """
     from safetensors import safe_open
 
     from ganrt.checkpoint import load_generator, read_metadata
 
     path = Path(checkpoint_path)
-    generator, spec = load_generator(path, ema=ema)
+    generator, spec = load_generator(path, ema=ema, trust_code=trust_code)
     meta = read_metadata(path)
     with safe_open(str(path), framework="pt") as f:
         has_ema = any(k.startswith("G_ema.") for k in f.keys())
     source = {"kind": "checkpoint", "path": str(path), "sha256": sha256_file(path), "step": meta.get("step", 0),
               "weights": "G_ema" if ema and has_ema else "G", "dataset": meta.get("dataset") or {}}
-    return export(generator, out_dir, spec=spec, source=source, **options)
+    return export(generator, out_dir, spec=spec, options=options, source=source, progress=progress)

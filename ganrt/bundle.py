@@ -6,6 +6,8 @@
       model.fp32.onnx, model.fp16.onnx, model.int8.onnx, ...
       engines/<precision>.<sm>.trt<version>.plan
       timing.cache
+      tuning/<machine-key>.json   benchmark and tuning results per machine (ganrt.runtime.tuning); not
+                                  part of the manifest, the only thing that changes after export
 
 manifest.json::
 
@@ -17,25 +19,40 @@ manifest.json::
      "artifacts": {NAME: {"file": relative path, "kind": "weights"|"onnx"|"openvino-ir"|"engine"|"timing_cache"|"other",
                           "precision": "fp32"|"fp16"|"bf16"|"int8"|None, "sha256": hex, "size": bytes,
                           "made_by": {...}, "parity": {...}|None, "passed": bool|None, ...}},
-     "benchmarks": {...}  optional: the bundle's own latest benchmark summary, used by backend="auto"}
+     "benchmarks": {...}  read only: written by ganrt before tuning records, kept as their fallback}
 
-The manifest is written last and atomically: a bundle whose manifest does not list a file does not
-have that file, and a half-written export never looks complete. Opening a bundle checks every listed
-artifact's sha256.
+**Trust.** A bundle is data. :meth:`Bundle.open` checks the manifest against :data:`MANIFEST_SCHEMA` (one-line
+``BundleError`` for any violation), every artifact path (relative, normalised, inside the bundle, no symlink
+out of it) and, by default, every artifact's sha256. Opening never imports or runs code.
+
+**Immutable, crash-safe writes.** After export, ``manifest.json`` and the artifacts never change in place:
+:class:`BundleWriter` (the one writer, used by ``ganrt export``) holds a lock beside the bundle (one writer
+at a time), moves new files in under names the current manifest does not use, replaces the manifest last
+with an atomic rename, and only then removes the files the new manifest no longer lists. A reader sees the
+old bundle or the new one; a kill at any moment leaves one of them, plus leftovers that the writer's journal
+(in its staging directory) lets the next export remove. The merge/replace policy of a re-export (which old
+artifacts stay) is :func:`plan_merge`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
+import posixpath
+import re
+import secrets
 import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ganrt import schema as S
 from ganrt.errors import BundleError, SpecError
-from ganrt.fileio import atomic_path, atomic_write_json, sha256_file
+from ganrt.fileio import LockBusy, atomic_write_json, exclusive_lock, fsync_path, move_into, sha256_file
 from ganrt.precisions import NAMES
 from ganrt.spec import GeneratorSpec
 
@@ -43,8 +60,65 @@ FORMAT = "ganrt.bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "generator.safetensors"
+WEIGHTS_ARTIFACT = "weights"
+TUNING_DIR = "tuning"
 ARTIFACT_KINDS = ("weights", "onnx", "openvino-ir", "engine", "timing_cache", "other")
 PRECISIONS = NAMES  # ganrt.precisions
+REVISION_PREFIX = "rev-"  # a re-export's files whose usual names the current manifest still uses
+OPEN_ATTEMPTS = 5  # a manifest replaced while it was being read is read again, this many times at most
+JOURNAL = "journal.json"
+
+_TENSOR = {"type": "object", "required": ["name", "dtype"],
+           "properties": {"name": S.NAME, "dtype": {"enum": ["float32", "float16", "int64", "int32", "uint8"]},
+                          "shape": {"type": "array", "items": {"type": ["integer", "string"]}}}}
+_MS = {"type": ["number", "null"], "minimum": 0}
+ARTIFACT_SCHEMA = {
+    "type": "object",
+    "required": ["file", "kind", "sha256"],
+    "properties": {
+        "file": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "kind": {"enum": list(ARTIFACT_KINDS)},
+        "precision": {"enum": [*PRECISIONS, None]},
+        "sha256": S.SHA256,
+        "size": S.COUNT,
+        "made_by": S.OBJECT,
+        "parity": {"type": ["object", "null"]},
+        "passed": {"type": ["boolean", "null"]},
+        "rewritten": {"type": "boolean"},
+        "runtime": {"enum": ["onnxruntime", "openvino", "tensorrt"]},
+        "weights_artifact": S.NAME,
+        "small_batch_of": S.NAME,
+        "small_batch_graph": {"type": "object", "required": ["artifact", "max_batch"],
+                              "properties": {"artifact": S.NAME, "max_batch": {"type": "integer", "minimum": 1}}},
+        "failures": {"type": "array", "items": {"type": "string"}},
+    },
+}
+MANIFEST_SCHEMA = {
+    "type": "object",
+    "required": ["format", "format_version", "spec", "artifacts"],
+    "properties": {
+        "format": {"const": FORMAT},
+        "format_version": {"const": FORMAT_VERSION},
+        "ganrt_version": S.TEXT,
+        "created": {"type": ["string", "null"]},
+        "spec": S.OBJECT,  # its fields: GeneratorSpec's own checks
+        "graph": {"type": "object", "properties": {
+            "inputs": {"type": "array", "items": _TENSOR},
+            "outputs": {"type": "array", "items": _TENSOR},
+            "output_format": {"enum": ["uint8-nhwc", "float-nchw"]},
+            "opset": {"type": "integer", "minimum": 1, "maximum": 100},
+            "max_batch": {"type": "integer", "minimum": 1, "maximum": 1 << 20},
+            "dynamic_axes": S.OBJECT}},
+        "source": S.OBJECT,
+        "artifacts": {"type": "object", "propertyNames": S.NAME, "additionalProperties": ARTIFACT_SCHEMA},
+        "benchmarks": {"type": "object", "properties": {
+            "machine": S.OBJECT, "batch_size": {"type": "integer", "minimum": 1},
+            "variants": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                "median_ms": _MS, "median_ms_by_batch": {"type": "object", "additionalProperties": _MS},
+                "passed": {"type": ["boolean", "null"]}}}}}},
+        "extra": S.OBJECT,
+    },
+}
 
 
 def onnx_artifact_name(precision: str, rewritten: bool = False) -> str:
@@ -56,6 +130,39 @@ def onnx_file_name(precision: str, rewritten: bool = False) -> str:
     return f"model.{precision}" + (".rw" if rewritten else "") + ".onnx"
 
 
+# -- artifact paths ------------------------------------------------------------------------------------
+def check_relative(file: Any, *, where: str) -> str:
+    """``file`` as a manifest may hold it: a normalised relative POSIX path, not the manifest, not the tuning
+    records, no hidden part (temporary files and locks are hidden). BundleError otherwise."""
+    ok = isinstance(file, str) and file and "\\" not in file and "\0" not in file and not file.startswith("/")
+    parts = file.split("/") if ok else []
+    if not ok or posixpath.normpath(file) != file or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        raise BundleError(f"{where}: artifact file {file!r} must be a plain relative path inside the bundle "
+                          "(no '..', no absolute path, no hidden part)")
+    if file == MANIFEST or parts[0] == TUNING_DIR:
+        raise BundleError(f"{where}: artifact file {file!r} names the bundle's own {parts[0]}")
+    return file
+
+
+def resolve_inside(root: Path, file: str, *, where: str) -> Path:
+    """``root/file`` after checking that neither it nor a folder on the way is a symlink leading out of
+    ``root`` (checked again right before anything is deleted or overwritten)."""
+    path = root / check_relative(file, where=where)
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root or real == real_root:
+        raise BundleError(f"{where}: artifact file {file!r} leads outside the bundle (a symlink); refusing to "
+                          "use it")
+    return path
+
+
+def home_name(file: str) -> str:
+    """An artifact file's usual name: 'rev-1a2b3c4d/model.fp32.onnx' -> 'model.fp32.onnx'."""
+    head, _, rest = file.partition("/")
+    return rest if head.startswith(REVISION_PREFIX) and rest else file
+
+
+# -- reading -------------------------------------------------------------------------------------------
 @dataclass
 class Bundle:
     path: Path
@@ -63,53 +170,85 @@ class Bundle:
     graph: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
-    benchmarks: dict[str, Any] = field(default_factory=dict)
+    benchmarks: dict[str, Any] = field(default_factory=dict)  # legacy section, read only
     extra: dict[str, Any] = field(default_factory=dict)
     created: str | None = None
+    ganrt_version: str | None = None
+    manifest_sha256: str | None = None  # of the manifest as read: the bundle's identity
 
-    # -- reading ---------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike, verify: bool = True) -> "Bundle":
+        """The bundle at ``path``, its manifest checked; ``verify``: every artifact's sha256 too.
+
+        A manifest replaced (by a re-export) while its artifacts were being checked is read again.
+        """
         path = Path(path)
-        manifest_path = path / MANIFEST
         if not path.is_dir():
             raise BundleError(f"bundle {path} does not exist or is not a directory; make one with `ganrt export`")
-        if not manifest_path.is_file():
-            raise BundleError(f"{path} has no {MANIFEST}: not a ganrt bundle, or its export did not finish")
+        for attempt in range(OPEN_ATTEMPTS):
+            raw = _read_manifest(path)
+            bundle = cls.from_manifest(path, raw)
+            if not verify:
+                return bundle
+            try:
+                bundle.verify()
+                return bundle
+            except BundleError:
+                if attempt + 1 == OPEN_ATTEMPTS or not bundle.replaced():
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def from_manifest(cls, path: Path, raw: bytes) -> "Bundle":
+        """Parse and check manifest bytes (schema, spec, artifact paths); no artifact is read."""
+        where = str(path / MANIFEST)
         try:
-            data = json.loads(manifest_path.read_text())
+            data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BundleError(f"{manifest_path} is not valid JSON ({e})") from None
+            raise BundleError(f"{where} is not valid JSON ({e})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise BundleError(f"{manifest_path} is not a ganrt bundle manifest")
+            raise BundleError(f"{where} is not a ganrt bundle manifest")
         if data.get("format_version") != FORMAT_VERSION:
-            raise BundleError(f"{manifest_path}: bundle format version {data.get('format_version')} is not supported "
+            raise BundleError(f"{where}: bundle format version {data.get('format_version')} is not supported "
                               f"(this ganrt reads {FORMAT_VERSION}); re-export the bundle or upgrade ganrt")
+        S.check(data, MANIFEST_SCHEMA, where=where, error=BundleError)
         try:
-            spec = GeneratorSpec.from_dict(data.get("spec"))
+            spec = GeneratorSpec.from_dict(data["spec"])
         except SpecError as e:
-            raise BundleError(f"{manifest_path}: invalid spec ({e})") from None
-        artifacts = data.get("artifacts") or {}
-        if not isinstance(artifacts, dict):
-            raise BundleError(f"{manifest_path}: 'artifacts' must be an object")
-        bundle = cls(path=path, spec=spec, graph=data.get("graph") or {}, artifacts=artifacts,
-                     source=data.get("source") or {}, benchmarks=data.get("benchmarks") or {},
-                     extra=data.get("extra") or {}, created=data.get("created"))
-        if verify:
-            bundle.verify()
-        return bundle
+            raise BundleError(f"{where}: spec: {e}") from None
+        artifacts = data["artifacts"]
+        for name, entry in artifacts.items():
+            resolve_inside(path, entry["file"], where=f"{where}: artifacts.{name}")
+            for key, ref in (("weights_artifact", entry.get("weights_artifact")),
+                             ("small_batch_graph", (entry.get("small_batch_graph") or {}).get("artifact")),
+                             ("small_batch_of", entry.get("small_batch_of"))):
+                if ref is not None and ref not in artifacts:
+                    raise BundleError(f"{where}: artifacts.{name}.{key}: names {ref!r}, which the bundle does "
+                                      "not list")
+        return cls(path=path, spec=spec, graph=data.get("graph") or {}, artifacts=artifacts,
+                   source=data.get("source") or {}, benchmarks=data.get("benchmarks") or {},
+                   extra=data.get("extra") or {}, created=data.get("created"),
+                   ganrt_version=data.get("ganrt_version"), manifest_sha256=hashlib.sha256(raw).hexdigest())
 
     def verify(self, names: list[str] | None = None) -> None:
         """Check that every listed artifact (or those in ``names``) exists with its recorded sha256."""
         for name in names or list(self.artifacts):
             entry = self.artifact(name)
-            file = self.path / entry["file"]
-            if not file.is_file():
-                raise BundleError(f"bundle {self.path}: artifact {name!r} ({entry['file']}) is missing")
-            digest = sha256_file(file)
-            if digest != entry.get("sha256"):
+            file = self.artifact_path(name)
+            try:
+                digest = sha256_file(file)
+            except (FileNotFoundError, IsADirectoryError):  # also: removed by a re-export after the check above
+                raise BundleError(f"bundle {self.path}: artifact {name!r} ({entry['file']}) is missing") from None
+            if digest != entry["sha256"]:
                 raise BundleError(f"bundle {self.path}: {entry['file']} does not match its recorded sha256 "
                                   f"(tampered or corrupted); re-export the bundle")
+
+    def replaced(self) -> bool:
+        """Whether manifest.json changed (a re-export) since this bundle was read."""
+        try:
+            return hashlib.sha256(_read_manifest(self.path)).hexdigest() != self.manifest_sha256
+        except BundleError:
+            return True
 
     def artifact(self, name: str) -> dict[str, Any]:
         if name not in self.artifacts:
@@ -118,74 +257,312 @@ class Bundle:
         return self.artifacts[name]
 
     def artifact_path(self, name: str) -> Path:
-        return self.path / self.artifact(name)["file"]
+        return resolve_inside(self.path, self.artifact(name)["file"], where=f"bundle {self.path}")
 
     def find(self, *, kind: str | None = None, precision: str | None = None) -> dict[str, dict[str, Any]]:
         """Artifacts matching kind and/or precision, by name."""
         return {n: a for n, a in self.artifacts.items()
                 if (kind is None or a.get("kind") == kind) and (precision is None or a.get("precision") == precision)}
 
-    # -- writing ---------------------------------------------------------------------------------
-    @classmethod
-    def create(cls, path: str | os.PathLike, spec: GeneratorSpec, graph: dict[str, Any] | None = None,
-               source: dict[str, Any] | None = None) -> "Bundle":
-        """A new (or re-used) bundle directory; an existing manifest's artifacts are kept."""
-        path = Path(path)
-        if (path / MANIFEST).is_file():
-            old = cls.open(path, verify=False)
-            if old.spec != spec:
-                raise BundleError(f"{path} already holds a bundle of another generator ({old.spec.arch}, "
-                                  f"latent {old.spec.latent_dim}); export into a new directory")
-            old.graph = graph or old.graph
-            old.source = source or old.source
-            return old
-        if path.exists() and any(path.iterdir()):
-            raise BundleError(f"{path} exists, is not empty and is not a ganrt bundle; choose another --out")
-        path.mkdir(parents=True, exist_ok=True)
-        return cls(path=path, spec=spec, graph=graph or {}, source=source or {})
-
-    def add_artifact(self, name: str, src: str | os.PathLike, *, file: str, kind: str,
-                     precision: str | None = None, made_by: dict[str, Any] | None = None,
-                     parity: dict[str, Any] | None = None, passed: bool | None = None,
-                     **extra: Any) -> dict[str, Any]:
-        """Move ``src`` into the bundle as ``file`` (atomically) and record it; call :meth:`save` after."""
-        if kind not in ARTIFACT_KINDS:
-            raise ValueError(f"artifact kind must be one of {ARTIFACT_KINDS}, got {kind!r}")
-        if precision is not None and precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        dest = self.path / file
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        src = Path(src)
-        if src.resolve() != dest.resolve():
-            with atomic_path(dest) as tmp:
-                shutil.copyfile(src, tmp)
-        entry = {"file": file, "kind": kind, "precision": precision, "sha256": sha256_file(dest),
-                 "size": dest.stat().st_size, "made_by": made_by or {}, "parity": parity, "passed": passed, **extra}
-        self.artifacts[name] = entry
-        return entry
+    def files(self) -> set[str]:
+        """Every file the manifest lists (relative paths)."""
+        return {a["file"] for a in self.artifacts.values()}
 
     def to_dict(self) -> dict[str, Any]:
         from ganrt import __version__
 
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "ganrt_version": __version__,
-            "created": self.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "spec": self.spec.to_dict(),
-            "graph": self.graph,
-            "source": self.source,
-            "artifacts": self.artifacts,
-            "benchmarks": self.benchmarks,
-            "extra": self.extra,
-        }
-
-    def save(self) -> Path:
-        """Write manifest.json atomically (last step of any change to the bundle)."""
-        manifest = self.path / MANIFEST
-        atomic_write_json(manifest, self.to_dict())
-        return manifest
+        d = {"format": FORMAT, "format_version": FORMAT_VERSION, "ganrt_version": self.ganrt_version or __version__,
+             "created": self.created or _now(), "spec": self.spec.to_dict(), "graph": self.graph,
+             "source": self.source, "artifacts": self.artifacts, "extra": self.extra}
+        if self.benchmarks:
+            d["benchmarks"] = self.benchmarks
+        return d
 
     def sha256(self) -> str:
-        """Identity of the bundle: sha256 of its manifest file."""
-        return sha256_file(self.path / MANIFEST)
+        """Identity of the bundle: sha256 of its manifest as it was read (it never changes after export)."""
+        return self.manifest_sha256 or hashlib.sha256(_read_manifest(self.path)).hexdigest()
+
+
+def _read_manifest(path: Path) -> bytes:
+    try:
+        return (path / MANIFEST).read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{path} has no {MANIFEST}: not a ganrt bundle, or its export did not finish") from None
+    except IsADirectoryError:
+        raise BundleError(f"{path / MANIFEST} is a directory, not a bundle manifest") from None
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# -- the merge/replace policy of a re-export -----------------------------------------------------------
+@dataclass
+class Staged:
+    """A finished artifact file in the staging directory and its manifest entry (``file`` = its usual name)."""
+
+    name: str
+    path: Path
+    entry: dict[str, Any]
+
+
+def plan_merge(current: Bundle | None, graph: dict[str, Any], staged: list[Staged]) -> dict[str, str]:
+    """Which of ``current``'s artifacts that this export does not rebuild must go, and why ({name: reason}).
+
+    Graphs and engines go when the graph's I/O or the weights changed (they would draw another generator's
+    images); so does an artifact sharing a file this export rebuilt with other contents (onnx-bf16 shares
+    onnx-fp32-rw's), a small-batch graph whose main graph was rebuilt without it, and the weights file of
+    any IR that goes. Everything else is kept.
+    """
+    if current is None:
+        return {}
+    rebuilt = {s.name for s in staged}
+    kept = {n: a for n, a in current.artifacts.items() if n not in rebuilt}
+    drop: dict[str, str] = {}
+    new_weights = next((s.path for s in staged if s.name == WEIGHTS_ARTIFACT), None)
+    old_weights = current.artifact_path(WEIGHTS_ARTIFACT) if WEIGHTS_ARTIFACT in current.artifacts else None
+    changed = ("the graph's I/O changed" if current.graph and current.graph != graph else
+               "the weights changed" if new_weights and old_weights and not same_tensors(new_weights, old_weights)
+               else None)
+    if changed:
+        for n, a in kept.items():
+            if a.get("kind") in ("onnx", "engine", "openvino-ir") or "weights_of" in (a.get("made_by") or {}):
+                drop[n] = changed
+    rebuilt_files = {s.entry["file"]: s.path for s in staged}
+    for n, a in kept.items():
+        shared = rebuilt_files.get(home_name(a["file"]))
+        if shared is not None and sha256_file(shared) != a["sha256"]:
+            drop.setdefault(n, f"its file {home_name(a['file'])} was rebuilt, with other contents, without it")
+        elif a.get("small_batch_of") in rebuilt:
+            drop.setdefault(n, f"{a['small_batch_of']} was rebuilt without it")
+    for n, a in kept.items():
+        if (a.get("made_by") or {}).get("weights_of") in drop:
+            drop.setdefault(n, f"weights of {a['made_by']['weights_of']}")
+    return drop
+
+
+def same_tensors(a: Path, b: Path) -> bool:
+    """Whether two safetensors files hold the same tensors (their metadata, e.g. export time, may differ)."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    try:
+        x, y = load_file(str(a)), load_file(str(b))
+    except Exception:  # an unreadable old file: treat as changed
+        return False
+    return x.keys() == y.keys() and all(x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]) for k in x)
+
+
+# -- writing -------------------------------------------------------------------------------------------
+class BundleWriter:
+    """The one way a bundle directory changes: ``with BundleWriter(path, spec) as w: ...; w.commit(...)``.
+
+    Entering takes the writer lock (``.<name>.lock`` beside the bundle; a second writer gets a BundleError
+    naming the holder, or waits ``wait`` seconds), removes what killed writers left (their staging
+    directories, and the files their journals list that no manifest uses), checks that ``path`` is this
+    generator's bundle or can become one, and makes :attr:`stage`, a staging directory beside the bundle.
+    Leaving removes the stage and releases the lock. Nothing in the bundle changes before :meth:`commit`.
+    """
+
+    def __init__(self, path: str | os.PathLike, spec: GeneratorSpec, *, wait: float = 0.0,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.path = Path(os.path.abspath(path))
+        self.spec = spec
+        self.wait = wait
+        self.log = log or (lambda s: None)
+        self.stage: Path | None = None
+        self._lock = None
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.parent / f".{self.path.name}.lock"
+
+    def __enter__(self) -> "BundleWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = exclusive_lock(self.lock_path, timeout=self.wait)
+        try:
+            self._lock.__enter__()
+        except LockBusy as e:
+            self._lock = None
+            raise BundleError(f"another export is writing {self.path} ({e.holder} holds {self.lock_path.name}); "
+                              "wait for it to finish, or export into another directory") from None
+        try:
+            self._clean_leftovers()
+            self._check_destination()
+            self.stage = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.export-", dir=self.path.parent))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.stage is not None:
+            shutil.rmtree(self.stage, ignore_errors=True)
+            self.stage = None
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
+
+    def current(self) -> Bundle | None:
+        """The bundle as it is now (manifest checked, artifacts not hashed), or None before the first export."""
+        return Bundle.open(self.path, verify=False) if (self.path / MANIFEST).exists() else None
+
+    def _check_destination(self) -> None:
+        if (self.path / MANIFEST).exists():
+            old = self.current()
+            if old.spec != self.spec:
+                raise BundleError(f"{self.path} already holds a bundle of another generator ({old.spec.arch}, "
+                                  f"latent {old.spec.latent_dim}); export into a new directory")
+        elif self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise BundleError(f"{self.path} exists, is not empty and is not a ganrt bundle; choose another --out")
+
+    def _clean_leftovers(self) -> None:
+        """Staging directories of killed exports, and the bundle files their journals list that the current
+        manifest does not use (this writer holds the lock: no other export is running)."""
+        for stage in sorted(self.path.parent.glob(f".{self.path.name}.export-*")):
+            if not re.fullmatch(r"[A-Za-z0-9_]+", stage.name[len(self.path.name) + 9:]):
+                continue  # another bundle's ("NAME.export-x" has stages ".NAME.export-x.export-...")
+            journal = _read_journal(stage / JOURNAL)
+            if journal is not None and journal.get("bundle") == str(self.path):
+                current = self.current()
+                used = current.files() if current is not None else set()
+                for file in journal.get("writes", []) + journal.get("removes", []):
+                    if file not in used:
+                        self._remove(file)
+                self._remove_empty_dirs(journal.get("dirs", []))
+                if journal.get("made_root") and self.path.is_dir() and current is None:
+                    _rmdir_if_empty(self.path)
+            shutil.rmtree(stage, ignore_errors=True)
+            self.log(f"  removed the leftovers of an interrupted export ({stage.name})")
+        for tmp in self.path.glob(f".{MANIFEST}.*.tmp") if self.path.is_dir() else ():
+            tmp.unlink(missing_ok=True)
+
+    def _remove_empty_dirs(self, dirs: list[str]) -> None:
+        """Remove the bundle's folders among ``dirs`` that are empty, deepest first (never the bundle itself)."""
+        for d in sorted(set(dirs), key=lambda d: d.count("/"), reverse=True):
+            try:
+                _rmdir_if_empty(resolve_inside(self.path, d, where=f"bundle {self.path}"))
+            except BundleError:
+                pass
+
+    def _remove(self, file: str) -> None:
+        """Delete one bundle file (and the temporary copies of it a killed move left), never outside."""
+        try:
+            path = resolve_inside(self.path, file, where=f"bundle {self.path}")
+        except BundleError as e:
+            self.log(f"  not removing {file!r}: {e}")
+            return
+        path.unlink(missing_ok=True)
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    def commit(self, *, graph: dict[str, Any], source: dict[str, Any], staged: list[Staged]) -> Bundle:
+        """Merge ``staged`` into the bundle (policy: :func:`plan_merge`), crash-safely; returns it re-read.
+
+        New files go to names the current manifest does not use (their usual names, else the same names under
+        a fresh ``rev-<token>/``); a file already in the bundle with the same bytes (the weights: the same
+        tensors) is kept. The manifest is replaced last, atomically; then the files it no longer lists go.
+        """
+        if self.stage is None:
+            raise RuntimeError("BundleWriter.commit outside its with-block")
+        current = self.current()
+        drop = plan_merge(current, graph, staged)
+        for n, why in sorted(drop.items()):
+            self.log(f"  dropping {n} ({why}; export it again to keep it)")
+        old_files = current.files() if current is not None else set()
+        placed = self._place(current, staged, old_files)
+        artifacts = {n: a for n, a in (current.artifacts if current else {}).items() if n not in drop}
+        for s in staged:
+            dest, digest, size = placed[s.path]
+            artifacts[s.name] = {**s.entry, "file": dest, "sha256": digest, "size": size}
+        bundle = Bundle(path=self.path, spec=self.spec, graph=graph, artifacts=artifacts,
+                        source=source or (current.source if current else {}),
+                        extra=current.extra if current else {}, created=current.created if current else None)
+        new_files = bundle.files()
+        moves = {src: dest for src, (dest, _, _) in placed.items() if dest not in old_files}
+        dirs = _folders(moves.values())
+        _write_journal(self.stage / JOURNAL, {"bundle": str(self.path), "writes": sorted(moves.values()),
+                                              "removes": sorted(old_files - new_files), "dirs": dirs,
+                                              "made_root": not self.path.exists()})
+        self.path.mkdir(parents=True, exist_ok=True)
+        for src, dest in moves.items():
+            target = resolve_inside(self.path, dest, where=f"bundle {self.path}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            move_into(src, target)
+        fsync_path(self.path)
+        atomic_write_json(self.path / MANIFEST, bundle.to_dict())  # the switch: old bundle -> new bundle
+        fsync_path(self.path)
+        for file in sorted(old_files - new_files):
+            self._remove(file)
+        self._remove_empty_dirs(_folders(old_files - new_files))
+        return Bundle.open(self.path)
+
+    def _place(self, current: Bundle | None, staged: list[Staged],
+               old_files: set[str]) -> dict[Path, tuple[str, str, int]]:
+        """{staged file: (its file in the bundle, sha256, size)}. A staged file whose bytes the bundle already
+        has at its usual name keeps that file (weights: the same tensors); an OpenVINO IR and its weights file
+        are kept or moved together (the IR finds its .bin beside it). Moved files take their usual names
+        unless the current manifest uses one of them, then all go under one fresh rev-<token>/."""
+        by_home = {home_name(a["file"]): a for a in (current.artifacts.values() if current else ())}
+        keep: dict[Path, dict[str, Any]] = {}
+        for s in staged:
+            old = by_home.get(s.entry["file"])
+            if old is None or s.path in keep:
+                continue
+            if s.name == WEIGHTS_ARTIFACT and old.get("kind") == "weights" and current is not None:
+                if same_tensors(s.path, current.artifact_path(WEIGHTS_ARTIFACT)):
+                    keep[s.path] = old
+            elif sha256_file(s.path) == old["sha256"]:
+                keep[s.path] = old
+        paths = {s.name: s.path for s in staged}
+        for s in staged:  # an IR and its .bin: both kept, or both moved
+            bin_path = paths.get(s.entry.get("weights_artifact"))
+            if bin_path is not None and (s.path in keep) != (bin_path in keep):
+                keep.pop(s.path, None)
+                keep.pop(bin_path, None)
+        moving = {s.path: s.entry["file"] for s in staged if s.path not in keep}
+        prefix = ""
+        if any(file in old_files for file in moving.values()):
+            prefix = f"{REVISION_PREFIX}{secrets.token_hex(4)}/"
+        placed = {}
+        for s in staged:
+            if s.path in keep:
+                old = keep[s.path]
+                placed[s.path] = (old["file"], old["sha256"], old["size"] if "size" in old else s.path.stat().st_size)
+            else:
+                placed[s.path] = (prefix + s.entry["file"], sha256_file(s.path), s.path.stat().st_size)
+        return placed
+
+
+def _write_journal(path: Path, journal: dict[str, Any]) -> None:
+    atomic_write_json(path, {"format": "ganrt.bundle-journal", **journal})
+
+
+def _read_journal(path: Path) -> dict[str, Any] | None:
+    """A staging directory's journal, or None when there is none or it is not one (then nothing is removed)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != "ganrt.bundle-journal":
+        return None
+    lists = [data.get(k, []) for k in ("writes", "removes", "dirs")]
+    if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists):
+        return None
+    return data
+
+
+def _folders(files) -> list[str]:
+    """Every folder on the way to ``files``: 'rev-1a/openvino/x.xml' -> 'rev-1a', 'rev-1a/openvino'."""
+    out = set()
+    for f in files:
+        parts = f.split("/")[:-1]
+        out.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return sorted(out)
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass

@@ -8,7 +8,9 @@ value is a JSON object::
      "discriminator_config": {...}, "train_config": {...}, "step": int, "dataset": {...},
      "ganrt_version": "...", "created": "ISO-8601"}
 
-Loading a file never runs code. Writes are atomic (temp file + ``os.replace``).
+Loading a file never runs code: the metadata is checked against :data:`METADATA_SCHEMA` (one-line
+``CheckpointError``), and a user's module named in the spec (``factory``) is imported only when the caller
+passes ``trust_code=True``. Writes are atomic (temp file + ``os.replace``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ganrt import schema as S
 from ganrt.errors import CheckpointError, SpecError
 from ganrt.fileio import save_tensors_json
 from ganrt.spec import GeneratorSpec
@@ -27,6 +30,22 @@ from ganrt.spec import GeneratorSpec
 FORMAT = "ganrt.checkpoint"
 FORMAT_VERSION = 1
 PREFIXES = ("G.", "G_ema.", "D.")
+METADATA_SCHEMA = {
+    "type": "object",
+    "required": ["format", "format_version", "spec"],
+    "properties": {
+        "format": {"const": FORMAT},
+        "format_version": {"const": FORMAT_VERSION},
+        "spec": S.OBJECT,  # its fields: GeneratorSpec's own checks
+        "discriminator_config": S.OBJECT,
+        "train_config": S.OBJECT,
+        "step": S.COUNT,
+        "dataset": S.OBJECT,
+        "extra": S.OBJECT,
+        "ganrt_version": S.TEXT,
+        "created": S.TEXT,
+    },
+}
 
 
 @dataclass
@@ -103,6 +122,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {meta.get('format_version')} is not supported "
                               f"(this ganrt reads version {FORMAT_VERSION}); upgrade ganrt")
+    S.check(meta, METADATA_SCHEMA, where=f"{path}: checkpoint metadata", error=CheckpointError)
     return meta
 
 
@@ -112,7 +132,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     meta = read_metadata(path)
     try:
         spec = GeneratorSpec.from_dict(meta["spec"])
-    except (KeyError, SpecError) as e:
+    except SpecError as e:
         raise CheckpointError(f"{path}: checkpoint has no valid GeneratorSpec ({e})") from None
     try:
         from safetensors.torch import load_file
@@ -120,16 +140,19 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         tensors = load_file(str(path))
     except Exception as e:
         raise CheckpointError(f"{path}: cannot read checkpoint tensors ({e}); the file may be truncated") from None
-    return Checkpoint(spec=spec, tensors=tensors, step=int(meta.get("step", 0)),
+    return Checkpoint(spec=spec, tensors=tensors, step=meta.get("step", 0),
                       discriminator_config=meta.get("discriminator_config") or {},
                       train_config=meta.get("train_config") or {}, dataset=meta.get("dataset") or {},
                       extra=meta.get("extra") or {}, path=path)
 
 
-def load_generator(path: str | os.PathLike, ema: bool = True, device: str = "cpu"):
+def load_generator(path: str | os.PathLike, ema: bool = True, device: str = "cpu", *, trust_code: bool = False):
     """Rebuild the generator from a checkpoint alone: ``(torch.nn.Module in eval mode, GeneratorSpec)``.
 
-    ``ema=True`` takes the EMA weights (``G_ema.``) when the checkpoint has them, else ``G.``.
+    ``ema=True`` takes the EMA weights (``G_ema.``) when the checkpoint has them, else ``G.``. The module is
+    called as ``G(z, labels=None, truncation=None)`` whatever it is (ganrt.models.as_ganrt_generator).
+    A user's module (spec ``arch: external``) is rebuilt by importing the code its spec names: only with
+    ``trust_code=True``; otherwise CheckpointError says so, before anything is imported.
     """
     from ganrt.models import build_generator
 
@@ -139,7 +162,9 @@ def load_generator(path: str | os.PathLike, ema: bool = True, device: str = "cpu
     if not state:
         raise CheckpointError(f"{path}: checkpoint holds no generator weights ({prefix}.*)")
     try:
-        gen = build_generator(ckpt.spec)
+        gen = build_generator(ckpt.spec, trust_code=trust_code)
+    except SpecError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot rebuild {ckpt.spec.arch!r} from its spec ({e})") from None
     try:

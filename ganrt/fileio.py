@@ -1,12 +1,21 @@
-"""Atomic file writes: a crash or an error never leaves a torn or half-written file behind."""
+"""Atomic file writes: a crash or an error never leaves a torn or half-written file behind.
+
+Also the two primitives crash-safe writers build on: :func:`exclusive_lock` (one writer at a time, across
+processes and threads; released by the kernel when its holder dies) and :func:`move_into` (a finished file
+moved to its final name in one rename, flushed to disk).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,3 +93,75 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's (or a directory's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def move_into(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Move a finished file to ``dest`` atomically (rename; a copy to a temporary name when ``src`` is on
+    another file system), flushed to disk. ``dest`` never holds a partial file."""
+    src, dest = Path(src), Path(dest)
+    try:
+        os.replace(src, dest)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
+    fsync_path(dest)
+
+
+class LockBusy(Exception):
+    """The lock is held by another process (or another open of it in this process)."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        super().__init__(f"{path} is held by {holder}")
+        self.path = path
+        self.holder = holder
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, *, timeout: float = 0.0) -> Iterator[Path]:
+    """Hold an exclusive advisory lock (``flock``) on the file ``path``, created for the purpose and removed
+    on release (no file is left behind).
+
+    Waits up to ``timeout`` seconds, then raises :class:`LockBusy` naming the holder's process id. The kernel
+    releases the lock when its holder exits or is killed, so a crash never leaves anything locked (only the
+    empty lock file, which the next holder takes over). Each call opens the file anew: two threads of one
+    process exclude each other too.
+    """
+    path = Path(path)
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise LockBusy(path, f"process {holder}" if holder.isdigit() else "another process") from None
+            time.sleep(0.05)
+            continue
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder before us removed this file as it released it: lock the one at ``path``
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)  # closing the descriptor releases the lock

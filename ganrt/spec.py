@@ -4,23 +4,38 @@ A spec says which architecture builds the generator (and with which keyword argu
 (``z`` of ``latent_dim``, ``labels`` in ``[0, num_classes)`` when conditional, ``truncation`` when the
 family has one) and what it returns (``channels x height x width`` images in ``output_range``).
 It is stored as JSON in checkpoints and bundle manifests, so it holds plain values only.
+
+Your own generator needs no more than its I/O::
+
+    GeneratorSpec(latent_dim=128, num_classes=0, channels=3, height=64, width=64)
+
+``arch`` defaults to "external" (a user's module, called with exactly the inputs it takes: ``(z)``,
+``(z, labels)``, ``(z, labels, truncation)``). ``factory="pkg.mod:callable"`` optionally names code that
+rebuilds the module, which the torch backend imports only when its caller passes ``trust_code=True``;
+without a factory a bundle of it runs on the graph backends (onnxruntime, OpenVINO, TensorRT).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ganrt.errors import SpecError
 
 SPEC_VERSION = 1
+EXTERNAL = "external"
+# "package.module:callable" (dotted names; the callable may be an attribute path such as "Class.create")
+FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+MAX_SIDE = 1 << 16  # image sides and latent sizes past this are a corrupt file, not a generator
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GeneratorSpec:
-    arch: str  # registry name ("dcgan", "stylegan", ...) or "external" for a user's module
+    arch: str = EXTERNAL  # registry name ("dcgan", "stylegan", ...) or "external" for a user's module
     latent_dim: int
     channels: int
     height: int
@@ -32,31 +47,39 @@ class GeneratorSpec:
     factory: str | None = None  # "pkg.module:callable" for a user's own generator
 
     def __post_init__(self) -> None:
-        def positive_int(name: str, value: Any, minimum: int = 1) -> None:
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise SpecError(f"GeneratorSpec.{name} must be an integer >= {minimum}, got {value!r}")
+        def integer(name: str, value: Any, minimum: int = 1, maximum: int = MAX_SIDE) -> None:
+            if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+                raise SpecError(f"GeneratorSpec.{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
 
-        if not isinstance(self.arch, str) or not self.arch:
-            raise SpecError(f"GeneratorSpec.arch must be a non-empty string, got {self.arch!r}")
-        positive_int("latent_dim", self.latent_dim)
-        positive_int("channels", self.channels)
-        positive_int("height", self.height)
-        positive_int("width", self.width)
-        positive_int("num_classes", self.num_classes, minimum=0)
+        if not isinstance(self.arch, str) or not 0 < len(self.arch) <= 64:
+            raise SpecError(f"GeneratorSpec.arch must be a family name or 'external', got {self.arch!r}")
+        integer("latent_dim", self.latent_dim)
+        integer("channels", self.channels)
+        integer("height", self.height)
+        integer("width", self.width)
+        integer("num_classes", self.num_classes, minimum=0, maximum=1 << 24)
         if self.channels not in (1, 3):
             raise SpecError(f"GeneratorSpec.channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
+        if not isinstance(self.has_truncation, bool):
+            raise SpecError(f"GeneratorSpec.has_truncation must be true or false, got {self.has_truncation!r}")
         if not isinstance(self.arch_kwargs, dict):
             raise SpecError("GeneratorSpec.arch_kwargs must be a dict of JSON values")
-        lo, hi = self.output_range
-        if not lo < hi:
-            raise SpecError(f"GeneratorSpec.output_range must be (low, high) with low < high, got {self.output_range}")
-        object.__setattr__(self, "output_range", (float(lo), float(hi)))
-        if self.arch == "external" and not self.factory:
-            raise SpecError("an 'external' GeneratorSpec needs factory='package.module:callable'")
+        object.__setattr__(self, "output_range", _output_range(self.output_range))
+        if self.factory is not None:
+            if not isinstance(self.factory, str) or not FACTORY_PATTERN.match(self.factory):
+                raise SpecError(f"GeneratorSpec.factory must look like 'package.module:callable', got {self.factory!r}")
+            if self.arch != EXTERNAL:
+                raise SpecError(f"GeneratorSpec.factory names a user's module; the {self.arch!r} family is built by "
+                                "ganrt itself: drop factory, or use arch='external'")
         try:
             json.dumps(self.arch_kwargs)
         except TypeError as e:
             raise SpecError(f"GeneratorSpec.arch_kwargs must hold JSON values only: {e}") from None
+
+    @property
+    def external(self) -> bool:
+        """A user's own module (not a ganrt family): called with exactly the inputs it takes."""
+        return self.arch == EXTERNAL
 
     @property
     def conditional(self) -> bool:
@@ -93,11 +116,9 @@ class GeneratorSpec:
         unknown = set(d) - known
         if unknown:
             raise SpecError(f"GeneratorSpec has unknown fields {sorted(unknown)}")
-        missing = {"arch", "latent_dim", "channels", "height", "width"} - set(d)
+        missing = {"latent_dim", "channels", "height", "width"} - set(d)
         if missing:
             raise SpecError(f"GeneratorSpec is missing fields {sorted(missing)}")
-        if "output_range" in d:
-            d["output_range"] = tuple(d["output_range"])
         return cls(**d)
 
     def to_json(self) -> str:
@@ -109,3 +130,13 @@ class GeneratorSpec:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as e:
             raise SpecError(f"GeneratorSpec is not valid JSON: {e}") from None
+
+
+def _output_range(value: Any) -> tuple[float, float]:
+    """(low, high) as two finite floats with low < high (a list from JSON is accepted)."""
+    ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not ok or not value[0] < value[1]:
+        raise SpecError(f"GeneratorSpec.output_range must be [low, high], two finite numbers with low < high, "
+                        f"got {value!r}")
+    return float(value[0]), float(value[1])

@@ -29,6 +29,7 @@ from ganrt.runtime.backends import BACKENDS, Choice
 from ganrt.runtime.base import Backend, LoadOptions, first_line, validate_inputs
 from ganrt.runtime.machine import Availability, describe_machine
 from ganrt.runtime.selection import select
+from ganrt.runtime.tuning import machine_key, read_tuning
 
 __all__ = ["load", "Generator", "Backend", "Choice", "select", "validate_inputs", "describe_machine",
            "Availability", "BACKENDS", "LoadOptions"]
@@ -110,7 +111,7 @@ def load(bundle_dir: str | os.PathLike | Bundle, backend: str = "auto", precisio
          device: str | None = None, threads: int | None = None, compile: bool = False,
          cuda_graphs: bool | None = None, provider: str | None = None, max_batch: int | None = None,
          variant: str | None = None, available: Availability | None = None,
-         batch_size: int | None = None, concurrency: int | None = None) -> Generator:
+         batch_size: int | None = None, concurrency: int | None = None, trust_code: bool = False) -> Generator:
     """Open a bundle (hashes verified) and load a backend for it.
 
     backend: "auto" picks the fastest variant available here that passed parity (see
@@ -125,26 +126,42 @@ def load(bundle_dir: str | os.PathLike | Bundle, backend: str = "auto", precisio
     variant: one variant by name, e.g. "onnxruntime-fp32-rw" (the ConvTranspose-rewritten graph on
         onnxruntime) or "openvino-int8" (the NNCF int8 IR).
     available: what this machine has (tests pass their own; default: probed).
-    batch_size: a hint of the typical request size: auto ranks variants by the bundle's benchmarks at
-        the measured batch closest to it (default: the smallest batch measured). gen.reason names the
-        batch the decision used. Requests of any size still work.
+    batch_size: a hint of the typical request size: auto ranks variants by this machine's tuning record
+        (ganrt.runtime.tuning, for ``threads``) at the measured batch closest to it (default: the smallest
+        batch measured). gen.reason names the batch the decision used. Requests of any size still work.
     concurrency: how many callers a pooled backend (OpenVINO infer requests, TensorRT contexts, CUDA
         graphs) serves at once; default: the thread count on the CPU, 2 on a GPU. More callers wait.
+    trust_code: a bundle of a user's own module may run on torch, which imports the code its spec names.
     """
-    bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.open(bundle_dir)
     for name, value in (("threads", threads), ("max_batch", max_batch), ("concurrency", concurrency)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{name} must be >= 1 (an integer), got {value!r}")
     avail = available or Availability.probe()
-    choice = select(bundle.to_dict(), avail, backend=backend, precision=precision, device=device, provider=provider,
-                    variant=variant, batch_size=batch_size, compile=compile, cuda_graphs=cuda_graphs)
-    options = LoadOptions(threads=threads, max_batch=max_batch, concurrency=concurrency, cuda_graphs=cuda_graphs)
+    options = LoadOptions(threads=threads, max_batch=max_batch, concurrency=concurrency, cuda_graphs=cuda_graphs,
+                          trust_code=trust_code)
+    for attempt in range(3):  # a bundle re-exported while it was loading is loaded again (new files, new manifest)
+        bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.open(bundle_dir)
+        tuning = read_tuning(bundle.path, machine_key(threads))
+        choice = select(bundle.to_dict(), avail, backend=backend, precision=precision, device=device,
+                        provider=provider, variant=variant, batch_size=batch_size, compile=compile,
+                        cuda_graphs=cuda_graphs, tuning=tuning, trust_code=trust_code)
+        try:
+            runner = _build(bundle, choice, options)
+        except Exception:
+            if attempt < 2 and not isinstance(bundle_dir, Bundle) and bundle.replaced():
+                continue
+            raise
+        return Generator(runner, bundle, choice)
+    raise AssertionError("unreachable")
+
+
+def _build(bundle: Bundle, choice: Choice, options: LoadOptions) -> Backend:
+    """The backend row's runner for ``choice``; a library's own failure becomes BackendUnavailable."""
     runner_class = BACKENDS[choice.backend].runner_class()
     try:
-        runner = runner_class(bundle, choice, options)
+        return runner_class(bundle, choice, options)
     except GanrtError:
         raise
     except Exception as e:  # the library refused the artifact or the device: say which, keep its words
         raise BackendUnavailable(f"{choice.variant} could not be loaded from {bundle.path} "
                                  f"({type(e).__name__}: {first_line(e)})") from e
-    return Generator(runner, bundle, choice)

@@ -6,8 +6,9 @@ precisions it makes at load time from another artifact, and what to install. The
 importable without its heavy library (which it imports lazily):
 
 - ``probe() -> Probe``: what this machine has for it (fields of ``machine.Availability``) or why not;
-- ``variants(artifacts, available, row) -> (list[Choice], list[Missing])``: every variant of a bundle it
-  could run here, and why others cannot;
+- ``variants(view, available, row) -> (list[Choice], list[Missing])``: every variant of a bundle it could
+  run here (``view``: the bundle's artifacts and spec, and whether the caller trusts its code), and why
+  others cannot;
 - the ``Backend`` subclass named by ``runner``, constructed as ``Runner(bundle, choice, options)``.
 
 Adding a backend is one new module and one row here.
@@ -65,6 +66,16 @@ class Missing:
 
 
 @dataclass(frozen=True)
+class BundleView:
+    """What a backend's ``variants()`` sees of a bundle: its manifest's artifacts and spec, and whether the
+    caller trusts the code a user's module's spec names."""
+
+    artifacts: dict[str, dict]
+    spec: dict[str, Any]
+    trust_code: bool = False
+
+
+@dataclass(frozen=True)
 class Probe:
     """What a backend's library gives this machine: ``Availability`` fields, or why it is unusable."""
 
@@ -90,8 +101,8 @@ class BackendRow:
     def probe(self) -> Probe:
         return self._module().probe()
 
-    def variants(self, artifacts: dict[str, dict], available) -> tuple[list[Choice], list[Missing]]:
-        return self._module().variants(artifacts, available, self)
+    def variants(self, view: BundleView, available) -> tuple[list[Choice], list[Missing]]:
+        return self._module().variants(view, available, self)
 
     def runner_class(self):
         return getattr(self._module(), self.runner)

@@ -124,6 +124,7 @@ class LoadOptions:
     concurrency: int | None = None  # callers served at once by pooled backends (None: from the thread count)
     cuda_graphs: bool | None = None  # replay captured CUDA graphs (None: the backend's default)
     device_id: int = 0
+    trust_code: bool = False  # the torch backend may import the code a user's module's spec names
 
 
 def output_contract(spec: GeneratorSpec, output_format: str) -> tuple[str, tuple[int, ...]]:

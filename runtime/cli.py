@@ -12,6 +12,7 @@ from ganrt.runtime.backends import NAMES as BACKEND_NAMES
 from ganrt.runtime.selection import DEVICES
 
 BACKENDS = ("auto", *BACKEND_NAMES)
+MAX_IMAGE_BYTES = 4 << 30  # the images of one call are held in memory (and in one npz): refuse more, up front
 
 
 def parse_labels(text: str | None, seeds: list[int], num_classes: int) -> list[tuple[int, int | None]]:
@@ -27,15 +28,26 @@ def parse_labels(text: str | None, seeds: list[int], num_classes: int) -> list[t
     if text is None or text.strip().lower() == "random":
         return list(zip(seeds, (int(x) for x in labels_from_seeds(seeds, num_classes)), strict=True))
     try:
-        labels = parse_seed_range(text)
+        labels = parse_seed_range(text, max_count=num_classes)
     except InputError:
         raise InputError(f"cannot read --labels {text!r}: expected 'random', one label like 3, or a list like "
-                         "'0-9' or '1,4,7'") from None
+                         f"'0-9' or '1,4,7' of labels in [0, {num_classes})") from None
     bad = [x for x in labels if x >= num_classes]
     if bad:
         raise InputError(f"--labels {bad[0]} is out of range: this generator has {num_classes} classes (0-"
                          f"{num_classes - 1})")
     return [(s, lab) for lab in labels for s in seeds]
+
+
+def check_request_size(n_images: int, spec) -> None:
+    """InputError, before any work, when the images asked for would not fit in memory (MAX_IMAGE_BYTES)."""
+    from ganrt.errors import InputError
+
+    size = n_images * spec.channels * spec.height * spec.width
+    if size > MAX_IMAGE_BYTES:
+        most = MAX_IMAGE_BYTES // (spec.channels * spec.height * spec.width)
+        raise InputError(f"{n_images} images of {spec.channels}x{spec.height}x{spec.width} need {size / 2**30:.1f} "
+                         f"GiB; at most {most} per call: split the seed range")
 
 
 def default_batch_hint(n_images: int, max_batch: int | None) -> int:
@@ -81,17 +93,21 @@ def image_name(seed: int, label: int | None) -> str:
                    "(images uint8 (N, H, W, C), seeds, labels, truncation).")
 @click.option("--no-files", is_flag=True, default=False, show_default=True,
               help="Write only the --grid, no per-image files.")
+@click.option("--trust-code", is_flag=True, default=False, show_default=True,
+              help="A bundle of your own module: let the torch backend import and run the code its spec names "
+                   "(factory). Only for bundles whose source you trust; the graph backends never need it.")
 @click.option("--json", "as_json", is_flag=True, default=False, show_default=True,
               help="Print a JSON summary (variant, reason, files) on stdout.")
 def generate(bundle: Path, seeds: str, labels: str | None, truncation: float | None, backend: str,
              precision: str | None, device: str | None, threads: int | None, batch_size_hint: int | None,
              out_dir: Path, grid: Path | None,
-             grid_scale: int, fmt: str, no_files: bool, as_json: bool) -> None:
+             grid_scale: int, fmt: str, no_files: bool, trust_code: bool, as_json: bool) -> None:
     """Draw images from BUNDLE (a directory written by `ganrt export`).
 
     The same seed draws the same image on every backend: latents are
-    numpy.random.Generator(PCG64(seed)).standard_normal(latent_dim). Each PNG carries text chunks
-    seed, label, truncation, bundle_sha256, variant and generated (these images are machine-made).
+    numpy.random.Generator(PCG64(seed)).standard_normal(latent_dim), seeds in [0, 2**64 - 1]. Each PNG
+    carries text chunks seed, label, truncation, bundle_sha256, variant and generated (these images are
+    machine-made).
     """
     import numpy as np
     from tqdm import tqdm
@@ -110,12 +126,13 @@ def generate(bundle: Path, seeds: str, labels: str | None, truncation: float | N
     opened = Bundle.open(bundle)
     spec = opened.spec
     pairs = parse_labels(labels, seed_list, spec.num_classes)
+    check_request_size(len(pairs), spec)
     if truncation is not None and not spec.has_truncation:
         raise ConfigError(f"the {spec.arch!r} generator has no truncation; drop --truncation")
     if batch_size_hint is None:
         batch_size_hint = default_batch_hint(len(pairs), opened.graph.get("max_batch"))
     with load(opened, backend=backend, precision=precision, device=device, threads=threads,
-              batch_size=batch_size_hint) as gen:
+              batch_size=batch_size_hint, trust_code=trust_code) as gen:
         if not as_json:
             click.echo(f"backend: {gen.variant} on {gen.device} ({gen.reason})", err=True)
         bundle_sha = gen.bundle.sha256()
@@ -136,7 +153,7 @@ def generate(bundle: Path, seeds: str, labels: str | None, truncation: float | N
         if fmt == "npz":
             path = out_dir / "images.npz"
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.savez(f, images=images, seeds=np.array([s for s, _ in pairs], dtype=np.int64),
+                np.savez(f, images=images, seeds=np.array([s for s, _ in pairs], dtype=np.uint64),
                          labels=np.array([-1 if lab is None else lab for _, lab in pairs], dtype=np.int64),
                          truncation=np.float32(np.nan if truncation is None else truncation),
                          variant=np.array(variant), bundle_sha256=np.array(bundle_sha))

@@ -32,7 +32,7 @@ from ganrt import precisions
 from ganrt.bundle import Bundle
 from ganrt.errors import BackendUnavailable, BundleError
 from ganrt.runtime.backends import ORT_PROVIDERS as PROVIDERS
-from ganrt.runtime.backends import BackendRow, Choice, Missing, Probe
+from ganrt.runtime.backends import BackendRow, BundleView, Choice, Missing, Probe
 from ganrt.runtime.base import Backend, LoadOptions, check_graph_output, first_line, to_uint8_nhwc
 from ganrt.runtime.machine import onnxruntime_probe, physical_cores
 from ganrt.runtime.pool import ShapeCache
@@ -54,7 +54,8 @@ def onnx_for(artifacts: dict[str, dict], precision: str) -> str | None:
                  if n in artifacts and artifacts[n].get("runtime", "onnxruntime") == "onnxruntime"), None)
 
 
-def variants(artifacts: dict[str, dict], avail, row: BackendRow) -> tuple[list[Choice], list[Missing]]:
+def variants(view: BundleView, avail, row: BackendRow) -> tuple[list[Choice], list[Missing]]:
+    artifacts = view.artifacts
     choices: list[Choice] = []
     missing: list[Missing] = []
     if not avail.ort_providers:

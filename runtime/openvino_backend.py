@@ -41,7 +41,7 @@ import numpy as np
 
 from ganrt.bundle import Bundle
 from ganrt.errors import BackendUnavailable, BundleError
-from ganrt.runtime.backends import BackendRow, Choice, Missing, Probe
+from ganrt.runtime.backends import BackendRow, BundleView, Choice, Missing, Probe
 from ganrt.runtime.base import Backend, LoadOptions, check_graph_output, dummy_feeds, first_line, to_uint8_nhwc
 from ganrt.runtime.machine import openvino_probe, physical_cores
 from ganrt.runtime.pool import ShapeCache, SlotPool
@@ -65,7 +65,8 @@ def probe() -> Probe:
     return Probe({"openvino": caps is not None, "openvino_bf16": bool(caps) and "BF16" in caps}, problem)
 
 
-def variants(artifacts: dict[str, dict], avail, row: BackendRow) -> tuple[list[Choice], list[Missing]]:
+def variants(view: BundleView, avail, row: BackendRow) -> tuple[list[Choice], list[Missing]]:
+    artifacts = view.artifacts
     if not avail.openvino:
         why = avail.problems.get(row.name) or "OpenVINO is not installed"
         return [], [Missing(row.name, f"{why} (`{row.install}`)")]

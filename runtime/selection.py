@@ -5,14 +5,19 @@ backend, precision, device and artifact to load and why. The variants come from 
 (``ganrt.runtime.backends``: each row's ``variants()`` lists what it could run of this bundle here).
 ``backend="auto"`` picks, among the variants this machine can run whose parity passed:
 
-1. by the manifest's "benchmarks" section, when it was recorded on this machine (same CPU and GPU
-   strings): the variant with the lowest median latency among those that passed (lossy precisions such as
-   int8 included: their artifact passed its tolerance and the benchmark's gate), at the measured batch
-   size closest to the ``batch_size`` hint (ties: the smaller batch; no hint: the smallest batch), from
-   each variant's "median_ms_by_batch" (or "median_ms" at the section's "batch_size" in older manifests).
-   When nothing measured at that batch can run here, the next closest measured batch decides;
+1. by this machine's tuning record (``tuning``: ganrt.runtime.tuning.read_tuning for the machine key
+   ``load`` runs with; written by ``ganrt bench``): the variant with the lowest median latency among those
+   whose artifact passed *export* parity (lossy precisions such as int8 included; a bench gate never changes
+   this), at the measured batch size closest to the ``batch_size`` hint (ties: the smaller batch; no hint:
+   the smallest batch). When nothing measured at that batch can run here, the next closest measured batch
+   decides. Bundles benched by an older ganrt have their timings in the manifest's "benchmarks" section
+   instead: read the same way when recorded on this machine (same CPU and GPU strings), skipping the
+   variants that section marks failed;
 2. else by the default order, each variant's ``rank``: tensorrt > onnxruntime-cuda > openvino-bf16 (only
    when the CPU has bf16 and a bf16 artifact passed parity) > onnxruntime-cpu > openvino > torch.
+
+A user's own module (spec "arch": "external") runs on torch only with ``trust_code=True`` (rebuilding it
+imports the code its spec names) and never without a factory; its graphs run on every other backend.
 
 Without a requested precision a backend prefers the precision table's order for its device
 (``ganrt.precisions.ranked``); a lossy precision (int8) is taken without being asked for only when the
@@ -27,12 +32,13 @@ from typing import Any
 
 from ganrt import precisions
 from ganrt.errors import BackendUnavailable, BundleError, ConfigError
-from ganrt.runtime.backends import BACKENDS, NAMES, ORT_PROVIDERS, Choice, Missing
+from ganrt.runtime.backends import BACKENDS, NAMES, ORT_PROVIDERS, BundleView, Choice, Missing
 from ganrt.runtime.machine import Availability
 from ganrt.runtime.tensorrt_backend import engine_mismatch, engine_target, trt_version_matches
+from ganrt.runtime.tuning import tuning_table
 
-__all__ = ["Choice", "select", "runnable", "here", "benchmark_table", "batches_by_closeness", "check_batch_hint",
-           "engine_mismatch", "engine_target", "trt_version_matches", "DEVICES", "ORT_PROVIDERS"]
+__all__ = ["Choice", "select", "runnable", "here", "measured_timings", "benchmark_table", "batches_by_closeness",
+           "check_batch_hint", "engine_mismatch", "engine_target", "trt_version_matches", "DEVICES", "ORT_PROVIDERS"]
 
 DEVICES = ("cpu", "cuda")
 
@@ -45,22 +51,22 @@ class _Pool:
     missing: list[Missing] = field(default_factory=list)
 
 
-def runnable(manifest: dict[str, Any], available: Availability) -> _Pool:
+def runnable(manifest: dict[str, Any], available: Availability, trust_code: bool = False) -> _Pool:
     """Every variant of the bundle each backend row could run here, best default rank first."""
-    artifacts: dict[str, dict] = manifest.get("artifacts") or {}
+    view = BundleView(manifest.get("artifacts") or {}, manifest.get("spec") or {}, trust_code)
     pool = _Pool()
     for row in BACKENDS.values():
-        choices, missing = row.variants(artifacts, available)
+        choices, missing = row.variants(view, available)
         pool.choices += choices
         pool.missing += missing
     pool.choices.sort(key=_default_rank)
     return pool
 
 
-def here(manifest: dict[str, Any], available: Availability) -> dict[str, Any]:
+def here(manifest: dict[str, Any], available: Availability, trust_code: bool = False) -> dict[str, Any]:
     """What this machine can run of the bundle: {"runnable": [variant, ...] in default order,
     "unavailable": {backend: why}} (a backend with nothing to run here; an unusable library in its own words)."""
-    pool = runnable(manifest, available)
+    pool = runnable(manifest, available, trust_code)
     running = {c.backend for c in pool.choices}
     unavailable = {name: why for name, why in available.problems.items() if name not in running}
     for m in pool.missing:
@@ -99,7 +105,7 @@ def _check_request(manifest: dict[str, Any], backend: str, precision: str | None
 def select(manifest: dict[str, Any], available: Availability, *, backend: str = "auto",
            precision: str | None = None, device: str | None = None, provider: str | None = None,
            variant: str | None = None, batch_size: int | None = None, compile: bool = False,
-           cuda_graphs: bool | None = None) -> Choice:
+           cuda_graphs: bool | None = None, tuning: dict[str, Any] | None = None, trust_code: bool = False) -> Choice:
     """The variant to run, with ``reason`` saying why; clear errors when nothing fits.
 
     ``variant``: one variant by name ("onnxruntime-fp32-rw", "openvino-int8", ...), within the other filters.
@@ -107,6 +113,8 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
     closest to it (None: at the smallest measured batch).
     ``compile`` / ``cuda_graphs``: torch's torch.compile and captured-graph variants (``cuda_graphs`` is a
     load option of the other GPU backends: it does not choose among their variants).
+    ``tuning``: this machine's tuning record (ganrt.runtime.tuning.read_tuning), or None.
+    ``trust_code``: a user's module may be rebuilt in torch (imports the code its spec names).
     """
     _check_request(manifest, backend, precision, device)
     batch_size = check_batch_hint(batch_size)
@@ -115,7 +123,7 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
     if compile and backend not in ("auto", "torch"):
         raise ConfigError(f"compile=True applies to the torch backend, but {backend} was asked for; "
                           "pass backend='torch' or drop compile")
-    pool = runnable(manifest, available)
+    pool = runnable(manifest, available, trust_code)
 
     def fits(c: Choice) -> bool:
         if backend != "auto" and c.backend != backend:
@@ -156,26 +164,17 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
             why += f"; WARNING: artifact {best.artifact!r} failed parity in the manifest"
         return best.but(reason=why + _problems_note(available))
 
-    bench = manifest.get("benchmarks") or {}
-    machine = bench.get("machine") or {}
-    if bench.get("variants"):
-        if machine.get("cpu") == available.cpu and machine.get("gpu") == available.gpu:
-            table = benchmark_table(bench)
-            by_name = {c.variant: c for c in benchmarked}
-            for b in batches_by_closeness(table, batch_size):
-                timed = sorted(((ms[b], name) for name, ms in table.items() if b in ms), key=lambda t: t[0])
-                for ms, name in timed:
-                    if name in by_name:
-                        return by_name[name].but(
-                            reason=f"fastest variant that passed parity in the bundle's benchmarks on this machine "
-                                   f"({ms:.3g} ms median at batch {b}; {_batch_note(b, batch_size)})"
-                                   + _problems_note(available))
-            note = "; no benchmarked variant that passed parity can run here"
-        else:
-            note = (f"; the bundle's benchmarks were recorded on another machine "
-                    f"({machine.get('cpu')!r}/{machine.get('gpu')!r}), not used")
-    else:
-        note = "; no benchmarks recorded in the bundle"
+    table, where, note = measured_timings(manifest, available, tuning)
+    if table:
+        by_name = {c.variant: c for c in benchmarked}
+        for b in batches_by_closeness(table, batch_size):
+            timed = sorted(((ms[b], name) for name, ms in table.items() if b in ms), key=lambda t: t[0])
+            for ms, name in timed:
+                if name in by_name:
+                    return by_name[name].but(
+                        reason=f"fastest variant that passed parity in {where} ({ms:.3g} ms median at batch {b}; "
+                               f"{_batch_note(b, batch_size)})" + _problems_note(available))
+        note = "; no benchmarked variant that passed parity can run here"
     if not candidates:
         raise BackendUnavailable(_nothing_fits(manifest, available, backend, precision, device, pool, variant))
     return candidates[0].but(reason=f"default order tensorrt > onnxruntime-cuda > openvino-bf16 > onnxruntime-cpu "
@@ -189,6 +188,23 @@ def _problems_note(available: Availability) -> str:
 
 
 # -- benchmarks by batch size ---------------------------------------------------------------------------
+def measured_timings(manifest: dict[str, Any], avail: Availability, tuning: dict[str, Any] | None
+             ) -> tuple[dict[str, dict[int, float]], str, str]:
+    """(timings {variant: {batch: ms}}, where they come from, the note when there are none): this machine's
+    tuning record first, else an older manifest's "benchmarks" section recorded on this machine."""
+    table = tuning_table(tuning or {}, manifest.get("artifacts") or {})
+    if table:
+        return table, "this machine's tuning record", ""
+    bench = manifest.get("benchmarks") or {}
+    machine = bench.get("machine") or {}
+    if not bench.get("variants"):
+        return {}, "", "; no benchmarks recorded for this machine (run `ganrt bench`)"
+    if machine.get("cpu") != avail.cpu or machine.get("gpu") != avail.gpu:
+        return {}, "", (f"; the bundle's benchmarks were recorded on another machine "
+                        f"({machine.get('cpu')!r}/{machine.get('gpu')!r}), not used")
+    return benchmark_table(bench), "the bundle's benchmarks on this machine", ""
+
+
 def check_batch_hint(batch_size: Any) -> int | None:
     """The batch-size hint as an int (None stays None); ConfigError unless it is an integer >= 1."""
     if batch_size is None:
@@ -204,7 +220,7 @@ def check_batch_hint(batch_size: Any) -> int | None:
 
 
 def benchmark_table(bench: dict[str, Any]) -> dict[str, dict[int, float]]:
-    """{variant: {batch: median ms}} of the benchmarked variants whose parity passed.
+    """{variant: {batch: median ms}} of the variants an older manifest's "benchmarks" section marks passed.
 
     Reads "median_ms_by_batch" ({"1": ms, "64": ms, ...}) and, for manifests written before it existed,
     "median_ms" at the section's "batch_size".

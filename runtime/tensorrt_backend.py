@@ -25,7 +25,7 @@ import numpy as np
 from ganrt import precisions
 from ganrt.bundle import Bundle
 from ganrt.errors import BackendUnavailable, BundleError
-from ganrt.runtime.backends import BackendRow, Choice, Missing, Probe
+from ganrt.runtime.backends import BackendRow, BundleView, Choice, Missing, Probe
 from ganrt.runtime.base import Backend, LoadOptions, check_graph_output, dummy_feeds, to_uint8_nhwc
 from ganrt.runtime.machine import tensorrt_probe
 from ganrt.runtime.pool import ShapeCache, SlotPool
@@ -78,8 +78,9 @@ def probe() -> Probe:
     return Probe({"tensorrt": version}, problem)
 
 
-def variants(artifacts: dict[str, dict], avail, row: BackendRow) -> tuple[list[Choice], list[Missing]]:
+def variants(view: BundleView, avail, row: BackendRow) -> tuple[list[Choice], list[Missing]]:
     """One engine per precision that fits this GPU and TensorRT."""
+    artifacts = view.artifacts
     choices, missing = [], []
     engines = {n: a for n, a in artifacts.items() if a.get("kind") == "engine"}
     if not engines:

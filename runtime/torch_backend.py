@@ -23,7 +23,7 @@ import numpy as np
 from ganrt import precisions
 from ganrt.bundle import Bundle
 from ganrt.errors import BackendUnavailable, BundleError
-from ganrt.runtime.backends import BackendRow, Choice, Missing, Probe
+from ganrt.runtime.backends import BackendRow, BundleView, Choice, Missing, Probe
 from ganrt.runtime.base import Backend, LoadOptions, dummy_feeds, first_line
 from ganrt.runtime.machine import library_probe
 from ganrt.runtime.pool import ShapeCache, SlotPool
@@ -36,11 +36,17 @@ def probe() -> Probe:
     return Probe({"torch": bool(ok)}, problem)
 
 
-def variants(artifacts: dict[str, dict], avail, row: BackendRow) -> tuple[list[Choice], list[Missing]]:
+def variants(view: BundleView, avail, row: BackendRow) -> tuple[list[Choice], list[Missing]]:
+    artifacts, spec = view.artifacts, view.spec
     if not avail.torch:
         return [], [Missing(row.name, avail.problems.get(row.name) or "torch is not installed")]
     if "weights" not in artifacts:
         return [], [Missing(row.name, "the bundle has no reference weights (generator.safetensors)")]
+    if spec.get("arch") == "external" and not (view.trust_code and spec.get("factory")):
+        return [], [Missing(row.name, (
+            f"the torch backend rebuilds this user's module by importing its code ({spec['factory']!r}): pass "
+            "trust_code=True (CLI: --trust-code) if you trust the bundle's source") if spec.get("factory") else
+            "the torch backend cannot rebuild this user's module (its spec names no factory): run its graphs")]
     choices: list[Choice] = []
     missing = [Missing(row.name, "the torch backend runs fp32 (and fp16/bf16 on CUDA), not int8", precision="int8")]
 
@@ -92,7 +98,9 @@ class TorchBackend(Backend):
                          concurrency=options.concurrency or 2)
         if options.threads is not None and device == "cpu":
             torch.set_num_threads(int(options.threads))  # process-wide: torch has no per-module thread pool
-        generator, spec = load_generator(bundle.artifact_path("weights"), ema=True, device=device)
+        # a user's module: rebuilt only with trust_code (its factory is imported), called as export calls it
+        generator, spec = load_generator(bundle.artifact_path("weights"), ema=True, device=device,
+                                         trust_code=options.trust_code)
         if spec != bundle.spec:
             raise BundleError(f"bundle {bundle.path}: generator.safetensors describes another generator than the "
                               "manifest's spec; re-export the bundle")

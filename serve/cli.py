@@ -35,7 +35,7 @@ def _ints(text: str, what: str) -> list[int]:
 @click.option("--model-name", default=None, help="Name in the OIP routes (default: the bundle directory's name).")
 @click.option("--max-batch", default=None, type=click.IntRange(min=1),
               help="Images per formed batch (default: where throughput stops growing in the bundle's "
-                   "benchmarks on this machine, else 64; capped at the bundle's max batch).")
+                   "tuning record for this machine, from `ganrt bench`, else 64; capped at the bundle's max batch).")
 @click.option("--max-delay-ms", default=None, type=click.FloatRange(0, 10_000),
               help="Longest a request waits for others to fill its batch (default: half the batch's measured "
                    "time, else 5 ms).")

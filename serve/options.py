@@ -1,7 +1,8 @@
-"""How a server runs: one options dataclass, with defaults derived from the bundle's own benchmarks.
+"""How a server runs: one options dataclass, with defaults derived from the bundle's tuning record.
 
 ``ServeOptions`` holds every knob of ``ganrt serve`` (and of the Ray deployment). ``tuned_batching`` turns a
-variant's measured latency per batch size into the dynamic batcher's defaults: the smallest measured batch
+variant's measured latency per batch size (``ganrt bench``'s tuning record for this machine and thread count)
+into the dynamic batcher's defaults: the smallest measured batch
 whose throughput reaches ``THROUGHPUT_PLATEAU`` of the best (where throughput stops growing) becomes
 ``max_batch``, and the time of half such a batch the longest a request waits for company (``max_delay_ms``).
 """
@@ -29,7 +30,7 @@ class ServeOptions:
     variant: str | None = None
     precision: str | None = None
     model_name: str | None = None  # default: the bundle directory's name
-    max_batch: int | None = None  # images per formed batch (default: the bundle's benchmarks, else 64)
+    max_batch: int | None = None  # images per formed batch (default: this machine's tuning record, else 64)
     max_delay_ms: float | None = None  # the longest a request waits for others to fill its batch
     max_queue: int = 256  # requests waiting for a batch; beyond it: 503 with Retry-After
     threads: int | None = None  # backend CPU threads (default: physical cores)
@@ -72,7 +73,8 @@ def resolve(options: ServeOptions, *, bundle_name: str, variant: str, gen_max_ba
     """Fill every derived option: model name, batching from the benchmarks (or defaults), batches in flight."""
     check(options)
     tuned = tuned_batching(median_ms_by_batch or {})
-    source = f"the bundle's benchmarks of {variant}" if tuned else "defaults (no benchmarks of this variant here)"
+    source = (f"this machine's tuning record of {variant}" if tuned
+              else "defaults (no timings of this variant on this machine: run `ganrt bench`)")
     max_batch = options.max_batch or (tuned[0] if tuned else DEFAULT_MAX_BATCH)
     max_delay = options.max_delay_ms if options.max_delay_ms is not None else (
         tuned[1] if tuned else DEFAULT_MAX_DELAY_MS)

@@ -25,17 +25,16 @@ from ganrt.serve.options import ServeOptions, resolve
 log = logging.getLogger("ganrt.serve")
 
 
-def measured_latencies(bundle, variant: str) -> dict[int, float] | None:
-    """{batch: median ms} of ``variant`` from the bundle's benchmarks recorded on this machine, or None."""
-    from ganrt.runtime.machine import describe_machine
-    from ganrt.runtime.selection import benchmark_table
+def measured_latencies(bundle, variant: str, threads: int | None) -> dict[int, float] | None:
+    """{batch: median ms} of ``variant`` on this machine and thread count: its tuning record (an older
+    bundle's manifest benchmarks as the fallback), or None when it was not measured here."""
+    from ganrt.runtime.machine import Availability
+    from ganrt.runtime.selection import measured_timings
+    from ganrt.runtime.tuning import machine_key, read_tuning
 
-    bench = bundle.benchmarks or {}
-    machine = bench.get("machine") or {}
-    here = describe_machine()
-    if machine.get("cpu") != here["cpu"] or machine.get("gpu") != here["gpu"]:
-        return None
-    return benchmark_table(bench).get(variant)
+    table, _, _ = measured_timings(bundle.to_dict(), Availability.probe(),
+                                   read_tuning(bundle.path, machine_key(threads)))
+    return table.get(variant)
 
 
 class Service:
@@ -68,7 +67,7 @@ class Service:
                         batch_size=min(hint, int(self.bundle.graph.get("max_batch") or hint)))
         self.options = resolve(o, bundle_name=self.bundle_path.resolve().name, variant=self.gen.variant,
                                gen_max_batch=self.gen.max_batch, device=self.gen.device,
-                               median_ms_by_batch=measured_latencies(self.bundle, self.gen.variant))
+                               median_ms_by_batch=measured_latencies(self.bundle, self.gen.variant, o.threads))
         self.metrics = Metrics(self.options.max_batch)
         self.executor = ThreadPoolExecutor(max_workers=self.options.inflight + 2, thread_name_prefix="ganrt-serve")
 

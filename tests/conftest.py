@@ -75,10 +75,10 @@ def contrast_checkpoint(tmp_path_factory, tiny_checkpoint):
 
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory, contrast_checkpoint):
-    from ganrt.export import export_checkpoint
+    from ganrt.export import ExportOptions, export_checkpoint
 
     out = tmp_path_factory.mktemp("rt") / "bundle"
-    export_checkpoint(contrast_checkpoint, out, precisions=("fp32",), max_batch=64)
+    export_checkpoint(contrast_checkpoint, out, options=ExportOptions(precisions=("fp32",), max_batch=64))
     return out
 
 
@@ -101,3 +101,23 @@ def tool():
         return sys.modules[key]
 
     return load
+
+
+def commit_bundle(path, spec, files: dict, graph: dict | None = None, source: dict | None = None):
+    """Write a bundle through BundleWriter, as export does: ``files`` = {artifact: (bytes, manifest entry)}."""
+    from ganrt.bundle import BundleWriter, Staged
+
+    with BundleWriter(path, spec) as w:
+        staged = []
+        for name, (data, entry) in files.items():
+            src = w.stage / f"{name}.bin"
+            src.write_bytes(data)
+            staged.append(Staged(name, src, {"precision": None, "made_by": {}, "parity": None, "passed": None,
+                                             **entry}))
+        return w.commit(graph=graph or {}, source=source or {}, staged=staged)
+
+
+@pytest.fixture(scope="session")
+def write_bundle():
+    """The function ``commit_bundle(path, spec, files, graph=None, source=None) -> Bundle``."""
+    return commit_bundle

@@ -45,7 +45,7 @@ def small_bundle(work: Path, *, engines: bool, max_batch: int, log) -> Path:
     import torch
 
     from ganrt.checkpoint import Checkpoint, save_checkpoint
-    from ganrt.export import export_checkpoint
+    from ganrt.export import ExportOptions, export_checkpoint
     from ganrt.models import build_generator
     from ganrt.spec import GeneratorSpec
 
@@ -59,11 +59,12 @@ def small_bundle(work: Path, *, engines: bool, max_batch: int, log) -> Path:
     save_checkpoint(ckpt, Checkpoint(spec=spec, tensors={f"G.{k}": v for k, v in g.state_dict().items()}))
     bundle = work / "bundle"
     try:
-        export_checkpoint(ckpt, bundle, precisions=("fp32", "fp16"), tensorrt=engines, max_batch=max_batch,
-                          progress=log)
+        export_checkpoint(ckpt, bundle, options=ExportOptions(precisions=("fp32", "fp16"), tensorrt=engines,
+                                                              max_batch=max_batch), progress=log)
     except Exception as e:  # engines or fp16 may fail on an odd setup: keep what can be checked
         log(f"export with fp16{' + engines' if engines else ''} failed ({type(e).__name__}: {e}); fp32 only")
-        export_checkpoint(ckpt, bundle, precisions=("fp32",), max_batch=max_batch, progress=log)
+        export_checkpoint(ckpt, bundle, options=ExportOptions(precisions=("fp32",), max_batch=max_batch),
+                          progress=log)
     return bundle
 
 

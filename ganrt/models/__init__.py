@@ -11,6 +11,12 @@ Conventions every family follows (the export, runtime and training stages rely o
   eval mode (noise is a buffer or an input), so the graph exports deterministically.
 - ``D.forward(x, labels=None, return_features=False)``: logits (B,), or ``(logits, features)`` with
   ``features`` (B, F) from the last hidden layer (used by the feature-matching loss).
+
+A user's own module (``spec.arch == "external"``) takes only what it needs, ``(z)``, ``(z, labels)`` or
+``(z, labels, truncation)``; :func:`as_ganrt_generator` wraps it in that convention, so export, the torch
+backend and every other caller invoke it one way. Rebuilding it from a spec imports the code its
+``factory`` names, which happens only when the caller says it trusts that code (``trust_code=True``):
+a spec read from a file is data, and opening a file never runs code.
 """
 
 from __future__ import annotations
@@ -75,11 +81,31 @@ def get(name: str) -> ModelFamily:
     return _REGISTRY[name]
 
 
-def build_generator(spec):
-    """Build the generator a spec describes (weights freshly initialised)."""
+def build_generator(spec, *, trust_code: bool = False):
+    """Build the generator a spec describes (weights freshly initialised), in ganrt's calling convention.
+
+    A user's module is rebuilt by importing and calling ``spec.factory``: only with ``trust_code=True``.
+    """
     if spec.arch == "external":
-        return load_factory(spec.factory)()
+        if not spec.factory:
+            raise SpecError("this generator is a user's module with no factory recorded: it cannot be rebuilt "
+                            "in torch; run its exported graphs (onnxruntime, openvino, tensorrt)")
+        if not trust_code:
+            raise SpecError(f"rebuilding this generator imports and runs the code its spec names "
+                            f"({spec.factory!r}); pass trust_code=True (CLI: --trust-code) only if you trust "
+                            "where the file came from")
+        return as_ganrt_generator(load_factory(spec.factory)(), spec)
     return get(spec.arch).build_generator(spec)
+
+
+def as_ganrt_generator(module, spec):
+    """``module`` called as ``(z, labels=None, truncation=None)``: a family's generator as it is, a user's
+    module wrapped so it receives exactly the inputs its spec says it takes (as the exported graph does)."""
+    if spec.arch != "external":
+        return module
+    from ganrt.models.external import UserModule
+
+    return module if isinstance(module, UserModule) else UserModule(module, spec)
 
 
 def square_generator_kwargs(spec, family: str, known) -> dict[str, Any]:
@@ -93,7 +119,10 @@ def square_generator_kwargs(spec, family: str, known) -> dict[str, Any]:
 
 
 def load_factory(path: str) -> Callable[[], Any]:
-    """Resolve 'package.module:callable' (a user's generator factory)."""
+    """Resolve 'package.module:callable' (a user's generator factory): imports that module.
+
+    Call it only with a path the caller gave (``ganrt export --model``) or with ``trust_code=True``.
+    """
     if not path or ":" not in path:
         raise SpecError(f"a generator factory must look like 'package.module:callable', got {path!r}")
     mod_name, attr = path.split(":", 1)

@@ -1,4 +1,4 @@
-"""A tiny real bench run: results.json schema, report files, manifest record, gate failing, CLI errors."""
+"""A tiny real bench run: results.json schema, report files, tuning record, gate failing, CLI errors."""
 
 from __future__ import annotations
 
@@ -11,20 +11,20 @@ from ganrt.cli import cli
 
 
 @pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory, tiny_checkpoint):
+def tiny_bundle(tmp_path_factory, tiny_checkpoint, write_bundle):
     """A weights-only bundle (the torch reference) plus, when export works here, its fp32 ONNX graph."""
     path = tmp_path_factory.mktemp("bundle") / "b"
     try:
-        from ganrt.export import export_checkpoint
+        from ganrt.export import ExportOptions, export_checkpoint
 
-        export_checkpoint(tiny_checkpoint, path, precisions=("fp32",), max_batch=4)
+        export_checkpoint(tiny_checkpoint, path, options=ExportOptions(precisions=("fp32",), max_batch=4))
     except ImportError:
-        from ganrt.bundle import WEIGHTS, Bundle
+        from ganrt.bundle import WEIGHTS
         from ganrt.checkpoint import read_checkpoint
 
-        b = Bundle.create(path, read_checkpoint(tiny_checkpoint).spec, graph={"max_batch": 4})
-        b.add_artifact("weights", tiny_checkpoint, file=WEIGHTS, kind="weights", precision="fp32")
-        b.save()
+        write_bundle(path, read_checkpoint(tiny_checkpoint).spec,
+                     {"weights": (tiny_checkpoint.read_bytes(), {"file": WEIGHTS, "kind": "weights",
+                                                                 "precision": "fp32"})}, graph={"max_batch": 4})
     return path
 
 
@@ -73,20 +73,24 @@ def test_bench_writes_report_plots_and_sample_grids(bench_run):
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_records_its_results_in_the_manifest(bench_run, tiny_bundle):
+def test_bench_records_its_timings_in_the_tuning_record_of_this_machine(bench_run, tiny_bundle):
     from ganrt.bundle import Bundle
+    from ganrt.runtime.tuning import machine_key, read_tuning
 
-    b = Bundle.open(tiny_bundle)
-    assert b.benchmarks["batch_size"] == 1 and b.benchmarks["machine"]["cpu"]
-    entry = b.benchmarks["variants"]["torch-fp32"]
-    assert entry["passed"] is True and entry["backend"] == "torch" and entry["median_ms"] > 0
-    # every timed batch, keyed by its size as a string (JSON object keys), the smallest equal to median_ms
-    results = json.loads((bench_run[0] / "results.json").read_text())
-    for name, v in b.benchmarks["variants"].items():
+    out, result = bench_run
+    results = json.loads((out / "results.json").read_text())
+    assert results["tuning_record"].endswith(f"tuning/{machine_key(1)}.json")  # --threads 1 is in the key
+    record = read_tuning(tiny_bundle, machine_key(1))
+    assert record["machine"]["threads"] == 1 and record["machine"]["versions"]["torch"]
+    bundle = Bundle.open(tiny_bundle)
+    for name, v in record["variants"].items():
         timed = {str(r["batch_size"]): r["latency_ms"]["median"] for r in results["runs"]
                  if r["variant"] == name and "latency_ms" in r}
-        assert v["median_ms_by_batch"] == pytest.approx(timed) and set(timed) == {"1", "2"}
-        assert v["median_ms"] == pytest.approx(v["median_ms_by_batch"]["1"])
+        assert {b: row["median_ms"] for b, row in v["by_batch"].items()} == pytest.approx(timed)
+        assert set(timed) == {"1", "2"}
+        assert v["artifact_sha256"] == bundle.artifacts[v["artifact"]]["sha256"]
+        assert "passed" not in v  # a bench verdict is not the bundle's business
+    assert read_tuning(tiny_bundle, machine_key(2)) == {}  # another thread count: another record
 
 
 def test_an_impossible_gate_fails_the_run(tiny_bundle, tmp_path):

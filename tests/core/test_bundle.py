@@ -1,23 +1,25 @@
+"""The bundle format: round trip, tamper and version checks, and re-export through BundleWriter."""
+
 import json
 
 import pytest
 
-from ganrt.bundle import MANIFEST, Bundle, onnx_artifact_name, onnx_file_name
+from ganrt.bundle import MANIFEST, Bundle, BundleWriter, onnx_artifact_name, onnx_file_name
 from ganrt.errors import BundleError
 
-
-def write_bundle(path, spec, payload=b"graph-bytes"):
-    src = path.parent / "src.bin"
-    src.write_bytes(payload)
-    b = Bundle.create(path, spec, graph={"inputs": []})
-    b.add_artifact(onnx_artifact_name("fp32"), src, file=onnx_file_name("fp32"), kind="onnx", precision="fp32",
-                   passed=True, parity={"psnr_db": 60.0})
-    b.save()
-    return b
+ONNX = {"file": onnx_file_name("fp32"), "kind": "onnx", "precision": "fp32", "passed": True,
+        "parity": {"psnr_db": 60.0}}
 
 
-def test_bundle_round_trip(tmp_path, tiny_spec):
-    write_bundle(tmp_path / "b", tiny_spec)
+@pytest.fixture
+def one_graph(write_bundle):
+    def make(path, spec, payload=b"graph-bytes"):
+        return write_bundle(path, spec, {onnx_artifact_name("fp32"): (payload, ONNX)}, graph={"inputs": []})
+    return make
+
+
+def test_bundle_round_trip(tmp_path, tiny_spec, one_graph):
+    one_graph(tmp_path / "b", tiny_spec)
     b = Bundle.open(tmp_path / "b")
     assert b.spec == tiny_spec
     assert b.artifact("onnx-fp32")["file"] == "model.fp32.onnx"
@@ -26,15 +28,15 @@ def test_bundle_round_trip(tmp_path, tiny_spec):
     assert b.find(precision="int8") == {}
 
 
-def test_tampered_artifact_is_detected(tmp_path, tiny_spec):
-    write_bundle(tmp_path / "b", tiny_spec)
+def test_tampered_artifact_is_detected(tmp_path, tiny_spec, one_graph):
+    one_graph(tmp_path / "b", tiny_spec)
     (tmp_path / "b" / "model.fp32.onnx").write_bytes(b"evil-bytes!")
     with pytest.raises(BundleError, match="sha256"):
         Bundle.open(tmp_path / "b")
 
 
-def test_missing_artifact_and_missing_manifest_are_clear(tmp_path, tiny_spec):
-    write_bundle(tmp_path / "b", tiny_spec)
+def test_missing_artifact_and_missing_manifest_are_clear(tmp_path, tiny_spec, one_graph):
+    one_graph(tmp_path / "b", tiny_spec)
     (tmp_path / "b" / "model.fp32.onnx").unlink()
     with pytest.raises(BundleError, match="missing"):
         Bundle.open(tmp_path / "b")
@@ -45,14 +47,14 @@ def test_missing_artifact_and_missing_manifest_are_clear(tmp_path, tiny_spec):
         Bundle.open(tmp_path / "nowhere")
 
 
-def test_unknown_artifact_lists_what_the_bundle_has(tmp_path, tiny_spec):
-    b = write_bundle(tmp_path / "b", tiny_spec)
+def test_unknown_artifact_lists_what_the_bundle_has(tmp_path, tiny_spec, one_graph):
+    b = one_graph(tmp_path / "b", tiny_spec)
     with pytest.raises(BundleError, match="has: onnx-fp32"):
         b.artifact("onnx-int8")
 
 
-def test_future_manifest_version_is_refused(tmp_path, tiny_spec):
-    write_bundle(tmp_path / "b", tiny_spec)
+def test_future_manifest_version_is_refused(tmp_path, tiny_spec, one_graph):
+    one_graph(tmp_path / "b", tiny_spec)
     m = tmp_path / "b" / MANIFEST
     data = json.loads(m.read_text())
     data["format_version"] = 7
@@ -61,24 +63,37 @@ def test_future_manifest_version_is_refused(tmp_path, tiny_spec):
         Bundle.open(tmp_path / "b")
 
 
-def test_create_refuses_a_non_bundle_directory_and_another_generator(tmp_path, tiny_spec):
+def test_writer_refuses_a_non_bundle_directory_and_another_generator(tmp_path, tiny_spec, one_graph):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "notes.txt").write_text("mine")
     with pytest.raises(BundleError, match="not empty"):
-        Bundle.create(tmp_path / "x", tiny_spec)
-    write_bundle(tmp_path / "b", tiny_spec)
+        BundleWriter(tmp_path / "x", tiny_spec).__enter__()
+    one_graph(tmp_path / "b", tiny_spec)
     with pytest.raises(BundleError, match="another generator"):
-        Bundle.create(tmp_path / "b", tiny_spec.replace(latent_dim=99))
+        BundleWriter(tmp_path / "b", tiny_spec.replace(latent_dim=99)).__enter__()
+    assert (tmp_path / "x" / "notes.txt").read_text() == "mine"
 
 
-def test_reexport_keeps_other_artifacts(tmp_path, tiny_spec):
-    write_bundle(tmp_path / "b", tiny_spec)
-    src = tmp_path / "int8.bin"
-    src.write_bytes(b"q")
-    b = Bundle.create(tmp_path / "b", tiny_spec)
-    b.add_artifact("onnx-int8", src, file="model.int8.onnx", kind="onnx", precision="int8")
-    b.save()
+def test_reexport_keeps_other_artifacts(tmp_path, tiny_spec, one_graph, write_bundle):
+    one_graph(tmp_path / "b", tiny_spec)
+    write_bundle(tmp_path / "b", tiny_spec, {"onnx-int8": (b"q", {"file": "model.int8.onnx", "kind": "onnx",
+                                                                   "precision": "int8"})}, graph={"inputs": []})
     assert sorted(Bundle.open(tmp_path / "b").artifacts) == ["onnx-fp32", "onnx-int8"]
+
+
+def test_reexport_never_overwrites_a_file_the_current_manifest_lists(tmp_path, tiny_spec, one_graph):
+    """New bytes for a listed name go under rev-<token>/; the old file goes only after the manifest switch."""
+    first = one_graph(tmp_path / "b", tiny_spec, b"old-graph")
+    second = one_graph(tmp_path / "b", tiny_spec, b"new-graph")
+    new_file = second.artifacts["onnx-fp32"]["file"]
+    assert new_file.startswith("rev-") and new_file.endswith("/model.fp32.onnx")
+    assert not (tmp_path / "b" / first.artifacts["onnx-fp32"]["file"]).exists()  # removed after the switch
+    assert Bundle.open(tmp_path / "b").artifact_path("onnx-fp32").read_bytes() == b"new-graph"
+    third = one_graph(tmp_path / "b", tiny_spec, b"third-graph")  # the usual name is free again
+    assert third.artifacts["onnx-fp32"]["file"] == "model.fp32.onnx"
+    assert not (tmp_path / "b" / new_file.split("/")[0]).exists()  # the emptied rev- folder went too
+    same = one_graph(tmp_path / "b", tiny_spec, b"third-graph")  # the same bytes: the file is kept
+    assert same.artifacts["onnx-fp32"]["file"] == "model.fp32.onnx"
 
 
 def test_written_files_get_the_usual_permissions(tmp_path):

@@ -55,3 +55,16 @@ def test_grid_and_png_metadata(tmp_path):
     path = save_png(tmp_path / "g.png", grid, text={"seed": "3", "generated": "true"})
     with Image.open(path) as im:
         assert im.text["seed"] == "3"
+
+
+def test_seeds_span_uint64_and_stop_there():
+    from ganrt.latents import latents_from_seeds
+
+    top = 2**64 - 1
+    assert parse_seed_range(f"{top - 1}-{top}") == [top - 1, top]
+    z = latents_from_seeds([top], 4)
+    np.testing.assert_array_equal(z[0], np.random.Generator(np.random.PCG64(top)).standard_normal(4).astype(np.float32))
+    with pytest.raises(InputError, match=r"up to 2\*\*64 - 1"):
+        latents_from_seeds([2**64], 4)
+    with pytest.raises(InputError, match=r"at most 10 per call"):
+        parse_seed_range("0-10", max_count=10)

@@ -33,9 +33,24 @@ def test_invalid_spec_fields_are_rejected_with_the_field_named(field, value, mat
         make(**{field: value})
 
 
-def test_external_spec_needs_a_factory():
-    with pytest.raises(SpecError, match="factory"):
-        make(arch="external")
+def test_a_users_module_needs_only_its_io():
+    spec = GeneratorSpec(latent_dim=12, num_classes=5, channels=3, height=16, width=16)
+    assert spec.arch == "external" and spec.external and spec.factory is None
+    assert GeneratorSpec.from_dict({k: v for k, v in spec.to_dict().items() if k != "arch"}) == spec
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"factory": "not a path"}, "package.module:callable"),
+    ({"factory": "os:system; rm"}, "package.module:callable"),
+    ({"arch": "dcgan", "factory": "pkg.mod:make"}, "drop factory"),
+    ({"output_range": [1]}, "two finite numbers"),
+    ({"output_range": (0, float("nan"))}, "two finite numbers"),
+    ({"has_truncation": "yes"}, "true or false"),
+    ({"latent_dim": 10**9}, "latent_dim"),
+])
+def test_spec_fields_are_typed_and_ranged(changes, match):
+    with pytest.raises(SpecError, match=match):
+        make(**changes)
 
 
 def test_from_dict_rejects_unknown_and_missing_fields():

@@ -10,9 +10,9 @@ from ganrt.errors import BackendUnavailable, ConfigError
 
 
 def test_no_cpu_rewrite_ships_only_the_plain_graph(tiny_checkpoint, tmp_path):
-    from ganrt.export import export_checkpoint
+    from ganrt.export import ExportOptions, export_checkpoint
 
-    b = export_checkpoint(tiny_checkpoint, tmp_path / "b", max_batch=4, cpu_rewrite=False)
+    b = export_checkpoint(tiny_checkpoint, tmp_path / "b", options=ExportOptions(max_batch=4, cpu_rewrite=False))
     assert set(b.artifacts) == {"weights", "onnx-fp32"} and b.artifacts["onnx-fp32"]["rewritten"] is False
 
 
@@ -20,11 +20,11 @@ def test_no_cpu_rewrite_ships_only_the_plain_graph(tiny_checkpoint, tmp_path):
                                                ({"openvino_int8": True}, "--openvino-int8 needs OpenVINO")])
 def test_bf16_and_openvino_int8_without_openvino_fail_before_any_work(tiny_checkpoint, tmp_path, monkeypatch,
                                                                        kwargs, match):
-    from ganrt.export import export_checkpoint
+    from ganrt.export import ExportOptions, export_checkpoint
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
     with pytest.raises(BackendUnavailable, match=match + r".*pip install 'ganrt\[cpu\]'"):
-        export_checkpoint(tiny_checkpoint, tmp_path / "b", **kwargs)
+        export_checkpoint(tiny_checkpoint, tmp_path / "b", options=ExportOptions(**kwargs))
     assert not (tmp_path / "b").exists()
 
 

@@ -14,10 +14,10 @@ ort = pytest.importorskip("onnxruntime")
 def test_checkpoint_exports_to_a_verified_fp32_bundle(tiny_checkpoint, tiny_spec, tmp_path):
     from ganrt.bundle import Bundle
     from ganrt.checkpoint import load_generator
-    from ganrt.export import export_checkpoint
+    from ganrt.export import ExportOptions, export_checkpoint
     from ganrt.latents import labels_from_seeds, latents_from_seeds
 
-    bundle = export_checkpoint(tiny_checkpoint, tmp_path / "b", max_batch=8)
+    bundle = export_checkpoint(tiny_checkpoint, tmp_path / "b", options=ExportOptions(max_batch=8))
     assert set(bundle.artifacts) == {"weights", "onnx-fp32", "onnx-fp32-rw"}  # cpu_rewrite is on by default
     assert bundle.artifacts["onnx-fp32"]["rewritten"] is False and bundle.artifacts["onnx-fp32-rw"]["rewritten"]
     entry = bundle.artifacts["onnx-fp32"]
@@ -44,9 +44,10 @@ def test_checkpoint_exports_to_a_verified_fp32_bundle(tiny_checkpoint, tiny_spec
 
 
 def test_float_nchw_output_keeps_raw_values(tiny_checkpoint, tmp_path):
-    from ganrt.export import export_checkpoint
+    from ganrt.export import ExportOptions, export_checkpoint
 
-    bundle = export_checkpoint(tiny_checkpoint, tmp_path / "b", max_batch=2, output_format="float-nchw")
+    bundle = export_checkpoint(tiny_checkpoint, tmp_path / "b",
+                               options=ExportOptions(max_batch=2, output_format="float-nchw"))
     assert bundle.graph["outputs"] == [{"name": "images", "dtype": "float32", "shape": ["batch", 1, 32, 32]}]
     sess = ort.InferenceSession(str(bundle.artifact_path("onnx-fp32")), providers=["CPUExecutionProvider"])
     out = sess.run(None, {"z": np.zeros((2, 16), np.float32), "labels": np.array([0, 1])})
@@ -57,11 +58,12 @@ def test_float_nchw_output_keeps_raw_values(tiny_checkpoint, tmp_path):
 def test_users_own_module_exports_through_the_python_api(user_spec, tmp_path):
     from ganrt.bundle import Bundle
     from ganrt.checkpoint import load_generator
-    from ganrt.export import export
+    from ganrt.errors import CheckpointError
+    from ganrt.export import ExportOptions, export
     from ganrt.models import load_factory
 
     g = load_factory(user_spec.factory)()
-    bundle = export(g, tmp_path / "b", spec=user_spec, max_batch=4, precisions=("fp16",))
+    bundle = export(g, tmp_path / "b", spec=user_spec, options=ExportOptions(max_batch=4, precisions=("fp16",)))
     entry = bundle.artifacts["onnx-fp32"]
     assert entry["passed"] is True and entry["parity"]["max_abs_diff"] <= 1
     # fp16 through Resize (kept fp32 by the converter's default block list) and InstanceNorm (kept: sensitive)
@@ -72,8 +74,11 @@ def test_users_own_module_exports_through_the_python_api(user_spec, tmp_path):
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["spec"]["factory"] == user_spec.factory and manifest["spec"]["arch"] == "external"
     assert manifest["source"]["class"].endswith("UpConvGenerator")
-    # the weights rebuild through the factory alone
-    rebuilt, spec = load_generator(Bundle.open(tmp_path / "b").artifact_path("weights"))
+    # the weights rebuild through the factory alone, when the caller trusts the code the file names
+    weights = Bundle.open(tmp_path / "b").artifact_path("weights")
+    with pytest.raises(CheckpointError, match="imports and runs the code its spec names.*trust_code=True"):
+        load_generator(weights)
+    rebuilt, spec = load_generator(weights, trust_code=True)
     assert spec == user_spec
     for (k, a), b in zip(g.state_dict().items(), rebuilt.state_dict().values(), strict=True):
         assert torch.equal(a, b), k

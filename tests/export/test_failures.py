@@ -41,7 +41,7 @@ class _DataDependent(_SmallGenerator):
 def _spec(**kw):
     from ganrt.spec import GeneratorSpec
 
-    base = dict(arch="external", factory="nowhere:make", latent_dim=4, channels=1, height=8, width=8)
+    base = dict(latent_dim=4, channels=1, height=8, width=8)  # a user's module: its I/O is enough
     return GeneratorSpec(**{**base, **kw})
 
 
@@ -90,17 +90,18 @@ def test_data_dependent_control_flow_cannot_be_exported(tmp_path):
 
 def test_failed_parity_writes_nothing_unless_allowed(tmp_path):
     from ganrt.errors import ParityError
-    from ganrt.export import export
+    from ganrt.export import ExportOptions, export
     from ganrt.export.verify import Tolerance
 
     impossible = {"fp16": Tolerance(max_abs_diff=-1)}  # even identical images fail
     expected = r"onnx-fp16 failed \(max \|diff\| 0 levels > -1\).*--allow-failed-parity"
     with pytest.raises(ParityError, match=expected):
-        export(_SmallGenerator(), tmp_path / "b", spec=_spec(), precisions=("fp16",), max_batch=2,
-               tolerances=impossible)
+        export(_SmallGenerator(), tmp_path / "b", spec=_spec(),
+               options=ExportOptions(precisions=("fp16",), max_batch=2, tolerances=impossible))
     assert not (tmp_path / "b").exists()
-    b = export(_SmallGenerator(), tmp_path / "b", spec=_spec(), precisions=("fp16",), max_batch=2,
-               tolerances=impossible, allow_failed_parity=True)
+    b = export(_SmallGenerator(), tmp_path / "b", spec=_spec(),
+               options=ExportOptions(precisions=("fp16",), max_batch=2, tolerances=impossible,
+                                     allow_failed_parity=True))
     assert b.artifacts["onnx-fp16"]["passed"] is False and b.artifacts["onnx-fp32"]["passed"] is True
     assert b.artifacts["onnx-fp16"]["failures"]
 
@@ -108,9 +109,9 @@ def test_failed_parity_writes_nothing_unless_allowed(tmp_path):
 def test_tampered_file_makes_bundle_open_fail(tmp_path):
     from ganrt.bundle import Bundle
     from ganrt.errors import BundleError
-    from ganrt.export import export
+    from ganrt.export import ExportOptions, export
 
-    b = export(_SmallGenerator(), tmp_path / "b", spec=_spec(), max_batch=2)
+    b = export(_SmallGenerator(), tmp_path / "b", spec=_spec(), options=ExportOptions(max_batch=2))
     path = b.artifact_path("onnx-fp32")
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
@@ -120,23 +121,25 @@ def test_tampered_file_makes_bundle_open_fail(tmp_path):
 
 
 def test_reexport_replaces_only_what_it_rebuilds(tmp_path):
-    from ganrt.export import export
+    from ganrt.export import ExportOptions, export
 
     out = tmp_path / "b"
-    first = export(_SmallGenerator(), out, spec=_spec(), precisions=("fp16",), max_batch=2)
+    first = export(_SmallGenerator(), out, spec=_spec(), options=ExportOptions(precisions=("fp16",), max_batch=2))
     fp16_sha = first.artifacts["onnx-fp16"]["sha256"]
-    second = export(_SmallGenerator(), out, spec=_spec(), max_batch=2)  # fp32 only, same graph I/O
+    second = export(_SmallGenerator(), out, spec=_spec(),
+                    options=ExportOptions(max_batch=2))  # fp32 only, same graph I/O
     assert second.artifacts["onnx-fp16"]["sha256"] == fp16_sha  # kept
-    third = export(_SmallGenerator(), out, spec=_spec(), max_batch=4)  # graph changed: the fp16 graph is stale
+    third = export(_SmallGenerator(), out, spec=_spec(),
+                   options=ExportOptions(max_batch=4))  # graph changed: the fp16 graph is stale
     assert "onnx-fp16" not in third.artifacts and not (out / "model.fp16.onnx").exists()
     assert json.loads((out / "manifest.json").read_text())["graph"]["max_batch"] == 4
 
 
 def test_bundle_of_another_generator_is_refused_before_any_work(tmp_path):
     from ganrt.errors import BundleError
-    from ganrt.export import export
+    from ganrt.export import ExportOptions, export
 
-    export(_SmallGenerator(), tmp_path / "b", spec=_spec(), max_batch=2)
+    export(_SmallGenerator(), tmp_path / "b", spec=_spec(), options=ExportOptions(max_batch=2))
     with pytest.raises(BundleError, match=r"already holds a bundle of another generator"):
         export(_SmallGenerator(latent_dim=5), tmp_path / "b", spec=_spec(latent_dim=5))
     (tmp_path / "c").mkdir()
@@ -147,9 +150,9 @@ def test_bundle_of_another_generator_is_refused_before_any_work(tmp_path):
 
 def test_bad_options_are_config_errors(tmp_path):
     from ganrt.errors import ConfigError
-    from ganrt.export import export
+    from ganrt.export import ExportOptions, export
 
     with pytest.raises(ConfigError, match=r"precisions must be a non-empty subset"):
-        export(_SmallGenerator(), tmp_path / "b", spec=_spec(), precisions=("fp8",))
+        export(_SmallGenerator(), tmp_path / "b", spec=_spec(), options=ExportOptions(precisions=("fp8",)))
     with pytest.raises(ConfigError, match=r"max_batch must be an integer >= 1"):
-        export(_SmallGenerator(), tmp_path / "b", spec=_spec(), max_batch=0)
+        export(_SmallGenerator(), tmp_path / "b", spec=_spec(), options=ExportOptions(max_batch=0))

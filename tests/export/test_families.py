@@ -23,11 +23,12 @@ def _kit():
 
 @pytest.mark.parametrize("arch", names())
 def test_family_exports_fp32_and_fp16_with_parity(arch, tmp_path):
-    from ganrt.export import export
+    from ganrt.export import ExportOptions, export
 
     kit = _kit()
     spec = kit.tiny_spec(arch)
-    bundle = export(kit.exercised_generator(spec), tmp_path / "b", spec=spec, precisions=("fp16",), max_batch=3)
+    bundle = export(kit.exercised_generator(spec), tmp_path / "b", spec=spec,
+                    options=ExportOptions(precisions=("fp16",), max_batch=3))
     for name in ("onnx-fp32", "onnx-fp16"):
         entry = bundle.artifacts[name]
         assert entry["passed"] is True, (name, entry["parity"])

@@ -118,10 +118,10 @@ def test_engines_without_tensorrt_raise_backend_unavailable(tiny_checkpoint, tmp
     if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
         pytest.skip("TensorRT and a GPU are present")
     from ganrt.errors import BackendUnavailable
-    from ganrt.export import export_checkpoint
+    from ganrt.export import ExportOptions, export_checkpoint
 
     with pytest.raises(BackendUnavailable, match=r"(tensorrt package|CUDA GPU).*pip install 'ganrt\[gpu\]'"):
-        export_checkpoint(tiny_checkpoint, tmp_path / "b", tensorrt=True)
+        export_checkpoint(tiny_checkpoint, tmp_path / "b", options=ExportOptions(tensorrt=True))
     assert not (tmp_path / "b").exists()
 
 
@@ -133,9 +133,10 @@ def test_fp16_engine_builds_matches_and_runs_in_fp16(tiny_checkpoint, tmp_path):
     torch = pytest.importorskip("torch")
     if importlib.util.find_spec("tensorrt") is None or not torch.cuda.is_available():
         pytest.skip("needs TensorRT and a CUDA GPU")
-    from ganrt.export import export_checkpoint
+    from ganrt.export import ExportOptions, export_checkpoint
 
-    b = export_checkpoint(tiny_checkpoint, tmp_path / "b", precisions=("fp16",), tensorrt=True, max_batch=8)
+    b = export_checkpoint(tiny_checkpoint, tmp_path / "b",
+                          options=ExportOptions(precisions=("fp16",), tensorrt=True, max_batch=8))
     engines = b.find(kind="engine", precision="fp16")
     assert len(engines) == 1
     (name, entry), = engines.items()

@@ -38,10 +38,10 @@ def seeds_labels():
 def every_precision_bundle(tmp_path_factory, contrast_checkpoint):
     """The bundle `ganrt export --precision fp32,fp16,int8,bf16 --openvino-int8` writes (random weights: a
     variant outside its tolerance is kept, marked failed, so every CPU variant can be loaded by name)."""
-    from ganrt.export import export_checkpoint
+    from ganrt.export import ExportOptions, export_checkpoint
 
     out = tmp_path_factory.mktemp("every") / "bundle"
-    export_checkpoint(contrast_checkpoint, out, precisions=("fp32", "fp16", "int8", "bf16"), openvino_int8=True,
-                      openvino_calibration_size=32, calibration_size=16, max_batch=16, verify_batch_cap=8,
-                      allow_failed_parity=True)
+    export_checkpoint(contrast_checkpoint, out, options=ExportOptions(
+        precisions=("fp32", "fp16", "int8", "bf16"), openvino_int8=True, openvino_calibration_size=32,
+        calibration_size=16, max_batch=16, verify_batch_cap=8, allow_failed_parity=True))
     return out

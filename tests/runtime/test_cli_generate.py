@@ -81,3 +81,40 @@ def test_bad_options_exit_2_with_one_line(bundle_dir, tmp_path, args, message):
 def test_truncation_for_a_family_without_it(bundle_dir, tmp_path):
     result = run(bundle_dir, "--truncation", "0.7", "--out", tmp_path)
     assert result.exit_code == 2 and "has no truncation" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["npz", "png"])
+def test_the_largest_seeds_work_in_every_format(bundle_dir, tmp_path, fmt):
+    """On main, --seeds 9223372036854775808 --format npz generated, then ended in an OverflowError traceback."""
+    top = 2**64 - 1
+    out = tmp_path / fmt
+    result = run(bundle_dir, "--seeds", f"{2**63},{top}", "--labels", "1", "--format", fmt, "--out", out)
+    assert result.exit_code == 0, result.output
+    from ganrt.runtime import load
+
+    with load(bundle_dir, backend="onnxruntime") as gen:
+        expected = gen.generate(seeds=[2**63, top], labels=1)
+    if fmt == "npz":
+        data = np.load(out / "images.npz")
+        assert data["seeds"].dtype == np.uint64 and [int(s) for s in data["seeds"]] == [2**63, top]
+        np.testing.assert_array_equal(data["images"], expected)
+    else:
+        png = Image.open(out / f"seed{top}-label001.png")
+        assert png.text["seed"] == str(top)
+        np.testing.assert_array_equal(np.asarray(png), expected[1, :, :, 0])
+
+
+@pytest.mark.parametrize("seeds, message", [
+    ("18446744073709551616", "seeds must be integers in [0, 2**64 - 1]"),  # 2**64
+    ("0-9999999999", "are 10000000000 seeds; at most 1000000 per call"),  # on main: a MemoryError traceback
+    ("0-999999", "1000000 images of 1x32x32 need 1.0 GiB; at most 524288 per call"),
+])
+def test_too_many_or_too_large_seeds_are_refused_before_any_work(bundle_dir, tmp_path, seeds, message, monkeypatch):
+    import ganrt.runtime.cli as generate_cli
+
+    monkeypatch.setattr(generate_cli, "MAX_IMAGE_BYTES", 512 << 20)  # the budget check without 4 GiB of images
+    monkeypatch.setattr("ganrt.runtime.load", lambda *a, **k: pytest.fail("loaded a backend"))
+    result = run(bundle_dir, "--seeds", seeds, "--out", tmp_path / "o")
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and message in result.output
+    assert not (tmp_path / "o").exists()

@@ -19,12 +19,13 @@ onnx = pytest.importorskip("onnx")
 def fast_bundle(contrast_checkpoint, tmp_path_factory):
     import torch
 
-    from ganrt.export import export_checkpoint
+    from ganrt.export import ExportOptions, export_checkpoint
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("fast") / "bundle"
-    return export_checkpoint(contrast_checkpoint, out, precisions=("fp32", "bf16"), openvino_int8=True,
-                             openvino_calibration_size=32, max_batch=16, verify_batch_cap=8)
+    return export_checkpoint(contrast_checkpoint, out,
+                             options=ExportOptions(precisions=("fp32", "bf16"), openvino_int8=True,
+                                                   openvino_calibration_size=32, max_batch=16, verify_batch_cap=8))
 
 
 @pytest.fixture(scope="module")
@@ -172,9 +173,9 @@ def test_int8_keeps_the_first_layer_fp32_only_when_all_int8_fails_parity(monkeyp
 
     assert calls == [("rw.onnx", False), ("rw.onnx", True), ("single.onnx", True)]
     assert [v.passed for v in verifications] == [True]  # the small graph never fails the export
-    names = [name for name, _, _ in staged]
+    names = [s.name for s in staged]
     assert names == ["openvino-int8", "openvino-int8-bin", "openvino-int8-small", "openvino-int8-small-bin"]
-    entries = dict((name, entry) for name, _, entry in staged)
+    entries = {s.name: s.entry for s in staged}
     assert entries["openvino-int8"]["made_by"]["kept_fp32"] == ["first"]
     assert entries["openvino-int8-small"]["parity"]["same_images_as_openvino_int8"] is True
     assert entries["openvino-int8-small"]["made_by"]["rewrite"] == {"form": "single"}  # its own rewrite report
@@ -205,8 +206,8 @@ def test_a_small_batch_graph_that_differs_or_fails_is_left_out_without_failing_t
                                      None, tmp_path, verifications, made_by={}, rewritten=True, calibration_size=8,
                                      tolerance=Tolerance(min_psnr_db=25.0), log=logged.append)
 
-    assert [name for name, _, _ in staged] == ["openvino-int8", "openvino-int8-bin"]
-    assert "small_batch_graph" not in staged[0][2]
+    assert [s.name for s in staged] == ["openvino-int8", "openvino-int8-bin"]
+    assert "small_batch_graph" not in staged[0].entry
     assert [v.variant for v in verifications] == ["openvino-int8"]
     assert any("no small-batch graph" in m for m in logged)
 
@@ -216,16 +217,18 @@ def test_bf16_gets_its_own_file_without_the_rewritten_fp32_graph_and_a_re_export
     import torch
 
     from ganrt.bundle import Bundle
-    from ganrt.export import export_checkpoint
+    from ganrt.export import ExportOptions, export_checkpoint
 
     torch.set_num_threads(1)
     out = tmp_path / "bundle"
-    b = export_checkpoint(contrast_checkpoint, out, precisions=("fp32", "bf16"), cpu_rewrite=False, max_batch=4,
-                          verify_batch_cap=4)
+    b = export_checkpoint(contrast_checkpoint, out,
+                          options=ExportOptions(precisions=("fp32", "bf16"), cpu_rewrite=False, max_batch=4,
+                                                verify_batch_cap=4))
     assert "onnx-fp32-rw" not in b.artifacts and b.artifacts["onnx-bf16"]["file"] == "model.bf16.onnx"
     assert (out / "model.bf16.onnx").is_file()
 
-    b = export_checkpoint(contrast_checkpoint, out, precisions=("fp32", "bf16"), max_batch=4, verify_batch_cap=4)
+    b = export_checkpoint(contrast_checkpoint, out,
+                          options=ExportOptions(precisions=("fp32", "bf16"), max_batch=4, verify_batch_cap=4))
     assert b.artifacts["onnx-bf16"]["file"] == b.artifacts["onnx-fp32-rw"]["file"]
     assert not (out / "model.bf16.onnx").exists()  # the moved artifact's old file is gone
     Bundle.open(out)  # every recorded hash still matches
@@ -240,13 +243,15 @@ def test_a_re_export_that_rewrites_a_shared_file_drops_the_other_entry_unless_th
 
     import torch
 
-    from ganrt.bundle import Bundle
-    from ganrt.export import export_checkpoint, pipeline
+    from ganrt.bundle import Bundle, BundleWriter, Staged
+    from ganrt.export import ExportOptions, export_checkpoint
 
     torch.set_num_threads(1)
     out = tmp_path / "bundle"
-    export_checkpoint(contrast_checkpoint, out, precisions=("fp32", "bf16"), max_batch=4, verify_batch_cap=4)
-    b = export_checkpoint(contrast_checkpoint, out, precisions=("fp32",), max_batch=4, verify_batch_cap=4)
+    export_checkpoint(contrast_checkpoint, out,
+                      options=ExportOptions(precisions=("fp32", "bf16"), max_batch=4, verify_batch_cap=4))
+    b = export_checkpoint(contrast_checkpoint, out,
+                          options=ExportOptions(precisions=("fp32",), max_batch=4, verify_batch_cap=4))
     assert b.artifacts["onnx-bf16"]["file"] == b.artifacts["onnx-fp32-rw"]["file"]  # same weights: kept
 
     rw = dict(b.artifacts["onnx-fp32-rw"])
@@ -256,7 +261,8 @@ def test_a_re_export_that_rewrites_a_shared_file_drops_the_other_entry_unless_th
         f.write(b"\0")  # other contents for the shared file
     kwargs = {k: rw[k] for k in ("file", "kind", "precision", "made_by", "parity", "passed")}
     logged = []
-    b = pipeline._write_bundle(out, b.spec, b.graph, b.source, [("onnx-fp32-rw", other, kwargs)], logged.append)
+    with BundleWriter(out, b.spec, log=logged.append) as writer:
+        b = writer.commit(graph=b.graph, source=b.source, staged=[Staged("onnx-fp32-rw", other, kwargs)])
 
     assert "onnx-bf16" not in b.artifacts and "onnx-fp32-rw" in b.artifacts
     assert any("dropping onnx-bf16" in m for m in logged)
@@ -269,15 +275,17 @@ def test_re_exporting_other_weights_drops_the_graphs_it_does_not_rebuild(contras
     import torch
 
     from ganrt.bundle import Bundle
-    from ganrt.export import export_checkpoint
+    from ganrt.export import ExportOptions, export_checkpoint
 
     torch.set_num_threads(1)
     out = tmp_path / "bundle"
-    export_checkpoint(contrast_checkpoint, out, precisions=("fp32", "fp16"), max_batch=4, verify_batch_cap=4,
-                      cpu_rewrite=False)
+    export_checkpoint(contrast_checkpoint, out,
+                      options=ExportOptions(precisions=("fp32", "fp16"), max_batch=4, verify_batch_cap=4,
+                                            cpu_rewrite=False))
     logged = []
-    b = export_checkpoint(tiny_checkpoint, out, precisions=("fp32",), max_batch=4, verify_batch_cap=4,
-                          cpu_rewrite=False, progress=logged.append, allow_failed_parity=True)
+    b = export_checkpoint(tiny_checkpoint, out, progress=logged.append,
+                          options=ExportOptions(precisions=("fp32",), max_batch=4, verify_batch_cap=4,
+                                                cpu_rewrite=False, allow_failed_parity=True))
 
     assert "onnx-fp16" not in b.artifacts and not (out / "model.fp16.onnx").exists()
     assert any("dropping onnx-fp16 (the weights changed" in m for m in logged)
@@ -289,26 +297,28 @@ def test_re_exporting_int8_without_a_small_batch_graph_drops_the_old_one(contras
     import torch
 
     from ganrt.bundle import Bundle
-    from ganrt.export import export_checkpoint, pipeline
+    from ganrt.export import ExportOptions, export_checkpoint, pipeline
 
     torch.set_num_threads(1)
     out = tmp_path / "bundle"
-    first = export_checkpoint(contrast_checkpoint, out, precisions=("fp32",), openvino_int8=True,
-                              openvino_calibration_size=16, max_batch=4, verify_batch_cap=4)
+    first = export_checkpoint(contrast_checkpoint, out,
+                              options=ExportOptions(precisions=("fp32",), openvino_int8=True,
+                                                    openvino_calibration_size=16, max_batch=4, verify_batch_cap=4))
     if "openvino-int8-small" not in first.artifacts:
         pytest.skip("export left the small-batch graph out on this machine")
     original = pipeline._openvino_int8
 
     def without_small(*args, **kwargs):
-        staged = [s for s in original(*args, **kwargs) if "small" not in s[0]]
-        for _, _, entry in staged:
-            entry.pop("small_batch_graph", None)
+        staged = [s for s in original(*args, **kwargs) if "small" not in s.name]
+        for s in staged:
+            s.entry.pop("small_batch_graph", None)
         return staged
 
     monkeypatch.setattr(pipeline, "_openvino_int8", without_small)
     logged = []
-    b = export_checkpoint(contrast_checkpoint, out, precisions=("fp32",), openvino_int8=True,
-                          openvino_calibration_size=16, max_batch=4, verify_batch_cap=4, progress=logged.append)
+    b = export_checkpoint(contrast_checkpoint, out, progress=logged.append,
+                          options=ExportOptions(precisions=("fp32",), openvino_int8=True,
+                                                openvino_calibration_size=16, max_batch=4, verify_batch_cap=4))
 
     assert not {"openvino-int8-small", "openvino-int8-small-bin"} & set(b.artifacts)
     assert not (out / "openvino" / "model.int8.small.xml").exists()

@@ -70,11 +70,12 @@ def test_onnxruntime_cuda_matches_cpu(bundle_dir, cuda_graphs):
 @needs_cuda
 def test_tensorrt_engine_matches_reference(tmp_path, contrast_checkpoint):
     pytest.importorskip("tensorrt")
-    from ganrt.export import export_checkpoint
+    from ganrt.export import ExportOptions, export_checkpoint
     from ganrt.runtime import load
 
     bundle = tmp_path / "b"
-    export_checkpoint(contrast_checkpoint, bundle, precisions=("fp32",), tensorrt=True, max_batch=16)
+    export_checkpoint(contrast_checkpoint, bundle,
+                      options=ExportOptions(precisions=("fp32",), tensorrt=True, max_batch=16))
     seeds, labels = list(range(5)), [1] * 5
     with load(bundle, backend="torch", device="cpu") as ref_gen:
         ref = ref_gen.generate(seeds=seeds, labels=labels)
