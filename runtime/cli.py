@@ -19,7 +19,7 @@ def parse_labels(text: str | None, seeds: list[int], num_classes: int) -> list[t
     """(seed, label) pairs: no labels; 'random' (one per seed, ganrt.latents.labels_from_seeds); one label
     ('3') for every seed; or several ('0-9', '1,4') -> every seed with every label, label-major."""
     from ganrt.errors import InputError
-    from ganrt.latents import labels_from_seeds, parse_seed_range
+    from ganrt.latents import MAX_SEEDS, labels_from_seeds, parse_seed_range
 
     if num_classes == 0:
         if text is not None:
@@ -36,6 +36,9 @@ def parse_labels(text: str | None, seeds: list[int], num_classes: int) -> list[t
     if bad:
         raise InputError(f"--labels {bad[0]} is out of range: this generator has {num_classes} classes (0-"
                          f"{num_classes - 1})")
+    if len(labels) * len(seeds) > MAX_SEEDS:
+        raise InputError(f"{len(seeds)} seeds x {len(labels)} labels are {len(labels) * len(seeds)} images; at "
+                         f"most {MAX_SEEDS} per call: split the seed range")
     return [(s, lab) for lab in labels for s in seeds]
 
 
@@ -125,6 +128,7 @@ def generate(bundle: Path, seeds: str, labels: str | None, truncation: float | N
     seed_list = parse_seed_range(seeds)
     opened = Bundle.open(bundle)
     spec = opened.spec
+    check_request_size(len(seed_list), spec)  # before drawing a label per seed
     pairs = parse_labels(labels, seed_list, spec.num_classes)
     check_request_size(len(pairs), spec)
     if truncation is not None and not spec.has_truncation:

@@ -108,13 +108,14 @@ def test_the_largest_seeds_work_in_every_format(bundle_dir, tmp_path, fmt):
     ("18446744073709551616", "seeds must be integers in [0, 2**64 - 1]"),  # 2**64
     ("0-9999999999", "are 10000000000 seeds; at most 1000000 per call"),  # on main: a MemoryError traceback
     ("0-999999", "1000000 images of 1x32x32 need 1.0 GiB; at most 524288 per call"),
+    ("0-199999 --labels 0-9", "200000 seeds x 10 labels are 2000000 images; at most 1000000 per call"),
 ])
 def test_too_many_or_too_large_seeds_are_refused_before_any_work(bundle_dir, tmp_path, seeds, message, monkeypatch):
     import ganrt.runtime.cli as generate_cli
 
     monkeypatch.setattr(generate_cli, "MAX_IMAGE_BYTES", 512 << 20)  # the budget check without 4 GiB of images
     monkeypatch.setattr("ganrt.runtime.load", lambda *a, **k: pytest.fail("loaded a backend"))
-    result = run(bundle_dir, "--seeds", seeds, "--out", tmp_path / "o")
+    result = run(bundle_dir, "--seeds", *seeds.split(), "--out", tmp_path / "o")
     assert result.exit_code == 2, result.output
     assert result.output.count("\n") == 1 and message in result.output
     assert not (tmp_path / "o").exists()
