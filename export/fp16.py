@@ -3,7 +3,7 @@
 Made with ``onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True)``. What stays fp32:
 
 - op types: the converter's DEFAULT_OP_BLOCK_LIST (a custom list replaces it, and without it Resize
-  breaks: EXPORT-NOTES.md) + :data:`SENSITIVE_OP_TYPES` (normalizations, reductions, demodulation,
+  breaks: docs/export-notes.md) + :data:`SENSITIVE_OP_TYPES` (normalizations, reductions, demodulation,
   exp/log, softmax);
 - nodes whose values leave the safe fp16 range on calibration latents run through the fp32 graph
   (max |x| above ``safe_max``, or a large share of non-zero values below fp16's smallest normal);

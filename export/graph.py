@@ -103,7 +103,7 @@ def prepare_generator(generator: nn.Module) -> nn.Module:
     """A CPU fp32 eval-mode copy with parametrizations (spectral norm) folded into plain weights.
 
     The caller's module is never changed. Folding matters: the TorchScript exporter fails on spectral
-    norm (aten::vdot) and dynamo only folds small weights (EXPORT-NOTES.md).
+    norm (aten::vdot) and dynamo only folds small weights (docs/export-notes.md).
     """
     if not isinstance(generator, nn.Module):
         raise ExportError(f"a generator must be a torch.nn.Module, got {type(generator).__name__}")

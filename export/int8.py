@@ -1,7 +1,7 @@
 """int8: a static QDQ graph from onnxruntime.quantization, symmetric so TensorRT can consume it.
 
 ``quant_pre_process(skip_symbolic_shape=True)`` (symbolic shape inference fails on these graphs:
-EXPORT-NOTES.md) then ``quantize_static`` in QDQ format, int8 activations and weights, both symmetric
+docs/export-notes.md) then ``quantize_static`` in QDQ format, int8 activations and weights, both symmetric
 (zero-point 0), weights per channel, MinMax calibration on latents drawn from the generator's own input
 distribution (z ~ N(0, I), uniform labels): a generator needs no calibration dataset.
 

@@ -1,7 +1,7 @@
 """The CPU fast path at export: OpenVINO parity for the bf16 graph and an NNCF int8 OpenVINO IR.
 
 - bf16 ("onnx-bf16") is the ConvTranspose-rewritten fp32 graph, meant to run with OpenVINO's bf16
-  inference precision hint (its bf16 kernels cover convolution, not deconvolution: EXPORT-NOTES.md). Its
+  inference precision hint (its bf16 kernels cover convolution, not deconvolution: docs/export-notes.md). Its
   parity is measured by running it through OpenVINO with that hint. On a CPU without bf16 (no 'BF16' in
   OpenVINO's CPU OPTIMIZATION_CAPABILITIES) OpenVINO runs it in f32: the entry records
   ``"bf16_hardware": false`` and the figures are then those of f32.
@@ -11,7 +11,7 @@
   most of the int8 error, and at batch 1 most of the weight bytes read) in fp32; export tries every layer
   in int8 first (export/pipeline.py). Measured: on the demo generator (AVX-512 CPU) all-int8 gave 49.0 dB
   PSNR against 52.2 dB with the first layer fp32, and 0.70x against 0.80x onnxruntime fp32 latency at
-  batch 1; on this project's probe (benchmarks/cpu_fastpath_probe.py, AVX2 CPU, DCGAN-64) the
+  batch 1; on this project's probe (tools/cpu_fastpath_probe.py, AVX2 CPU, DCGAN-64) the
   first-layer-fp32 IR ran 0.22-0.28x onnxruntime fp32 at 40.6 dB.
 
 openvino and nncf are imported only here, when these artifacts are asked for.

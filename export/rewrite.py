@@ -20,14 +20,14 @@ whose input is 1x1 (a generator's first layer)
 becomes ``Flatten -> Gemm -> [activation] -> Reshape``: a plain matrix product.
 
 Why: OpenVINO's bf16 CPU kernels cover convolution but not deconvolution, so on a bf16-capable CPU the
-rewritten graph runs in bf16 and the original in f32 (EXPORT-NOTES.md). Whether it pays for another
-backend is a measurement (EXPORT-NOTES.md found onnxruntime 1.3-1.6x slower on it): apply it per backend.
+rewritten graph runs in bf16 and the original in f32 (docs/export-notes.md). Whether it pays for another
+backend is a measurement (docs/export-notes.md found onnxruntime 1.3-1.6x slower on it): apply it per backend.
 Run it on the simplified float graph (after onnxslim, which folds BatchNorm into the ConvTranspose and
 removes Identity nodes in front of weights), before fp16 conversion or quantization.
 
 An elementwise activation (Relu, LeakyRelu, Tanh, Sigmoid) that is the ConvTranspose's only consumer is
 applied before the interleave: onnxruntime's QOperator quantizer dropped a Relu that followed a
-DepthToSpace (EXPORT-NOTES.md).
+DepthToSpace (docs/export-notes.md).
 
 Nodes the pass cannot express exactly this way are left as they are, each with its reason in the
 report: group != 1, dilations, output_padding, output_shape, auto_pad, asymmetric pads, unequal strides,
