@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from ganrt.errors import InputError
+from ganrt.seeding import entropy_words, generators
 
 MAX_SEED = 2**64 - 1
 MAX_SEEDS = 1_000_000  # parse_seed_range refuses ranges past this many seeds, before making the list
@@ -27,22 +28,22 @@ def _seed_list(seeds: Iterable[int]) -> list[int]:
 
 
 def latents_from_seeds(seeds: Iterable[int], latent_dim: int) -> np.ndarray:
-    """(B, latent_dim) float32, one row per seed."""
+    """(B, latent_dim) float32, one row per seed: ``Generator(PCG64(seed)).standard_normal(latent_dim)``
+    (the seeding hashed for all seeds at once, ganrt.seeding: the same numbers, about 2.5x faster)."""
     seeds = _seed_list(seeds)
     z = np.empty((len(seeds), latent_dim), dtype=np.float32)
-    for i, s in enumerate(seeds):
-        z[i] = np.random.Generator(np.random.PCG64(s)).standard_normal(latent_dim)
+    for i, gen in enumerate(generators(entropy_words(np.array(seeds, dtype=np.uint64)))):
+        z[i] = gen.standard_normal(latent_dim)
     return z
 
 
 def labels_from_seeds(seeds: Iterable[int], num_classes: int) -> np.ndarray:
-    """(B,) int64 uniform labels, drawn from a stream independent of the latents."""
+    """(B,) int64 uniform labels, drawn from a stream independent of the latents (``PCG64([seed, 1])``)."""
     seeds = _seed_list(seeds)
     if num_classes < 1:
         raise InputError("labels need a conditional generator (num_classes >= 1)")
-    return np.array(
-        [np.random.Generator(np.random.PCG64([s, 1])).integers(num_classes) for s in seeds], dtype=np.int64
-    )
+    streams = generators(entropy_words(np.array(seeds, dtype=np.uint64), extra=(1,)))
+    return np.array([gen.integers(num_classes) for gen in streams], dtype=np.int64)
 
 
 def parse_seed_range(text: str, max_count: int = MAX_SEEDS) -> list[int]:
