@@ -19,10 +19,29 @@ from ganrt.benchmarks.harness import (
     REFERENCE,
     candidate_variants,
     load_variants,
-    run_timings,
-    summarize_runs,
+    time_variants,
 )
 from ganrt.errors import ConfigError, GanrtError
+
+
+def parse_threads(value: int | str | list[int] | None) -> list[int]:
+    """'1,2' (or 2, or [1, 2]) -> [1, 2]: the thread counts the bench is run at, an axis of its own; None:
+    the physical cores."""
+    from ganrt.benchmarks.harness import thread_count
+
+    if value is None:
+        return [thread_count(None)]
+    items = [value] if isinstance(value, int) else (value if isinstance(value, list) else str(value).split(","))
+    out = []
+    for item in items:
+        try:
+            n = int(str(item).strip())
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ConfigError(f"cannot read threads {value!r}: expected comma-separated integers >= 1, e.g. '1,2'")
+        out.append(n)
+    return sorted(set(out))
 
 
 def parse_batch_sizes(text: str, max_batch: int) -> list[int]:
@@ -67,20 +86,24 @@ def _real_features(bundle, dataset: str | None, extractor, n: int, log) -> tuple
 def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,8,64,max", duration: float = 2.0,
               min_runs: int = 10, warmup: int = 3, repeats: int = 2, variants: list[str] | None = None,
               gate: str | None = None, classifier: str | Path | None = None, dataset: str | None = None,
-              parity_n: int = 256, threads: int | None = None, record: bool = True, samples: bool = True,
-              trust_code: bool = False,
+              parity_n: int = 256, threads: int | str | list[int] | None = None, record: bool = True,
+              samples: bool = True,
+              trust_code: bool = False, inception_weights: str | Path | None = None,
               progress: Callable[[int, str], None] | None = None,
               log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Benchmark ``bundle_dir`` into ``out``; returns the results dict (also written as results.json).
 
+    ``threads``: one thread count or several ("1,2"): every variant is loaded and timed at each, and each is
+    recorded under its own machine key.
     ``record``: merge the medians into the bundle's tuning record (skipped with a warning when read-only).
     ``trust_code``: a bundle of a user's module runs its torch reference (imports the code its spec names).
+    ``inception_weights``: the standard FID Inception-v3 weights (safetensors; ``ganrt
+    convert-inception-weights``): FID-proper parity (``fid_*``) beside the FD of ``classifier``/pixels.
     """
     import torch
 
     from ganrt.benchmarks import report
     from ganrt.benchmarks.environment import collect_environment
-    from ganrt.benchmarks.harness import thread_count
     from ganrt.benchmarks.parity import fidelity
     from ganrt.bundle import Bundle
     from ganrt.metrics.extractors import get_extractor
@@ -93,13 +116,19 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
     if parity_n < 4:
         raise ConfigError(f"--parity-n must be >= 4, got {parity_n}")
     extractor = get_extractor("domain", classifier=classifier) if classifier else get_extractor("pixels")
-    real, real_note = (None, None)
-    if needs_real_data(checks) or dataset or classifier:
+    fid_extractor = get_extractor("inception", inception_weights=inception_weights) if inception_weights else None
+    if any(c.metric.startswith("fid_") for c in checks) and fid_extractor is None:
+        raise ConfigError("the gate uses FID figures, which need the standard Inception weights: pass "
+                          "--inception-weights FILE (made by `ganrt convert-inception-weights`)")
+    real, real_note, fid_real = None, None, None
+    if needs_real_data(checks) or dataset or classifier or fid_extractor:
         real, real_note = _real_features(bundle, dataset, extractor, parity_n, log)
+        if fid_extractor is not None and real is not None:
+            fid_real, _ = _real_features(bundle, dataset, fid_extractor, parity_n, log)
         if real is None and needs_real_data(checks):
-            raise ConfigError(f"the gate uses fd_delta, which needs real images: {real_note}; pass --dataset")
-    threads = thread_count(threads)
-    torch.set_num_threads(threads)
+            raise ConfigError(f"the gate compares with real images (fd_delta / fid_delta), which needs them: "
+                              f"{real_note}; pass --dataset")
+    thread_counts = parse_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
 
     requests, unavailable = candidate_variants(bundle.to_dict())
@@ -109,55 +138,65 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
         for peer in (ORT_BASELINE, REFERENCE):  # the peers every ratio is taken against
             if peer not in only:
                 only.insert(0, peer)
-    loaded, skipped = load_variants(bundle.path, requests, threads=threads, only=only, log=log,
-                                    trust_code=trust_code)
-    if only is None:
-        skipped.update(unavailable)
-    if not loaded:
-        raise ConfigError(f"no variant of {bundle.path} can run here: " +
-                          "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-    total = len(loaded) * len(sizes) * repeats + len(loaded)
-    done = [0]
+    runs: list[dict[str, Any]] = []
+    parity = images = load_info = skipped = None
+    steps = {"total": 0}
 
     def tick(what: str) -> None:
-        done[0] += 1
         if progress:
-            progress(total, what)
+            progress(steps["total"], what)
 
-    try:
-        timings = run_timings(loaded, sizes, duration=duration, min_runs=min_runs, warmup=warmup, repeats=repeats,
-                              progress=lambda: tick("timing"))
-        runs = summarize_runs(loaded, timings)
-        parity, images = fidelity(bundle.path, {v.name: v.generator for v in loaded}, extractor, n=parity_n,
-                                  batch=min(max_batch, 64), real_features=real, progress=lambda: tick("parity"),
-                                  trust_code=trust_code)
-    finally:
-        for v in loaded:
-            v.generator.close()
+    for t in thread_counts:
+        torch.set_num_threads(t)
+        loaded, skipped_t = load_variants(bundle.path, requests, threads=t, only=only, log=log,
+                                          trust_code=trust_code)
+        if skipped is None:
+            skipped = skipped_t
+            if only is None:
+                skipped.update(unavailable)
+        if not loaded:
+            raise ConfigError(f"no variant of {bundle.path} can run here: " +
+                              "; ".join(f"{k}: {v}" for k, v in skipped_t.items()))
+        steps["total"] = (len(loaded) * len(sizes) * repeats + len(loaded)) * len(thread_counts)
+        try:
+            runs += time_variants(loaded, sizes, duration=duration, min_runs=min_runs, warmup=warmup,
+                                  repeats=repeats, threads=t, progress=lambda t=t: tick(f"timing, {t} thread(s)"),
+                                  log=log)
+            if parity is None:  # the images do not depend on the thread count: parity once
+                parity, images = fidelity(bundle.path, {v.name: v.generator for v in loaded}, extractor,
+                                          n=parity_n, batch=min(max_batch, 64), real_features=real,
+                                          progress=lambda: tick("parity"), trust_code=trust_code,
+                                          fid_extractor=fid_extractor, fid_real_features=fid_real)
+                load_info = {v.name: {"cold_start_s": v.cold_start_s, "rss_before_mb": v.rss_before_mb,
+                                      "rss_after_load_mb": v.rss_after_load_mb, "peak_rss_mb": v.peak_rss_mb,
+                                      "gpu_memory": v.gpu_memory, "artifact": v.generator.artifact,
+                                      "small_batch_graph": v.generator.small_batch_graph,
+                                      "reason": v.generator.reason} for v in loaded}
+        finally:
+            for v in loaded:
+                v.generator.close()
     failed = []
     for name, entry in parity.items():
         entry["failures"] = evaluate_gate(checks, entry)
         entry["passed"] = not entry["failures"]
         if not entry["passed"]:
             failed.append(name)
-    load_info = {v.name: {"cold_start_s": v.cold_start_s, "rss_before_mb": v.rss_before_mb,
-                          "rss_after_load_mb": v.rss_after_load_mb, "peak_rss_mb": v.peak_rss_mb,
-                          "gpu_memory": v.gpu_memory, "artifact": v.generator.artifact,
-                          "small_batch_graph": v.generator.small_batch_graph,
-                          "reason": v.generator.reason} for v in loaded}
     results: dict[str, Any] = {
         "schema": report.SCHEMA, "schema_version": report.SCHEMA_VERSION, "created": report.now(),
         "bundle": {"path": str(bundle.path), "sha256": bundle.sha256(), "spec": bundle.spec.to_dict(),
                    "max_batch": max_batch},
         "options": {"batch_sizes": sizes, "duration_s": duration, "min_runs": min_runs, "warmup": warmup,
-                    "repeats": repeats, "threads": threads, "parity_n": parity_n, "variants": variants,
-                    "extractor": extractor.identity(), "real_data": real_note or ("yes" if real is not None else None)},
+                    "repeats": repeats, "threads": thread_counts, "parity_n": parity_n, "variants": variants,
+                    "extractor": extractor.identity(),
+                    "fid_extractor": fid_extractor.identity() if fid_extractor else None,
+                    "real_data": real_note or ("yes" if real is not None else None)},
         "environment": collect_environment(),
         "runs": runs, "load": load_info, "parity": parity,
         "gate": {"expression": gate or DEFAULT_GATE, "explicit": gate is not None, "failed": failed},
         "skipped": skipped,
     }
-    results["tuning_record"] = record_results(bundle, results, threads, log) if record else None
+    results["tuning_record"] = ({str(t): record_results(bundle, results, t, log) for t in thread_counts}
+                                if record else None)
     results["samples"] = report.write_sample_grids(out, images) if samples else {}
     report.write_results(out, results)
     report.write_plots(out, runs, f"{bundle.spec.arch} {bundle.spec.height}x{bundle.spec.width}")
@@ -165,13 +204,13 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
     return results
 
 
-def tuning_rows(bundle, results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per timed (variant, batch size) for ganrt.runtime.tuning.record_tuning, naming the artifact it
-    ran (and that artifact's sha256, so timings of a since rebuilt artifact are not used). No parity verdict:
-    auto ranks only variants whose export parity passed, whatever a bench gate said."""
+def tuning_rows(bundle, results: dict[str, Any], threads: int) -> list[dict[str, Any]]:
+    """One row per (variant, batch size) timed at ``threads`` for ganrt.runtime.tuning.record_tuning, naming
+    the artifact it ran (and that artifact's sha256, so timings of a since rebuilt artifact are not used). No
+    parity verdict: auto ranks only variants whose export parity passed, whatever a bench gate said."""
     rows = []
     for r in results["runs"]:
-        if "latency_ms" not in r:
+        if "latency_ms" not in r or r.get("threads") != threads:
             continue
         artifact = (results["load"].get(r["variant"]) or {}).get("artifact")
         rows.append({"variant": r["variant"], "batch_size": r["batch_size"], "median_ms": r["latency_ms"]["median"],
@@ -190,7 +229,8 @@ def record_results(bundle, results: dict[str, Any], threads: int, log: Callable[
 
     identity = machine_identity(threads)
     try:
-        return str(record_tuning(bundle.path, key_of(identity), tuning_rows(bundle, results), identity=identity))
+        return str(record_tuning(bundle.path, key_of(identity), tuning_rows(bundle, results, threads),
+                                 identity=identity))
     except OSError as e:
         message = (f"the bundle {bundle.path} cannot be written ({e.strerror or e}): timings not recorded for "
                    f"backend auto; results.json has them")

@@ -194,8 +194,12 @@ def eval_command(source: Path, dataset: str, extractor: str, classifier: Path | 
               help="Real data for fd_delta; default: the dataset the bundle's checkpoint was trained on.")
 @click.option("--parity-n", type=click.IntRange(min=4), default=256, show_default=True,
               help="Images (seeds 0..N-1) compared with the reference; the noise floor uses seeds N..2N-1.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads of every backend (default: physical cores).")
+@click.option("--threads", type=str, default=None,
+              help="CPU threads of every backend, or several as an axis ('1,2': every variant is timed at each "
+                   "and recorded under each machine key); default: physical cores.")
+@click.option("--inception-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Standard FID Inception-v3 weights (.safetensors, from `ganrt convert-inception-weights`): "
+                   "FID-proper parity beside the FD of --classifier; default: $GANRT_INCEPTION_WEIGHTS if set.")
 @click.option("--no-record", is_flag=True,
               help="Do not merge the timings into the bundle's tuning record (tuning/<machine-key>.json).")
 @click.option("--trust-code", is_flag=True, help="A checkpoint or bundle of your own module: import and run the "
@@ -204,8 +208,8 @@ def eval_command(source: Path, dataset: str, extractor: str, classifier: Path | 
 @click.pass_context
 def bench(ctx: click.Context, bundle: Path, out: Path, batch_sizes: str, duration: float, min_runs: int,
           warmup: int, repeats: int, variants: str | None, gate: str | None, classifier: Path | None,
-          dataset: str | None, parity_n: int, threads: int | None, no_record: bool, trust_code: bool,
-          as_json: bool) -> None:
+          dataset: str | None, parity_n: int, threads: str | None, inception_weights: Path | None,
+          no_record: bool, trust_code: bool, as_json: bool) -> None:
     """Speed and fidelity of every variant of BUNDLE, beside torch eager and torch.compile.
 
     Writes results.json, report.md, latency.png, throughput.png and samples/<variant>.png into --out and
@@ -233,13 +237,15 @@ def bench(ctx: click.Context, bundle: Path, out: Path, batch_sizes: str, duratio
                             warmup=warmup, repeats=repeats, variants=names, gate=gate, classifier=classifier,
                             dataset=dataset, parity_n=parity_n, threads=threads, record=not no_record,
                             trust_code=trust_code,
+                            inception_weights=inception_weights or os.environ.get("GANRT_INCEPTION_WEIGHTS"),
                             progress=progress, log=lambda s: bar.write(s, file=sys.stderr))
     finally:
         bar.close()
     failed = results["gate"]["failed"]
     if as_json:
-        _echo_json({"out": str(out), "runs": [{k: r.get(k) for k in ("variant", "batch_size", "latency_ms",
-                                                                      "images_per_s", "ratio_to_torch_eager",
+        _echo_json({"out": str(out), "runs": [{k: r.get(k) for k in ("variant", "batch_size", "threads", "latency_ms",
+                                                                      "images_per_s", "latent_share", "unstable",
+                                                                      "ratio_to_torch_eager",
                                                                       "ratio_to_onnxruntime_fp32", "error")}
                                                for r in results["runs"]],
                     "parity": {k: {"psnr_db": v["psnr_db"], "fd_ref": v["fd_ref"], "passed": v["passed"],
@@ -251,10 +257,12 @@ def bench(ctx: click.Context, bundle: Path, out: Path, batch_sizes: str, duratio
         for r in results["runs"]:
             if r["batch_size"] == b and "latency_ms" in r:
                 p = results["parity"].get(r["variant"], {})
-                click.echo(f"  {r['variant']:28s} B={b:<3d} {r['latency_ms']['median']:9.3f} ms  "
+                flag = "  UNSTABLE: " + "; ".join(r["unstable"]) if r.get("unstable") else ""
+                click.echo(f"  {r['variant']:28s} B={b:<3d} t={r.get('threads')} {r['latency_ms']['median']:9.3f} ms  "
                            f"x{r['ratio_to_torch_eager'] or float('nan'):.3g} vs torch eager  "
                            f"x{r.get('ratio_to_onnxruntime_fp32') or float('nan'):.3g} vs onnxruntime fp32  "
-                           f"PSNR {p.get('psnr_db', float('nan')):.1f} dB  {'ok' if p.get('passed') else 'FAILED'}")
+                           f"PSNR {p.get('psnr_db', float('nan')):.1f} dB  {'ok' if p.get('passed') else 'FAILED'}"
+                           + flag)
         for name, why in results["skipped"].items():
             click.echo(f"  {name:28s} skipped: {why}")
     if failed and results["gate"]["explicit"]:

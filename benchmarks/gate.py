@@ -12,6 +12,7 @@ Grammar: comma-separated clauses ``METRIC OP VALUE``; OP is one of ``>= <= > < =
     nonfinite     NaN/Inf count in the raw output
     fd_ref        FD(variant, reference)                 noise: FD(reference, reference on other seeds)
     fd_delta      |FD(variant, real) - FD(reference, real)|   noise: |FD(ref other seeds, real) - FD(ref, real)|
+    fid_ref, fid_delta   the same with the standard Inception weights (bench --inception-weights)
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
 METRICS = {  # gate name -> key in a parity entry
     "psnr": "psnr_db", "min_psnr": "min_image_psnr_db", "max_abs_diff": "max_abs_diff",
     "mean_abs_diff": "mean_abs_diff", "frac_gt_1": "frac_gt_1", "nonfinite": "nonfinite",
-    "fd_ref": "fd_ref", "fd_delta": "fd_delta",
+    "fd_ref": "fd_ref", "fd_delta": "fd_delta", "fid_ref": "fid_ref", "fid_delta": "fid_delta",
 }
-NOISE = {"fd_ref": "fd_ref_noise", "fd_delta": "fd_delta_noise"}
+NOISE = {"fd_ref": "fd_ref_noise", "fd_delta": "fd_delta_noise", "fid_ref": "fid_ref_noise",
+         "fid_delta": "fid_delta_noise"}
 DEFAULT_GATE = "nonfinite==0,psnr>=30"
 _CLAUSE = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=|==|>|<)\s*(\S+)\s*$")
 
@@ -78,7 +80,7 @@ def parse_gate(text: str) -> list[Check]:
 
 
 def needs_real_data(checks: list[Check]) -> bool:
-    return any(c.metric == "fd_delta" for c in checks)
+    return any(c.metric in ("fd_delta", "fid_delta") for c in checks)
 
 
 def evaluate_gate(checks: list[Check], entry: dict[str, Any]) -> list[str]:

@@ -8,8 +8,12 @@ nothing to run here is recorded as skipped with the reason. Timing:
 - per (variant, batch size): warm-up calls, then timed calls for ``duration`` seconds and at least
   ``min_runs`` calls, spread over ``repeats`` rounds in which every variant takes its turn, so drift and
   noise on a shared machine hit all variants alike;
-- every raw timing is kept (ms, wall clock around ``generate`` on pre-drawn inputs: end-to-end, host
-  arrays in, uint8 host arrays out);
+- the timed call is the user's: ``generate(seeds=...)`` end to end (latents drawn from the seeds inside the
+  call, host arrays in, uint8 host arrays out); the cost of drawing the latents alone is timed beside it
+  (``latent_ms``, ``latent_share``);
+- every raw timing is kept (ms), with the spread of each row (p90/median, median/min) and the share of the
+  machine's CPU that other processes took while it ran (``ganrt.benchmarks.load``): a row past the limits is
+  flagged ``unstable`` with the reasons, and retried once;
 - on CUDA, torch variants are also timed with CUDA events on a non-default stream, device-resident
   (no copies) and with the host<->device copies (pinned buffers);
 - peak host RSS per variant (``/proc/self/status`` VmHWM, reset before each load) and GPU memory.
@@ -173,13 +177,26 @@ def load_variants(bundle_dir: Path, choices: list[Any], *, threads: int | None =
 
 
 def bench_inputs(spec, batch: int) -> dict[str, Any]:
-    """Pre-drawn inputs for a batch (seeds 0..B-1), so the timed loop measures only the generator."""
+    """A batch's inputs (seeds 0..B-1): the seeds the timed call draws its latents from, the latents themselves
+    (for the device-side timings), labels and truncation."""
     from ganrt.latents import labels_from_seeds, latents_from_seeds
 
     seeds = list(range(batch))
-    return {"z": latents_from_seeds(seeds, spec.latent_dim),
+    return {"seeds": seeds, "z": latents_from_seeds(seeds, spec.latent_dim),
             "labels": labels_from_seeds(seeds, spec.num_classes) if spec.conditional else None,
             "truncation": np.ones(batch, np.float32) if spec.has_truncation else None}
+
+
+def latent_timings(spec, batch_sizes: list[int], *, calls: int = 30) -> dict[int, float]:
+    """{batch: median ms of latents_from_seeds(range(batch), latent_dim)}: the seeds' share of a timed call."""
+    from ganrt.latents import latents_from_seeds
+
+    out = {}
+    for b in batch_sizes:
+        seeds = list(range(b))
+        out[b] = float(np.median(time_calls(lambda s=seeds: latents_from_seeds(s, spec.latent_dim), duration=0.0,
+                                            min_runs=calls)))
+    return out
 
 
 @dataclass
@@ -190,39 +207,56 @@ class Timing:
     warmup_ms: list[float] = field(default_factory=list)
     device_ms: dict[str, list[float]] = field(default_factory=dict)  # "compute" / "with_copies" (CUDA events)
     error: str | None = None
+    busy: list[tuple[float, float]] = field(default_factory=list)  # (seconds, others' CPU share) per round
+    retried: bool = False
+
+    @property
+    def others(self) -> float | None:
+        """Other processes' share of the machine's CPU while this row ran (time-weighted over its rounds)."""
+        total = sum(s for s, o in self.busy if o is not None)
+        return sum(s * o for s, o in self.busy if o is not None) / total if total else None
 
 
 def run_timings(variants: list[LoadedVariant], batch_sizes: list[int], *, duration: float, min_runs: int,
-                warmup: int, repeats: int, progress: Callable[[], None] | None = None) -> dict[tuple[str, int], Timing]:
-    """Interleaved timings: for each repeat, every (variant, batch) gets duration/repeats seconds."""
-    timings = {(v.name, b): Timing(v.name, b) for v in variants for b in batch_sizes}
+                warmup: int, repeats: int, progress: Callable[[], None] | None = None,
+                only: set[tuple[str, int]] | None = None) -> dict[tuple[str, int], Timing]:
+    """Interleaved timings: for each repeat, every (variant, batch) gets duration/repeats seconds.
+
+    ``only``: time just these (variant, batch) rows (a retry of unstable rows).
+    """
+    from ganrt.benchmarks.load import LoadMeter
+
+    keys = [(v, b) for v in variants for b in batch_sizes if only is None or (v.name, b) in only]
+    timings = {(v.name, b): Timing(v.name, b, retried=only is not None) for v, b in keys}
     inputs = {b: bench_inputs(variants[0].generator.spec, b) for b in batch_sizes} if variants else {}
     per_round = duration / repeats
     runs_per_round = max(1, -(-min_runs // repeats))
     for r in range(repeats):
-        for v in variants:
-            for b in batch_sizes:
-                t = timings[(v.name, b)]
-                if t.error:
-                    continue
-                feeds = inputs[b]
-                call = lambda g=v.generator, f=feeds: g.generate(z=f["z"], labels=f["labels"],
-                                                                 truncation=f["truncation"])
-                try:
-                    if r == 0:
-                        t0 = time.perf_counter()
-                        call()
-                        v.first_call_s[b] = time.perf_counter() - t0
-                        t.warmup_ms = [v.first_call_s[b] * 1e3] + time_calls(call, duration=0.0, min_runs=warmup)
+        for v, b in keys:
+            t = timings[(v.name, b)]
+            if t.error:
+                continue
+            feeds = inputs[b]
+            call = lambda g=v.generator, f=feeds: g.generate(seeds=f["seeds"], labels=f["labels"],
+                                                             truncation=f["truncation"])
+            try:
+                if r == 0:
+                    t0 = time.perf_counter()
+                    call()
+                    v.first_call_s.setdefault(b, time.perf_counter() - t0)
+                    t.warmup_ms = [v.first_call_s[b] * 1e3] + time_calls(call, duration=0.0, min_runs=warmup)
+                with LoadMeter() as meter:
+                    t0 = time.perf_counter()
                     t.samples_ms += time_calls(call, duration=per_round, min_runs=runs_per_round)
-                except GanrtError as e:
-                    t.error = str(e).split("\n")[0]
-                if progress:
-                    progress()
+                t.busy.append((time.perf_counter() - t0, meter.others))
+            except GanrtError as e:
+                t.error = str(e).split("\n")[0]
+            if progress:
+                progress()
             v.peak_rss_mb = max(v.peak_rss_mb or 0.0, peak_rss_mb() or 0.0)
-    for v in variants:
+    for v in {v.name: v for v, _ in keys}.values():
         if v.choice.device == "cuda" and v.backend == "torch":
-            for b in batch_sizes:
+            for b in (b for name, b in timings if name == v.name):
                 try:
                     timings[(v.name, b)].device_ms = cuda_event_timings(v, inputs[b], duration=duration,
                                                                         min_runs=min_runs, warmup=warmup)
@@ -285,15 +319,19 @@ def cuda_event_timings(variant: LoadedVariant, feeds: dict[str, Any], *, duratio
     return result
 
 
-def summarize_runs(variants: list[LoadedVariant], timings: dict[tuple[str, int], Timing]) -> list[dict[str, Any]]:
+def summarize_runs(variants: list[LoadedVariant], timings: dict[tuple[str, int], Timing],
+                   latent_ms: dict[int, float] | None = None, threads: int | None = None) -> list[dict[str, Any]]:
     """The ``runs`` list of results.json, with ratios to torch eager fp32, to onnxruntime fp32 (the CPU
-    baseline) and to the best variant per batch."""
+    baseline) and to the best variant per batch, each row's spread, machine load and stability verdict."""
+    from ganrt.benchmarks.load import unstable
+
     runs = []
     by = {v.name: v for v in variants}
     for (name, b), t in timings.items():
         v = by[name]
         entry: dict[str, Any] = {"variant": name, "backend": v.backend, "precision": v.precision,
-                                 "device": v.choice.device, "batch_size": b, "n_runs": len(t.samples_ms)}
+                                 "device": v.choice.device, "batch_size": b, "threads": threads,
+                                 "n_runs": len(t.samples_ms)}
         if t.error or not t.samples_ms:
             entry["error"] = t.error or "no timings"
             runs.append(entry)
@@ -301,8 +339,14 @@ def summarize_runs(variants: list[LoadedVariant], timings: dict[tuple[str, int],
         lat = latency_percentiles(t.samples_ms)
         entry.update({"latency_ms": lat, "images_per_s": b * 1e3 / lat["median"],
                       "first_call_ms": v.first_call_s.get(b, float("nan")) * 1e3,
+                      "spread": {"p90_over_median": lat["p90"] / lat["median"],
+                                 "median_over_min": lat["median"] / lat["min"] if lat["min"] > 0 else None},
+                      "machine_load": t.others, "unstable": unstable(lat, t.others), "retried": t.retried,
                       "raw_ms": [round(s, 5) for s in t.samples_ms],
                       "warmup_ms": [round(s, 5) for s in t.warmup_ms]})
+        if latent_ms and b in latent_ms:
+            entry["latent_ms"] = latent_ms[b]
+            entry["latent_share"] = latent_ms[b] / lat["median"]
         if t.device_ms:
             entry["cuda_events_ms"] = {k: (latency_percentiles(s) if s and isinstance(s[0], float) else s)
                                        for k, s in t.device_ms.items()}
@@ -320,6 +364,25 @@ def summarize_runs(variants: list[LoadedVariant], timings: dict[tuple[str, int],
             r["ratio_to_torch_eager"] = r["latency_ms"]["median"] / eager if eager else None
             r["ratio_to_onnxruntime_fp32"] = r["latency_ms"]["median"] / ort if ort else None
     return runs
+
+
+def time_variants(variants: list[LoadedVariant], batch_sizes: list[int], *, duration: float, min_runs: int,
+                  warmup: int, repeats: int, threads: int | None = None, progress: Callable[[], None] | None = None,
+                  log: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
+    """Time every (variant, batch), retry the rows flagged unstable once (the retry's figures replace the
+    first ones, still flagged when they are still unstable), and summarize."""
+    from ganrt.benchmarks.load import unstable
+
+    timings = run_timings(variants, batch_sizes, duration=duration, min_runs=min_runs, warmup=warmup,
+                          repeats=repeats, progress=progress)
+    shaky = {key for key, t in timings.items()
+             if t.samples_ms and not t.error and unstable(latency_percentiles(t.samples_ms), t.others)}
+    if shaky:
+        log(f"retrying {len(shaky)} unstable row(s) once: " + ", ".join(f"{n}@{b}" for n, b in sorted(shaky)))
+        timings.update(run_timings(variants, batch_sizes, duration=duration, min_runs=min_runs, warmup=warmup,
+                                   repeats=repeats, only=shaky))
+    latent_ms = latent_timings(variants[0].generator.spec, batch_sizes) if variants else {}
+    return summarize_runs(variants, timings, latent_ms, threads)
 
 
 def thread_count(threads: int | None) -> int:

@@ -9,7 +9,9 @@ sits next to its noise floor, measured with the reference against itself on othe
 floor is indistinguishable from the reference at this N.
 
 Features come from the domain classifier when one is given (FD-domain), else from the fixed random pixel
-projection (FD-pixels): blind to semantics, fine for comparing variants of one generator.
+projection (FD-pixels): blind to semantics, fine for comparing variants of one generator. With the standard
+Inception weights (``fid_extractor``) the same figures are computed again with them, beside, as ``fid_*``
+(FID proper: comparable with published numbers).
 """
 
 from __future__ import annotations
@@ -59,9 +61,35 @@ def reference_images(bundle_path, seeds: list[int], labels: np.ndarray | None, b
     return np.concatenate(out), nonfinite
 
 
+def _baseline(extractor: FeatureExtractor, ref: np.ndarray, ref_other: np.ndarray,
+              real_features: np.ndarray | None) -> dict[str, Any]:
+    """The reference's statistics with one extractor, and the noise floors of its FD figures."""
+    ref_stats = feature_statistics(extractor.extract(ref)[0])
+    other_stats = feature_statistics(extractor.extract(ref_other)[0])
+    real_stats = feature_statistics(real_features) if real_features is not None else None
+    ref_real = frechet_distance_stats(ref_stats, real_stats) if real_stats else None
+    return {"extractor": extractor, "ref": ref_stats, "real": real_stats, "ref_real": ref_real,
+            "ref_noise": frechet_distance_stats(other_stats, ref_stats),
+            "delta_noise": abs(frechet_distance_stats(other_stats, real_stats) - ref_real) if real_stats else None}
+
+
+def _fd_figures(prefix: str, base: dict[str, Any], images: np.ndarray) -> dict[str, Any]:
+    """``<prefix>_ref`` (+ noise) and, with real data, ``<prefix>_real``, ``_delta`` (+ noise) of a variant."""
+    stats = feature_statistics(base["extractor"].extract(images)[0])
+    out = {f"{prefix}_label": base["extractor"].metric_names()["fd"],
+           f"{prefix}_ref": frechet_distance_stats(stats, base["ref"]), f"{prefix}_ref_noise": base["ref_noise"]}
+    if base["real"] is not None:
+        out[f"{prefix}_real"] = frechet_distance_stats(stats, base["real"])
+        out[f"{prefix}_reference_real"] = base["ref_real"]
+        out[f"{prefix}_delta"] = abs(out[f"{prefix}_real"] - base["ref_real"])
+        out[f"{prefix}_delta_noise"] = base["delta_noise"]
+    return out
+
+
 def fidelity(bundle_path, variants: dict[str, Any], extractor: FeatureExtractor, *, n: int, batch: int,
              real_features: np.ndarray | None = None, progress: Callable[[], None] | None = None,
-             trust_code: bool = False) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+             trust_code: bool = False, fid_extractor: FeatureExtractor | None = None,
+             fid_real_features: np.ndarray | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """({variant: parity entry}, {"reference": images, variant: images}) for seeds 0..n-1."""
     from ganrt.bundle import Bundle
     from ganrt.latents import labels_from_seeds
@@ -72,30 +100,20 @@ def fidelity(bundle_path, variants: dict[str, Any], extractor: FeatureExtractor,
     other_labels = labels_from_seeds(other, spec.num_classes) if spec.conditional else None
     ref, _ = reference_images(bundle_path, seeds, labels, batch, trust_code=trust_code)
     ref_other, _ = reference_images(bundle_path, other, other_labels, batch, trust_code=trust_code)
-    ref_stats = feature_statistics(extractor.extract(ref)[0])
-    other_stats = feature_statistics(extractor.extract(ref_other)[0])
-    real_stats = feature_statistics(real_features) if real_features is not None else None
-    fd_ref_noise = frechet_distance_stats(other_stats, ref_stats)
-    fd_ref_real = frechet_distance_stats(ref_stats, real_stats) if real_stats else None
-    fd_delta_noise = (abs(frechet_distance_stats(other_stats, real_stats) - fd_ref_real) if real_stats else None)
-    label = extractor.metric_names()["fd"]
+    bases = {"fd": _baseline(extractor, ref, ref_other, real_features)}
+    if fid_extractor is not None:
+        bases["fid"] = _baseline(fid_extractor, ref, ref_other, fid_real_features)
     entries: dict[str, dict[str, Any]] = {}
     images: dict[str, np.ndarray] = {"reference": ref}
     for name, gen in variants.items():
         imgs = variant_images(gen, seeds, labels, batch)
         images[name] = imgs
         entry: dict[str, Any] = {"variant": name, "backend": gen.backend, "precision": gen.precision,
-                                 "seeds": [0, n - 1], "fd_label": label}
+                                 "seeds": [0, n - 1]}
         # the runtime's uint8 output cannot hold NaN; a NaN in the raw graph output shows up as a wrong pixel
         entry.update(image_parity(ref, imgs, nonfinite=0))
-        stats = feature_statistics(extractor.extract(imgs)[0])
-        entry["fd_ref"] = frechet_distance_stats(stats, ref_stats)
-        entry["fd_ref_noise"] = fd_ref_noise
-        if real_stats is not None:
-            entry["fd_real"] = frechet_distance_stats(stats, real_stats)
-            entry["fd_reference_real"] = fd_ref_real
-            entry["fd_delta"] = abs(entry["fd_real"] - fd_ref_real)
-            entry["fd_delta_noise"] = fd_delta_noise
+        for prefix, base in bases.items():
+            entry.update(_fd_figures(prefix, base, imgs))
         entries[name] = entry
         if progress:
             progress()

@@ -4,12 +4,14 @@ results.json (``schema`` "ganrt.bench", ``schema_version`` 1)::
 
     {"schema", "schema_version", "created", "bundle": {path, sha256, spec}, "options": {...},
      "environment": {...}, "runs": [{variant, backend, precision, device, batch_size, n_runs,
-        latency_ms: {min, median, mean, p90, p99, std, max}, images_per_s, ratio_to_torch_eager,
-        ratio_to_onnxruntime_fp32, ratio_to_best,
+        threads, latency_ms: {min, median, mean, p90, p99, std, max}, images_per_s, ratio_to_torch_eager,
+        ratio_to_onnxruntime_fp32, ratio_to_best, latent_ms, latent_share (the latents' share of the seeds-path
+        call), spread: {p90_over_median, median_over_min}, machine_load (other processes' CPU share),
+        unstable: [reasons], retried,
         first_call_ms, raw_ms: [...], warmup_ms: [...], cuda_events_ms?: {...}} | {..., error}],
      "load": {variant: {cold_start_s, rss_before_mb, rss_after_load_mb, peak_rss_mb, gpu_memory}},
      "parity": {variant: {psnr_db, min_image_psnr_db, max_abs_diff, ..., fd_ref, fd_ref_noise, fd_delta?,
-        fd_delta_noise?, fd_label, passed, failures}},
+        fd_delta_noise?, fd_label, fid_*? (with --inception-weights), passed, failures}},
      "gate": {"expression", "explicit": bool, "failed": [variant...]},
      "skipped": {variant: reason}, "samples": {variant: file}}
 """
@@ -148,6 +150,9 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+UNSTABLE_MARK = " †"  # a row whose figures should not be quoted (see "Unstable rows")
+
+
 def _matrix(runs, variants, batches, cell) -> str:
     by = {(r["variant"], r["batch_size"]): r for r in runs}
     rows = []
@@ -155,14 +160,68 @@ def _matrix(runs, variants, batches, cell) -> str:
         row: list[Any] = [f"`{v}`"]
         for b in batches:
             r = by.get((v, b))
-            row.append(r.get("error", "error")[:40] if r is not None and "latency_ms" not in r
-                       else (cell(r) if r is not None else None))
+            if r is not None and "latency_ms" not in r:
+                row.append(r.get("error", "error")[:40])
+            elif r is None:
+                row.append(None)
+            else:
+                row.append(_fmt(cell(r)) + (UNSTABLE_MARK if r.get("unstable") else ""))
         rows.append(row)
     return _table(["variant"] + [f"B={b}" for b in batches], rows)
 
 
+def _seeds_path(runs: list[dict[str, Any]], batches: list[int]) -> list[str]:
+    """The headline: what a user's `generate(seeds=...)` costs, and the latents' share of it."""
+    rows = []
+    for b in batches:
+        timed = [r for r in runs if r["batch_size"] == b and "latency_ms" in r]
+        if not timed:
+            continue
+        best = min(timed, key=lambda r: r["latency_ms"]["median"])
+        rows.append([b, f"`{best['variant']}`", best["latency_ms"]["median"], best["images_per_s"],
+                     best.get("latent_ms"), None if best.get("latent_share") is None else
+                     f"{100 * best['latent_share']:.1f}%"])
+    return ["## The seeds path: what `generate(seeds=...)` costs", "",
+            "Every timing below is the call users make, `generate(seeds=...)`, end to end: the latents are drawn "
+            "from the seeds inside the timed call. The latents alone (`latents_from_seeds`) cost:", "",
+            _table(["batch", "fastest variant", "median ms", "images/s", "latents ms", "latents' share"], rows), ""]
+
+
+def _unstable(runs: list[dict[str, Any]]) -> list[str]:
+    shaky = [r for r in runs if r.get("unstable")]
+    if not shaky:
+        return ["Every row was stable: p90/median, median/min and the CPU other processes used stayed within "
+                "their limits.", ""]
+    return ["## Unstable rows (marked † above: do not quote them)", "",
+            "A row is flagged when its p90 is more than 1.5x its median, its median more than 2x its fastest call, "
+            "or other processes took more than a quarter of the machine's CPU while it ran; flagged rows are "
+            "timed once more and keep the flag if the retry is unstable too.", "",
+            _table(["variant", "batch", "threads", "why", "retried"],
+                   [[f"`{r['variant']}`", r["batch_size"], r.get("threads"), "; ".join(r["unstable"]),
+                     "yes" if r.get("retried") else "no"] for r in shaky]), ""]
+
+
+def _timing_sections(runs, variants, batches, threads, heading: bool) -> list[str]:
+    """The latency, throughput and ratio matrices of one thread count."""
+    at = f" at {threads} thread(s)" if heading else ""
+    return [
+        f"## Latency{at} (median ms per call; p90 in results.json)", "",
+        _matrix(runs, variants, batches, lambda r: r["latency_ms"]["median"]), "",
+        f"## Throughput{at} (images/s at the median)", "",
+        _matrix(runs, variants, batches, lambda r: r["images_per_s"]), "",
+        f"## Ratios{at} (median latency / torch eager fp32; lower is faster)", "",
+        _matrix(runs, variants, batches, lambda r: r.get("ratio_to_torch_eager")), "",
+        f"## Ratios to onnxruntime fp32{at} (the CPU baseline; lower is faster)", "",
+        _matrix(runs, variants, batches, lambda r: r.get("ratio_to_onnxruntime_fp32")), "",
+        f"## Ratios to the best variant at each batch size{at}", "",
+        _matrix(runs, variants, batches, lambda r: r.get("ratio_to_best")), "",
+    ]
+
+
 def write_report(out: Path, results: dict[str, Any]) -> Path:
     runs = results["runs"]
+    threads = results["options"]["threads"]
+    threads = threads if isinstance(threads, list) else [threads]
     variants = list(dict.fromkeys(r["variant"] for r in runs))
     batches = sorted({r["batch_size"] for r in runs})
     env = results["environment"]
@@ -177,31 +236,16 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         f"{', '.join(env['cpu']['flags']) or 'n/a'}); GPU: {(env.get('gpu') or {}).get('name', 'none')}.",
         f"torch {env['versions'].get('torch')}, onnxruntime {env['versions'].get('onnxruntime')}, openvino "
         f"{env['versions'].get('openvino')}, TensorRT {env.get('tensorrt')}; threads per backend: "
-        f"{results['options']['threads']}.",
+        f"{', '.join(map(str, threads))}.",
         f"Timing: {results['options']['duration_s']} s per variant and batch size (at least "
         f"{results['options']['min_runs']} calls) in {results['options']['repeats']} interleaved rounds, after "
-        f"{results['options']['warmup']} warm-up calls; wall clock around `generate()` (host arrays in, uint8 out).",
+        f"{results['options']['warmup']} warm-up calls; wall clock around `generate(seeds=...)` (seeds in, uint8 "
+        f"images out).",
         "",
-        "## Latency (median ms per call; p90 in results.json)",
-        "",
-        _matrix(runs, variants, batches, lambda r: r["latency_ms"]["median"]),
-        "",
-        "## Throughput (images/s at the median)",
-        "",
-        _matrix(runs, variants, batches, lambda r: r["images_per_s"]),
-        "",
-        "## Ratios (median latency / torch eager fp32; lower is faster)",
-        "",
-        _matrix(runs, variants, batches, lambda r: r.get("ratio_to_torch_eager")),
-        "",
-        "## Ratios to onnxruntime fp32 (the CPU baseline; lower is faster)",
-        "",
-        _matrix(runs, variants, batches, lambda r: r.get("ratio_to_onnxruntime_fp32")),
-        "",
-        "## Ratios to the best variant at each batch size",
-        "",
-        _matrix(runs, variants, batches, lambda r: r.get("ratio_to_best")),
-        "",
+        *_seeds_path(runs, batches),
+        *[line for t in threads for line in _timing_sections(
+            [r for r in runs if r.get("threads", t) == t], variants, batches, t, len(threads) > 1)],
+        *_unstable(runs),
         "## Cold start and memory",
         "",
         _table(["variant", "graph", "load (s)", "first call (ms, B=" + str(batches[0]) + ")" if batches else
@@ -225,6 +269,7 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
                  "yes" if e.get("passed") else "**NO**: " + "; ".join(e.get("failures", [])).replace("|", "/")]
                 for v, e in results["parity"].items()]),
         "",
+        *_fid_table(results["parity"]),
     ]
     if results.get("samples"):
         lines += ["## Samples (left: reference, middle: variant, right: abs diff x 8)", ""]
@@ -238,6 +283,17 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def _fid_table(parity: dict[str, dict[str, Any]]) -> list[str]:
+    """FID-proper parity (the standard Inception weights), when the bench had them."""
+    if not any("fid_ref" in e for e in parity.values()):
+        return []
+    return ["## FID parity (standard Inception-v3 weights: comparable with published FIDs)", "",
+            _table(["variant", "FID vs ref", "noise", "FID vs real", "reference's FID vs real", "delta", "noise"],
+                   [[f"`{v}`", e.get("fid_ref"), e.get("fid_ref_noise"), e.get("fid_real"),
+                     e.get("fid_reference_real"), e.get("fid_delta"), e.get("fid_delta_noise")]
+                    for v, e in parity.items()]), ""]
 
 
 def _first(parity: dict[str, dict[str, Any]], key: str) -> Any:

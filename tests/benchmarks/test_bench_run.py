@@ -79,7 +79,7 @@ def test_bench_records_its_timings_in_the_tuning_record_of_this_machine(bench_ru
 
     out, result = bench_run
     results = json.loads((out / "results.json").read_text())
-    assert results["tuning_record"].endswith(f"tuning/{machine_key(1)}.json")  # --threads 1 is in the key
+    assert results["tuning_record"]["1"].endswith(f"tuning/{machine_key(1)}.json")  # --threads 1 is in the key
     record = read_tuning(tiny_bundle, machine_key(1))
     assert record["machine"]["threads"] == 1 and record["machine"]["versions"]["torch"]
     bundle = Bundle.open(tiny_bundle)
