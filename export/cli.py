@@ -110,6 +110,10 @@ class _Progress:
                    "kept fp32), int8 tolerance; the fastest CPU path measured. Needs pip install 'ganrt[cpu]'.")
 @click.option("--openvino-calibration-size", type=click.IntRange(8, 100_000), default=128, show_default=True,
               help="With --openvino-int8: latents (z ~ N(0, I), uniform labels) used to calibrate NNCF.")
+@click.option("--torch-weights", default="", show_default=True,
+              help="Also ship the weights cast to these precisions (comma-separated: fp16, bf16) for the torch CUDA "
+                   "variants (eager, channels_last, CUDA graphs, torch.compile): the GPU path that needs neither "
+                   "TensorRT nor onnxruntime-gpu. Each is verified against fp32.")
 @click.option("--tensorrt/--no-tensorrt", default=False, show_default=True,
               help="Also build TensorRT engines (needs an NVIDIA GPU and pip install 'ganrt[gpu]').")
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=64, show_default=True,
@@ -150,9 +154,9 @@ class _Progress:
               help="TensorRT builder workspace limit in MiB.")
 @click.option("--json", "as_json", is_flag=True, default=False, show_default=True,
               help="Print the resulting manifest as JSON (no progress output).")
-def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_calibration_size, tensorrt, max_batch,
-           opset, output_format, model, latent_dim, image_shape, num_classes, has_truncation, weights, ema, trust_code,
-           wait_for_lock, exporter, int8_ops, int8_calibration, calibration_size, verify_batch_cap,
+def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_calibration_size, torch_weights, tensorrt,
+           max_batch, opset, output_format, model, latent_dim, image_shape, num_classes, has_truncation, weights, ema,
+           trust_code, wait_for_lock, exporter, int8_ops, int8_calibration, calibration_size, verify_batch_cap,
            allow_failed_parity, trt_workspace_mb, as_json):
     """Export CHECKPOINT (or --model) to a verified bundle in --out.
 
@@ -178,10 +182,12 @@ def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_cali
                             allow_failed_parity=allow_failed_parity, int8_op_types=ops,
                             int8_calibration=int8_calibration, calibration_size=calibration_size,
                             trt_workspace_mb=trt_workspace_mb, cpu_rewrite=cpu_rewrite, openvino_int8=openvino_int8,
-                            openvino_calibration_size=openvino_calibration_size, wait_for_lock=wait_for_lock)
+                            openvino_calibration_size=openvino_calibration_size, wait_for_lock=wait_for_lock,
+                            torch_precisions=tuple(p.strip() for p in torch_weights.split(",") if p.strip()))
     all_precisions = set(precisions) | {"fp32"}
     fast_path = int(cpu_rewrite or "bf16" in precisions or openvino_int8) + int(cpu_rewrite) + 2 * int(openvino_int8)
-    progress = _Progress(total=3 + 2 * len(all_precisions) + fast_path + (len(all_precisions) if tensorrt else 0),
+    progress = _Progress(total=3 + 2 * len(all_precisions) + fast_path + (len(all_precisions) if tensorrt else 0)
+                         + len(options.torch_precisions),
                          quiet=as_json)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" noise
     try:

@@ -68,6 +68,8 @@ class ExportOptions:
     allow_failed_parity: keep a variant outside its tolerance, marked ``passed=false``, instead of failing.
     int8_op_types: the op types int8 quantizes (None: ganrt.export.int8.DEFAULT_OP_TYPES; empty: every op
         type); int8_calibration: "minmax", "percentile" or "entropy".
+    torch_precisions: also ship the reference weights cast to these ("fp16", "bf16") for the torch CUDA
+        variants, each verified against fp32 (ganrt.export.torch_weights).
     wait_for_lock: seconds to wait when another export is writing the same bundle (0: fail at once).
     """
 
@@ -88,6 +90,7 @@ class ExportOptions:
     cpu_rewrite: bool = True
     openvino_int8: bool = False
     openvino_calibration_size: int = 128
+    torch_precisions: tuple[str, ...] = ()  # "fp16", "bf16": torch weights for the GPU path on torch alone
     wait_for_lock: float = 0.0
 
     def checked(self) -> "ExportOptions":
@@ -112,7 +115,10 @@ class ExportOptions:
             raise ConfigError(f"output_format must be one of {OUTPUT_FORMATS}, got {self.output_format!r}")
         if not isinstance(self.wait_for_lock, (int, float)) or self.wait_for_lock < 0:
             raise ConfigError(f"wait_for_lock must be a number of seconds >= 0, got {self.wait_for_lock!r}")
-        return replace(self, precisions=tuple(precisions), tolerances={**TOLERANCES, **(self.tolerances or {})})
+        from ganrt.export.torch_weights import check_precisions
+
+        return replace(self, precisions=tuple(precisions), tolerances={**TOLERANCES, **(self.tolerances or {})},
+                       torch_precisions=check_precisions(self.torch_precisions))
 
 
 def _quiet(_: str) -> None:
@@ -244,6 +250,14 @@ def _build(module, generator, spec, stage: Path, opts: ExportOptions, source, lo
     reference = make_reference(module, spec, batches)
     verifications: list[Verification] = []
     made: dict[str, dict[str, Any]] = {"fp32": dict(base_made_by)}
+    if opts.torch_precisions:
+        from ganrt.export.torch_weights import build_torch_weights
+
+        torch_staged, torch_checks = build_torch_weights(module, generator, spec, stage,
+                                                         precisions=opts.torch_precisions, reference=reference,
+                                                         tolerances=tolerances, source=source, log=log)
+        staged += torch_staged
+        verifications += torch_checks
 
     if "fp16" in precisions:
         from ganrt.export.fp16 import convert_fp16

@@ -117,7 +117,7 @@ BACKENDS: dict[str, BackendRow] = {row.name: row for row in (
     BackendRow("openvino", "ganrt.runtime.openvino_backend", "OpenVINOBackend", rank=3.5, devices=("cpu",),
                artifact_kinds=("onnx", "openvino-ir"), casts=("bf16",), install="pip install 'ganrt[cpu]'"),
     BackendRow("torch", "ganrt.runtime.torch_backend", "TorchBackend", rank=4, devices=("cpu", "cuda"),
-               artifact_kinds=("weights",), options=("cuda", "compile", "cudagraph"), casts=("fp16", "bf16"),
+               artifact_kinds=("weights",), options=("cuda", "cl", "compile", "cudagraph"), casts=("fp16", "bf16"),
                install="pip install torch"),
 )}
 NAMES: tuple[str, ...] = tuple(BACKENDS)

@@ -144,9 +144,10 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
         return True
 
     def plain(c: Choice) -> bool:
-        """In the default order, torch runs eager unless compile / CUDA graphs were asked for."""
-        return (variant is not None or c.backend != "torch"
-                or (("compile" in c.options) <= compile and ("cudagraph" in c.options) <= bool(cuda_graphs)))
+        """In the default order, torch runs eager (no channels_last) unless compile / CUDA graphs were asked for:
+        its other forms are taken by name or when the benchmarks say they are fastest."""
+        asked = {"cuda"} | ({"compile"} if compile else set()) | ({"cudagraph"} if cuda_graphs else set())
+        return variant is not None or c.backend != "torch" or set(c.options) <= asked
 
     fitting = [c for c in pool.choices if fits(c)]
     candidates = [c for c in fitting if plain(c)]

@@ -1,9 +1,11 @@
 """torch backend: the generator rebuilt from the bundle's generator.safetensors, plus ToUint8NHWC.
 
-The reference every other backend is compared against (fp32 on CPU). On CUDA it also runs fp16/bf16
-(weights cast at load) and, as the variant ``-cudagraph``, replays captured CUDA graphs from static
-input/output buffers: after the capture at a batch bucket, a request costs one graph launch plus two copies.
-The variant ``-compile`` wraps the module in ``torch.compile``.
+The reference every other backend is compared against (fp32 on CPU). On CUDA it also runs fp16/bf16: the
+bundle's ``weights-<precision>`` when export shipped them (with their own parity on record, so ``auto`` ranks
+them), else the fp32 weights cast at load (only when that precision is asked for). Each CUDA precision comes in
+forms that are variants of their own: eager; ``-cl`` (channels_last memory); ``-cudagraph`` (captured CUDA
+graphs replayed from static input/output buffers: after the capture at a batch bucket, a request costs one
+graph launch plus two copies); ``-cl-cudagraph``; ``-compile`` (``torch.compile``, max-autotune on CUDA).
 
 Threads: eager inference (``inference_mode``, eval-mode modules) is thread-safe as it is. ``torch.compile``
 is not (pytorch/pytorch#136833, #118260: dynamo and inductor are not thread-safe), so compiled calls take a
@@ -29,6 +31,8 @@ from ganrt.runtime.machine import library_probe
 from ganrt.runtime.pool import ShapeCache, SlotPool
 
 _CAPTURE_LOCK = threading.Lock()  # one CUDA graph capture at a time in this process
+# the CUDA variants of each precision: (options after "cuda", default-rank step); "cl": channels_last memory
+CUDA_FORMS = ((), 0.0), (("cl",), 0.05), (("cudagraph",), 0.1), (("cl", "cudagraph"), 0.15), (("compile",), 0.2)
 
 
 def probe() -> Probe:
@@ -51,15 +55,20 @@ def variants(view: BundleView, avail, row: BackendRow) -> tuple[list[Choice], li
     missing = [Missing(row.name, "the torch backend runs fp32 (and fp16/bf16 on CUDA), not int8", precision="int8")]
 
     def add(precision, device, options, rank):
-        exact = precision == "fp32"  # the reference weights as they are; a cast has no parity on record
-        choices.append(Choice(row.name, precision, device, "weights", options, True if exact else None,
-                              rank=rank, auto=True if exact else "asked"))
+        shipped = f"weights-{precision}"  # weights cast at export, with their own parity (export/torch_weights.py)
+        if precision == "fp32":
+            artifact, passed = "weights", True  # the reference itself
+        elif shipped in artifacts:
+            artifact, passed = shipped, artifacts[shipped].get("passed")
+        else:
+            artifact, passed = "weights", None  # cast at load: no parity on record
+        choices.append(Choice(row.name, precision, device, artifact, options, passed, rank=rank,
+                              auto=True if passed is not None or precision == "fp32" else "asked"))
 
     if avail.cuda:
         for p in (p for p, row_p in precisions.PRECISIONS.items() if row_p.torch_dtype):
-            add(p, "cuda", ("cuda",), row.rank)
-            add(p, "cuda", ("cuda", "cudagraph"), row.rank + 0.1)
-            add(p, "cuda", ("cuda", "compile"), row.rank + 0.2)
+            for extra, step in CUDA_FORMS:
+                add(p, "cuda", ("cuda", *extra), row.rank + step)
     for p in ("fp16", "bf16"):
         missing.append(Missing(row.name, f"torch {p} runs on CUDA only; on this CPU use precision fp32", precision=p,
                                device=None if not avail.cuda else "cpu"))
@@ -89,6 +98,7 @@ class TorchBackend(Backend):
                                      "not what a GPU computes); use precision='fp32' on CPU")
         self.compiled = "compile" in choice.options
         self.cuda_graphs = "cudagraph" in choice.options
+        self.channels_last = "cl" in choice.options
         if self.cuda_graphs and device != "cuda":
             raise BackendUnavailable("CUDA graphs need device='cuda'")
         self.static_shapes = self.compiled or self.cuda_graphs  # a bounded set of compiled/captured shapes
@@ -99,7 +109,7 @@ class TorchBackend(Backend):
         if options.threads is not None and device == "cpu":
             torch.set_num_threads(int(options.threads))  # process-wide: torch has no per-module thread pool
         # a user's module: rebuilt only with trust_code (its factory is imported), called as export calls it
-        generator, spec = load_generator(bundle.artifact_path("weights"), ema=True, device=device,
+        generator, spec = load_generator(bundle.artifact_path(choice.artifact), ema=True, device=device,
                                          trust_code=options.trust_code)
         if spec != bundle.spec:
             raise BundleError(f"bundle {bundle.path}: generator.safetensors describes another generator than the "
@@ -107,7 +117,11 @@ class TorchBackend(Backend):
         self._torch = torch
         self._dtype = getattr(torch, dtype)
         self._module = WithPostprocess(generator, spec.output_range).to(device, self._dtype).eval()
-        self._model = torch.compile(self._module) if self.compiled else self._module
+        if self.channels_last:  # NHWC activations: the layout tensor cores want for convolutions
+            self._module = self._module.to(memory_format=torch.channels_last)
+        # on a GPU, max-autotune benchmarks kernels (and may use CUDA graphs) when a shape is first compiled
+        self._model = (torch.compile(self._module, mode="max-autotune" if device == "cuda" else None)
+                       if self.compiled else self._module)
         self._compile_lock = threading.Lock()
         # -cudagraph: slots of (stream, one captured graph per bucket), lent one caller at a time
         self._slots = SlotPool(lambda: _GraphSlot(self), self.concurrency) if self.cuda_graphs else None

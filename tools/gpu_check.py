@@ -2,10 +2,10 @@
 
     python tools/gpu_check.py [--batches 1,8,64,256] [--repeats 30] [--variants NAME,...] [--json OUT]
 
-Exports a small random-init RGB DCGAN (64x64, max batch 256; fp32 and fp16 graphs, TensorRT engines when
-TensorRT is installed), then, for every variant the table of backends says can run on CUDA here (torch CUDA
-fp32/fp16/bf16 eager, CUDA graphs and torch.compile, onnxruntime CUDA and its TensorRT provider, native
-TensorRT engines):
+Exports a small random-init RGB DCGAN (64x64, max batch 256; fp32 and fp16 graphs, torch fp16/bf16 weights,
+TensorRT engines when TensorRT is installed), then, for every variant the table of backends says can run on
+CUDA here (torch CUDA fp32/fp16/bf16, each eager, channels_last, CUDA graphs, both, and torch.compile
+max-autotune; onnxruntime CUDA and its TensorRT provider; native TensorRT engines):
 
 - parity against the torch fp32 CPU reference on 16 seeds (max |diff| in uint8 levels, PSNR), gated by the
   precision table's GPU limit (``ganrt.precisions``);
@@ -60,7 +60,8 @@ def small_bundle(work: Path, *, engines: bool, max_batch: int, log) -> Path:
     bundle = work / "bundle"
     try:
         export_checkpoint(ckpt, bundle, options=ExportOptions(precisions=("fp32", "fp16"), tensorrt=engines,
-                                                              max_batch=max_batch), progress=log)
+                                                              max_batch=max_batch, torch_precisions=("fp16", "bf16")),
+                          progress=log)
     except Exception as e:  # engines or fp16 may fail on an odd setup: keep what can be checked
         log(f"export with fp16{' + engines' if engines else ''} failed ({type(e).__name__}: {e}); fp32 only")
         export_checkpoint(ckpt, bundle, options=ExportOptions(precisions=("fp32",), max_batch=max_batch),
