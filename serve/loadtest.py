@@ -2,7 +2,9 @@
 Ray deployment, Triton), at several concurrency levels.
 
 At each level, ``concurrency`` clients send requests of ``seeds_per_request`` fresh seeds back to back for
-``duration`` seconds; every answer's latency, status and (with ``check``) pixels are kept. v1 sends seeds and
+``duration`` seconds; every answer's latency, status and (with ``check``) pixels are kept. Throughput counts
+the images answered within the window (the requests still in flight when it closes are answered and checked,
+but the drain, when fewer clients are left, does not dilute the figure). v1 sends seeds and
 reads npy; v2 sends latents ``z`` drawn from the seeds with ``ganrt.latents`` (so it needs no ganrt-specific
 input and works against Triton), labels ``[B, 1]`` and asks for the binary output. Formed batch sizes come
 from the server's ``/metrics`` when it has ganrt's. With ``check`` a bundle, every answer is compared with
@@ -35,15 +37,17 @@ class Level:
     images: int = 0
     requests: int = 0
     errors: Counter = field(default_factory=Counter)
-    seconds: float = 0.0
+    seconds: float = 0.0  # the level's window: its clients send until it ends
+    in_window: int = 0  # images answered within the window (throughput; the drain after it is not counted)
+    requests_in_window: int = 0
     answers: list[tuple[int, int, str]] = field(default_factory=list)  # (first seed, n, sha1 of the pixels)
     batches: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([np.nan])
         return {"concurrency": self.concurrency, "requests": self.requests, "images": self.images,
-                "seconds": self.seconds, "images_per_s": self.images / self.seconds if self.seconds else 0.0,
-                "requests_per_s": self.requests / self.seconds if self.seconds else 0.0,
+                "seconds": self.seconds, "images_per_s": self.in_window / self.seconds if self.seconds else 0.0,
+                "requests_per_s": self.requests_in_window / self.seconds if self.seconds else 0.0,
                 "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
                 "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(np.max(lat)),
                 "errors": dict(self.errors), "batch_images": self.batches}
@@ -162,13 +166,15 @@ async def run_level(client_spec: Client, concurrency: int, seeds_per_request: in
                 level.latencies_ms.append(ms)
                 level.requests += 1
                 level.images += seeds_per_request
+                if time.perf_counter() <= deadline:
+                    level.in_window += seeds_per_request
+                    level.requests_in_window += 1
                 if keep:
                     images = client_spec.images(r.content, r.headers)
                     level.answers.append((first, seeds_per_request, hashlib.sha1(images.tobytes()).hexdigest()))
 
-        t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        level.seconds = time.perf_counter() - t0
+        level.seconds = duration
         after = await _metrics(http, client_spec.url)
         level.batches = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     return level
