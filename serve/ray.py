@@ -223,9 +223,15 @@ def run(bundle, options: ServeOptions, ray_options: RayOptions, *, echo, as_json
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # replaces Ray's handlers: a signal while deploying ends it cleanly
         signal.signal(sig, lambda *_: stop.set())
+    deployed = False
     try:
         serve.start(http_options={"host": options.host, "port": options.port})
-        serve.run(application, name=name, route_prefix="/")  # returns once every replica is up and warmed
+        try:
+            serve.run(application, name=name, route_prefix="/")  # returns once every replica is up and warmed
+        except Exception as e:  # noqa: BLE001 - a replica could not start: Ray's status says why, in one line
+            raise BackendUnavailable(f"the Ray application {name!r} failed to deploy: "
+                                     f"{_deploy_failure(serve, name, e)}") from None
+        deployed = True
         info = _wait_ready(url, name, stop)
         if stop.is_set():
             return
@@ -241,11 +247,25 @@ def run(bundle, options: ServeOptions, ray_options: RayOptions, *, echo, as_json
     finally:
         logging.getLogger("ganrt.serve").info("removing the application (answering what it accepted)")
         try:
-            serve.delete(name)
+            serve.delete(name, _blocking=deployed)  # a failed application's replicas never drain: do not wait
             if ray_options.address is None:  # the cluster this command started
                 serve.shutdown()
         finally:
             ray.shutdown()  # on a joined cluster: disconnect
+
+
+def _deploy_failure(serve, name: str, error: Exception) -> str:
+    """The line of a failed deployment's status that names the error (a replica's exception), else Ray's own."""
+    import re
+
+    try:
+        app = serve.status().applications[name]
+        text = "\n".join(d.message for d in app.deployments.values() if d.message) or app.message
+    except Exception:  # noqa: BLE001 - no status: Ray's exception is all there is
+        text = str(error)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()] or [type(error).__name__]
+    named = [line for line in lines if re.match(r"^[\w.]*(Error|Unavailable|Exception)\b.*: ", line)]
+    return (named or lines)[-1]
 
 
 def _wait_ready(url: str, name: str, stop, seconds: float = 120.0) -> dict[str, Any]:

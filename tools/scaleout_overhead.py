@@ -1,13 +1,14 @@
 """Measure what Ray Serve costs against `ganrt serve` on one machine: the same bundle, the same closed-loop load.
 
     python tools/scaleout_overhead.py BUNDLE [--concurrency 8,64] [--seeds-per-request 16] [--duration 10]
-        [--max-batch 64] [--max-delay-ms 5] [--json out.json]
+        [--rounds 3] [--max-batch 64] [--max-delay-ms 5] [--json out.json]
 
-For each server in turn (`ganrt serve BUNDLE --threads C`, then `ganrt serve BUNDLE --ray` with one replica of C
-CPUs, then C replicas of one CPU, C = this machine's cores; each --ray run starts and stops its own local
-cluster), `ganrt loadtest` (v1, seeds in, npy out) runs every concurrency level; the server is stopped before
-the next starts. Prints img/s, p50 and p99 per level and their ratios to `ganrt serve`. One run on a possibly
-shared machine: compare the ratios within a run, not figures across runs.
+In each round, each server in turn (`ganrt serve BUNDLE --threads C`, then `ganrt serve BUNDLE --ray` with one
+replica of C CPUs, then C replicas of one CPU, C = this machine's cores; each --ray run starts and stops its own
+local cluster) gets `ganrt loadtest` (v1, seeds in, npy out) at every concurrency level, and is stopped before the
+next starts. Rounds interleave the servers so that a change in the machine's load (a shared machine) falls on
+all of them. Prints, per server and level, the median over rounds of img/s, p50 and p99, and the median of the
+per-round ratios to `ganrt serve`. Compare ratios within one run, not figures across runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -64,6 +66,7 @@ def main() -> None:
     ap.add_argument("--concurrency", default="8,64")
     ap.add_argument("--seeds-per-request", type=int, default=16)
     ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--max-delay-ms", type=float, default=5.0)
     ap.add_argument("--json", type=Path, default=None)
@@ -77,29 +80,35 @@ def main() -> None:
                "--ray, 1 replica": ["--ray", "--replicas", "1", "--num-cpus", str(cores)],
                f"--ray, {cores} replicas": ["--ray", "--replicas", str(cores), "--num-cpus", "1"]}
     levels = [int(c) for c in a.concurrency.split(",")]
-    results = {}
-    for name, args in servers.items():
-        print(f"{name}: starting", file=sys.stderr, flush=True)
-        proc, url = _serve(a.bundle, args + batching)
-        try:
-            run = loadtest(url, concurrency=levels, seeds_per_request=a.seeds_per_request, duration=a.duration,
-                           progress=lambda s, n=name: print(f"{n}: {s}", file=sys.stderr, flush=True))
-        finally:
-            _stop(proc)
-        results[name] = {r["concurrency"]: {k: r[k] for k in ("images_per_s", "p50_ms", "p99_ms", "errors")}
-                         for r in run["levels"]}
-    base = results["ganrt serve"]
-    print(f"{'server':<22} {'clients':>7} {'img/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  vs ganrt serve: "
-          "img/s p50 p99")
-    for name, rows in results.items():
-        for c, r in rows.items():
-            b = base[c]
-            print(f"{name:<22} {c:>7} {r['images_per_s']:>8.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-                  f"{sum(r['errors'].values()):>6}  {r['images_per_s'] / b['images_per_s']:.2f} "
-                  f"{r['p50_ms'] / b['p50_ms']:.2f} {r['p99_ms'] / b['p99_ms']:.2f}")
+    rounds: list[dict] = []  # per round: {server: {clients: {images_per_s, p50_ms, p99_ms, errors}}}
+    for k in range(a.rounds):
+        results = {}
+        for name, args in servers.items():
+            print(f"round {k + 1}, {name}: starting", file=sys.stderr, flush=True)
+            proc, url = _serve(a.bundle, args + batching)
+            try:
+                run = loadtest(url, concurrency=levels, seeds_per_request=a.seeds_per_request, duration=a.duration,
+                               progress=lambda s, n=name: print(f"  {n}: {s}", file=sys.stderr, flush=True))
+            finally:
+                _stop(proc)
+            results[name] = {r["concurrency"]: {k: r[k] for k in ("images_per_s", "p50_ms", "p99_ms", "errors")}
+                             for r in run["levels"]}
+        rounds.append(results)
+    print(f"{'server':<22} {'clients':>7} {'img/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}   vs ganrt serve "
+          "(median of the per-round ratios): img/s p50 p99")
+    for name in servers:
+        for c in levels:
+            rows = [r[name][c] for r in rounds]
+            base = [r["ganrt serve"][c] for r in rounds]
+            med = {key: statistics.median(row[key] for row in rows) for key in ("images_per_s", "p50_ms", "p99_ms")}
+            ratio = {key: statistics.median(row[key] / b[key] for row, b in zip(rows, base, strict=True))
+                     for key in ("images_per_s", "p50_ms", "p99_ms")}
+            errors = sum(sum(row["errors"].values()) for row in rows)
+            print(f"{name:<22} {c:>7} {med['images_per_s']:>8.0f} {med['p50_ms']:>8.1f} {med['p99_ms']:>8.1f} "
+                  f"{errors:>6}   {ratio['images_per_s']:.2f} {ratio['p50_ms']:.2f} {ratio['p99_ms']:.2f}")
     if a.json:
         a.json.write_text(json.dumps({"bundle": str(a.bundle), "seeds_per_request": a.seeds_per_request,
-                                      "duration_s": a.duration, "cores": cores, "results": results}, indent=2))
+                                      "duration_s": a.duration, "cores": cores, "rounds": rounds}, indent=2))
 
 
 if __name__ == "__main__":

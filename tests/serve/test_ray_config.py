@@ -163,3 +163,23 @@ def test_back_pressure_is_a_full_queue_and_a_replicas_error_keeps_its_own_type(b
     bad = _frontend(bundle_dir, [wrapped])
     with pytest.raises(InputError, match="^label 12 is out of range$"):
         asyncio.run(bad._generate(Work(seeds=np.arange(1, dtype=np.uint64))))
+
+
+def test_a_failed_deployment_is_told_in_one_line_naming_the_replicas_error():
+    from types import SimpleNamespace
+
+    from ganrt.serve.ray import _deploy_failure
+
+    message = ("The deployment failed to start 3 times in a row. This may be due to a problem with its constructor "
+               "or initial health check failing. See controller logs for details. Error:\n"
+               "ray::ServeReplica:bundle:Model.initialize_and_get_metadata() (pid=1, ip=127.0.0.1)\n"
+               "  File \"/serve/ray_deployments.py\", line 63, in __init__\n    self.service.load()\n"
+               "ganrt.errors.BackendUnavailable: cannot run openvino-int8 for this bundle here: it has no IR")
+    app = SimpleNamespace(message="", deployments={"Model": SimpleNamespace(message=message),
+                                                   "Ingress": SimpleNamespace(message="")})
+    serve = SimpleNamespace(status=lambda: SimpleNamespace(applications={"bundle": app}))
+    assert _deploy_failure(serve, "bundle", RuntimeError("Deploying application bundle failed")) == \
+        "ganrt.errors.BackendUnavailable: cannot run openvino-int8 for this bundle here: it has no IR"
+    gone = SimpleNamespace(status=lambda: (_ for _ in ()).throw(ConnectionError("no controller")))
+    assert _deploy_failure(gone, "bundle", RuntimeError("Deploying application bundle failed")) == \
+        "Deploying application bundle failed"
