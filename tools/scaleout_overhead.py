@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 
@@ -37,18 +38,25 @@ def _serve(bundle: Path, args: list[str], timeout: float = 300.0) -> tuple[subpr
     proc = subprocess.Popen([sys.executable, "-m", "ganrt", "serve", str(bundle), "--port", str(port),
                              "--log-level", "warning", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    banner, lines = threading.Event(), []
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while not _ready(url):  # `ganrt serve` prints its banner before it binds the port
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("the server did not start:\n" + "".join(lines))
+        time.sleep(0.2)
+    return proc, url
 
-    def read():
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("ganrt serve"):
-                banner.set()
-    threading.Thread(target=read, daemon=True).start()
-    if not banner.wait(timeout):
-        proc.kill()
-        raise RuntimeError("the server did not start:\n" + "".join(lines))
-    return proc, f"http://127.0.0.1:{port}"
+
+def _ready(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _stop(proc: subprocess.Popen) -> None:
