@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ganrt.errors import ConfigError
+from ganrt.errors import BackendUnavailable, ConfigError
 from ganrt.precisions import NAMES as PRECISIONS
 from ganrt.runtime.backends import NAMES as BACKEND_NAMES
 
@@ -164,10 +164,15 @@ def serve_config(bundle: Path, ray: bool, replicas: int | None, autoscale: str |
     The bundle's absolute path goes into the file: it must be readable there on every node. Edit the
     `deployments` section (replicas, resources) and run `serve deploy` again to change them in place.
     """
-    import yaml
-
     from ganrt.fileio import atomic_write_text
+    from ganrt.serve.ray import INSTALL_HINT
     from ganrt.serve.ray import serve_config as config
+
+    try:
+        import yaml
+    except ImportError:
+        raise BackendUnavailable(f"serve-config writes YAML with PyYAML, which is not installed: {INSTALL_HINT}") \
+            from None
 
     if not ray:
         raise ConfigError("serve-config writes a Ray Serve config: pass --ray")
