@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch: asked for by exact version first, so nothing pulls a CUDA build later.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[cpu,serve,dev]'
+	$(PY) -m pip install -q -e '.[cpu,serve,dev,ray,triton]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,5 +1,5 @@
-"""`ganrt export` (a checkpoint or your own generator -> a verified bundle) and `ganrt inspect` (a bundle's
-manifest as a table or JSON)."""
+"""`ganrt export` (a checkpoint or your own generator -> a verified bundle), `ganrt inspect` (a bundle's
+manifest as a table or JSON) and `ganrt export-triton` (a bundle -> a Triton model repository)."""
 
 from __future__ import annotations
 
@@ -308,3 +308,57 @@ def _small_batch_note(entry: dict) -> str:
     if entry.get("small_batch_of"):
         return f"small-batch graph of {entry['small_batch_of']} (the same images)"
     return ""
+
+
+@click.command("export-triton", context_settings={"show_default": True})
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The model repository to write (a previous one written here is replaced as a whole).")
+@click.option("--variants", default=None,
+              help="Comma-separated ganrt variants to export, e.g. onnxruntime-fp16,tensorrt-fp16,openvino-int8 "
+                   "(default: every one Triton can run on --device).")
+@click.option("--device", type=click.Choice(["gpu", "cpu"]), default="gpu",
+              help="Instances of the ONNX models (OpenVINO models run on CPU, TensorRT plans on GPU).")
+@click.option("--instances", type=click.IntRange(1, 64), default=1, help="Instances of each model (per GPU on GPU).")
+@click.option("--max-queue-delay-us", type=click.IntRange(0, 10_000_000), default=5000,
+              help="Dynamic batching: the longest a request waits for others to fill its batch.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=None,
+              help="max_batch_size of every model (default: the bundle's; never above it).")
+@click.option("--ort-tensorrt", type=click.Choice(["none", "fp32", "fp16"]), default="none",
+              help="Run the ONNX models on GPU through onnxruntime's TensorRT execution accelerator, in this "
+                   "precision (it builds engines when the model loads).")
+@click.option("--model-name", default=None, help="Prefix of the model names (default: the bundle directory's name).")
+@click.option("--json", "as_json", is_flag=True, default=False, help="Print what was written as JSON.")
+def export_triton(bundle, out, variants, device, instances, max_queue_delay_us, max_batch, ort_tensorrt, model_name,
+                  as_json):
+    """Write a Triton Inference Server model repository of BUNDLE: one model per variant Triton can run.
+
+    \b
+    ganrt export-triton bundle --out repo                  # ONNX on GPU, TensorRT plans, OpenVINO on CPU
+    ganrt export-triton bundle --out repo --device cpu --variants onnxruntime-fp32,openvino-int8
+    tritonserver --model-repository=repo                   # repo/README.md: the command, a client, a load test
+
+    Every config.pbtxt is checked with Triton's own schema and against the graph it serves before the
+    repository is moved into place. Needs pip install 'ganrt[triton]'.
+    """
+    from ganrt.bundle import Bundle
+    from ganrt.export.triton import TritonOptions, write_repository
+
+    names = tuple(v.strip() for v in variants.split(",") if v.strip()) if variants is not None else None
+    if names is not None and not names:
+        raise ConfigError("--variants takes comma-separated variant names, e.g. onnxruntime-fp32,openvino-int8")
+    options = TritonOptions(variants=names, device=device, instances=instances, max_queue_delay_us=max_queue_delay_us,
+                            max_batch=max_batch, ort_tensorrt=ort_tensorrt, model_name=model_name)
+    result = write_repository(Bundle.open(bundle), out, options,
+                              progress=(lambda s: None) if as_json else (lambda s: click.echo(f"  {s}", err=True)))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"Triton model repository {out} (max batch {result['max_batch']}):")
+    for name, m in result["models"].items():
+        click.echo(f"  {name:<40} {m['runs_on']:<18} {m['instances']:<9} {', '.join(m['artifacts'])}")
+    for variant, why in sorted(result["skipped"].items()):
+        click.echo(f"  not exported: {variant}: {why}")
+    for note in result["notes"]:
+        click.echo(f"  note: {note}")
+    click.echo(f"serve it: tritonserver --model-repository={out}   (see {out / 'README.md'})")

@@ -2,6 +2,9 @@
 
     create_app(Service("bundle/", ServeOptions(...)))   # run with uvicorn, or httpx's ASGI transport
 
+The routes read the service only through its front-facing members (``Service`` documents them), so the Ray
+ingress serves the same routes with a model that lives in Ray replicas (``ray_deployments.RayFrontend``).
+
 Every error is a JSON ``{"error": message}``: 400 for a bad request (the GanrtError's message), 404 for an
 unknown model or route, 413 for a body over ``max_body_bytes``, 503 with ``Retry-After`` when the queue is
 full, the model is not ready yet or the server is draining, 500 when the backend failed (that batch's
@@ -15,6 +18,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +30,9 @@ from ganrt.errors import ConfigError, GanrtError, InputError
 from ganrt.serve import encode, protocol
 from ganrt.serve.batcher import QueueFull, ShuttingDown
 from ganrt.serve.service import Service
+
+if TYPE_CHECKING:
+    from ganrt.serve.ray_deployments import RayFrontend
 
 log = logging.getLogger("ganrt.serve")
 STATIC = {"": ("index.html", "text/html; charset=utf-8"), "explorer.js": ("explorer.js", "text/javascript"),
@@ -48,7 +55,7 @@ def _status(e: Exception) -> tuple[int, dict[str, str]]:
     return 500, {}
 
 
-def create_app(service: Service) -> Starlette:
+def create_app(service: Service | RayFrontend) -> Starlette:
     """The app around ``service``; its lifespan starts the service (warm-up, then ready) and drains it."""
 
     @asynccontextmanager
@@ -102,8 +109,8 @@ def create_app(service: Service) -> Starlette:
 
     def need_model(request: Request) -> None:
         name = request.path_params["name"]
-        if service.gen is None or name != service.options.model_name:
-            known = service.options.model_name if service.gen is not None else "none yet"
+        if not service.loaded or name != service.options.model_name:
+            known = service.options.model_name if service.loaded else "none yet"
             raise HTTPError(404, f"unknown model {name!r}; this server serves {known!r}")
 
     async def off_loop(fn, *args):
@@ -113,21 +120,21 @@ def create_app(service: Service) -> Starlette:
     async def v1_generate(request: Request) -> Response:
         t0 = time.perf_counter()
         need_ready()
-        work, fmt = protocol.parse_v1(await body(request), service.gen.spec, service.options.max_seeds_per_request)
-        images = await service.batcher.submit(work)
+        work, fmt = protocol.parse_v1(await body(request), service.spec, service.options.max_seeds_per_request)
+        images = await service.submit(work)
         t1 = time.perf_counter()
         data = await off_loop(lambda: encode.encode(fmt, images, work, bundle_sha256=service.bundle_sha256,
-                                                    variant=service.gen.variant))
+                                                    variant=service.variant))
         m = service.metrics
         m.encode.observe(time.perf_counter() - t1)
         m.requests.labels("v1").inc()
         m.images.inc(work.n)
         m.request.labels("v1").observe(time.perf_counter() - t0)
         return Response(data, media_type=encode.MEDIA_TYPES[fmt],
-                        headers={"X-Ganrt-Variant": service.gen.variant})
+                        headers={"X-Ganrt-Variant": service.variant})
 
     async def v1_model(request: Request) -> Response:
-        if service.gen is None:
+        if not service.loaded:
             raise HTTPError(503, "the model is loading", {"Retry-After": "1"})
         return JSONResponse(service.describe())
 
@@ -144,8 +151,7 @@ def create_app(service: Service) -> Starlette:
 
     async def model_metadata(request: Request) -> Response:
         need_model(request)
-        return JSONResponse(protocol.model_metadata(service.options.model_name, service.gen.spec,
-                                                    f"ganrt_{service.gen.backend}"))
+        return JSONResponse(protocol.model_metadata(service.options.model_name, service.spec, service.platform))
 
     async def model_ready(request: Request) -> Response:
         need_model(request)
@@ -157,8 +163,8 @@ def create_app(service: Service) -> Starlette:
         need_model(request)
         need_ready()
         work, opts = protocol.parse_v2(await body(request), request.headers.get(protocol.HEADER_LENGTH),
-                                       service.gen.spec, service.options.max_seeds_per_request)
-        images = await service.batcher.submit(work)
+                                       service.spec, service.options.max_seeds_per_request)
+        images = await service.submit(work)
         t1 = time.perf_counter()
         data, headers = await off_loop(lambda: protocol.v2_response(
             images, model_name=service.options.model_name, request_id=opts["id"], binary=opts["binary"]))

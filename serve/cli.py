@@ -1,4 +1,5 @@
-"""Commands: ``ganrt serve BUNDLE`` (an HTTP server) and ``ganrt loadtest URL`` (closed-loop load)."""
+"""Commands: ``ganrt serve BUNDLE`` (an HTTP server, or a Ray Serve deployment with ``--ray``), ``ganrt serve-config
+BUNDLE --ray`` (a config for ``serve deploy``) and ``ganrt loadtest URL`` (closed-loop load)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ganrt.errors import ConfigError
+from ganrt.errors import BackendUnavailable, ConfigError
 from ganrt.precisions import NAMES as PRECISIONS
 from ganrt.runtime.backends import NAMES as BACKEND_NAMES
 
@@ -23,53 +24,117 @@ def _ints(text: str, what: str) -> list[int]:
     return values
 
 
-@click.command("serve", context_settings={"help_option_names": ["-h", "--help"], "show_default": True,
-                                          "max_content_width": 100})
+def _ray_options(ray: bool, replicas: int | None, autoscale: str | None, num_cpus: float | None,
+                 num_gpus: float | None, address: str | None):
+    """RayOptions from the --ray group of options, or None without --ray (ConfigError for a stray one)."""
+    given = {"--replicas": replicas, "--autoscale": autoscale, "--num-cpus": num_cpus, "--num-gpus": num_gpus,
+             "--address": address}
+    if not ray:
+        stray = [name for name, value in given.items() if value is not None]
+        if stray:
+            raise ConfigError(f"{', '.join(stray)} go{'es' * (len(stray) == 1)} with --ray (a Ray Serve deployment)")
+        return None
+    from ganrt.serve.ray import RayOptions, parse_autoscale
+
+    if replicas is not None and autoscale is not None:
+        raise ConfigError("give --replicas N or --autoscale MIN:MAX, not both")
+    return RayOptions(replicas=replicas or 1, autoscale=parse_autoscale(autoscale) if autoscale else None,
+                      num_cpus=1.0 if num_cpus is None else num_cpus, num_gpus=num_gpus or 0.0, address=address)
+
+
+def serve_options(command):
+    """The options of a server (``ganrt serve`` and ``ganrt serve-config``), applied to ``command``."""
+    options = [
+        click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)."),
+        click.option("--port", default=8000, type=click.IntRange(1, 65535), help="Port to listen on."),
+        click.option("--backend", default="auto", type=click.Choice(["auto", *BACKEND_NAMES]),
+                     help="Backend; 'auto' = the fastest here whose variant passed parity."),
+        click.option("--variant", default=None, help="One variant by name, e.g. openvino-int8 (overrides --backend)."),
+        click.option("--precision", default=None, type=click.Choice(PRECISIONS),
+                     help="Precision (default: the best)."),
+        click.option("--model-name", default=None,
+                     help="Name in the OIP routes (default: the bundle directory's name)."),
+        click.option("--max-batch", default=None, type=click.IntRange(min=1),
+                     help="Images per formed batch (default: where throughput stops growing in the bundle's "
+                          "tuning record for this machine, from `ganrt bench`, else 64; capped at the bundle's max "
+                          "batch)."),
+        click.option("--max-delay-ms", default=None, type=click.FloatRange(0, 10_000),
+                     help="Longest a request waits for others to fill its batch (default: half the batch's "
+                          "measured time, else 5 ms)."),
+        click.option("--max-queue", default=256, type=click.IntRange(min=1),
+                     help="Requests waiting for a batch; more are answered 503 with Retry-After at once."),
+        click.option("--threads", default=None, type=click.IntRange(min=1),
+                     help="Backend CPU threads (default: cores; with --ray: --num-cpus)."),
+        click.option("--max-seeds-per-request", default=1024, type=click.IntRange(min=1),
+                     help="Images one request may ask for (larger: 400)."),
+        click.option("--max-body-mb", default=16.0, type=click.FloatRange(min=0.001),
+                     help="Largest request body (MiB)."),
+        click.option("--no-warmup", is_flag=True,
+                     help="Report ready before compiling the batch shapes (not for production)."),
+        click.option("--ray", "ray", is_flag=True,
+                     help="Deploy on a Ray cluster with Ray Serve (the same routes; pip install 'ganrt[ray]')."),
+        click.option("--replicas", default=None, type=click.IntRange(min=1),
+                     help="With --ray: model replicas (default 1)."),
+        click.option("--autoscale", default=None, metavar="MIN:MAX",
+                     help="With --ray: Ray's autoscaler keeps between MIN and MAX replicas (not with --replicas)."),
+        click.option("--num-cpus", default=None, type=click.FloatRange(min=0),
+                     help="With --ray: CPUs each model replica reserves (default 1)."),
+        click.option("--num-gpus", default=None, type=click.FloatRange(min=0),
+                     help="With --ray: GPUs each model replica reserves (default 0; fractions share a GPU)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _serve_options(host, port, backend, variant, precision, model_name, max_batch, max_delay_ms, max_queue, threads,
+                   max_seeds_per_request, max_body_mb, no_warmup):
+    from ganrt.serve.options import ServeOptions
+
+    return ServeOptions(host=host, port=port, backend=backend, variant=variant, precision=precision,
+                        model_name=model_name, max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
+                        threads=threads, max_seeds_per_request=max_seeds_per_request,
+                        max_body_bytes=int(max_body_mb * 2**20), warmup=not no_warmup)
+
+
+SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
+
+
+@click.command("serve", context_settings=SETTINGS)
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for every interface).")
-@click.option("--port", default=8000, type=click.IntRange(1, 65535), help="Port to listen on.")
-@click.option("--backend", default="auto", type=click.Choice(["auto", *BACKEND_NAMES]),
-              help="Backend; 'auto' = the fastest here whose variant passed parity.")
-@click.option("--variant", default=None, help="One variant by name, e.g. openvino-int8 (overrides --backend).")
-@click.option("--precision", default=None, type=click.Choice(PRECISIONS), help="Precision (default: the best).")
-@click.option("--model-name", default=None, help="Name in the OIP routes (default: the bundle directory's name).")
-@click.option("--max-batch", default=None, type=click.IntRange(min=1),
-              help="Images per formed batch (default: where throughput stops growing in the bundle's "
-                   "tuning record for this machine, from `ganrt bench`, else 64; capped at the bundle's max batch).")
-@click.option("--max-delay-ms", default=None, type=click.FloatRange(0, 10_000),
-              help="Longest a request waits for others to fill its batch (default: half the batch's measured "
-                   "time, else 5 ms).")
-@click.option("--max-queue", default=256, type=click.IntRange(min=1),
-              help="Requests waiting for a batch; more are answered 503 with Retry-After at once.")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="Backend CPU threads (default: cores).")
-@click.option("--max-seeds-per-request", default=1024, type=click.IntRange(min=1),
-              help="Images one request may ask for (larger: 400).")
-@click.option("--max-body-mb", default=16.0, type=click.FloatRange(min=0.001), help="Largest request body (MiB).")
-@click.option("--no-warmup", is_flag=True, help="Report ready before compiling the batch shapes (not for production).")
+@serve_options
+@click.option("--address", default=None,
+              help="With --ray: join this running cluster (auto, or the head's HOST:6379) instead of starting one.")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved configuration as JSON on stdout first.")
-def serve(bundle: Path, host: str, port: int, backend: str, variant: str | None, precision: str | None,
-          model_name: str | None, max_batch: int | None, max_delay_ms: float | None, max_queue: int,
-          threads: int | None, max_seeds_per_request: int, max_body_mb: float, no_warmup: bool, log_level: str,
-          as_json: bool) -> None:
+def serve(bundle: Path, ray: bool, replicas: int | None, autoscale: str | None, num_cpus: float | None,
+          num_gpus: float | None, address: str | None, log_level: str, as_json: bool, **kwargs) -> None:
     """Serve BUNDLE over HTTP: Open Inference Protocol v2, /v1/generate, /metrics and a seed explorer at /.
 
     One Generator behind a dynamic batcher: concurrent requests are merged into batches of up to
     --max-batch images. /v2/health/ready answers 200 once every batch shape is compiled. SIGTERM (or
     Ctrl-C) stops accepting, answers every accepted request, then exits.
+
+    With --ray, the same routes are served by Ray Serve: one ingress and --replicas model replicas (or
+    --autoscale MIN:MAX) on a local cluster it starts, or on the cluster at --address; Ctrl-C removes the
+    application (and stops the cluster it started).
     """
     import logging
 
+    options = _serve_options(**kwargs)
+    ray_options = _ray_options(ray, replicas, autoscale, num_cpus, num_gpus, address)
+    if ray_options is not None:
+        from ganrt.serve.ray import run
+
+        logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+        run(bundle, options, ray_options, echo=click.echo, as_json=as_json, log_level=log_level)
+        return
     import uvicorn
 
     from ganrt.serve.app import create_app
-    from ganrt.serve.options import ServeOptions
     from ganrt.serve.service import Service
 
-    options = ServeOptions(host=host, port=port, backend=backend, variant=variant, precision=precision,
-                           model_name=model_name, max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
-                           threads=threads, max_seeds_per_request=max_seeds_per_request,
-                           max_body_bytes=int(max_body_mb * 2**20), warmup=not no_warmup)
+    host, port = options.host, options.port
     service = Service(bundle, options)
     service.load()  # a bad bundle or option: one line, exit 2, before any port is bound
     o = service.options
@@ -84,8 +149,45 @@ def serve(bundle: Path, host: str, port: int, backend: str, variant: str | None,
                 timeout_graceful_shutdown=60, access_log=log_level == "debug")
 
 
-@click.command("loadtest", context_settings={"help_option_names": ["-h", "--help"], "show_default": True,
-                                             "max_content_width": 100})
+@click.command("serve-config", context_settings=SETTINGS)
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@serve_options
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the config here (default: print it).")
+def serve_config(bundle: Path, ray: bool, replicas: int | None, autoscale: str | None, num_cpus: float | None,
+                 num_gpus: float | None, out: Path | None, **kwargs) -> None:
+    """Write the config file that deploys BUNDLE on a running Ray cluster: `serve deploy FILE`.
+
+    \b
+    ganrt serve-config bundle --ray --host 0.0.0.0 --autoscale 1:4 --num-gpus 1 -o serve.yaml
+    serve deploy serve.yaml         # on the cluster (ray start --head); `serve status` follows it
+
+    The bundle's absolute path goes into the file: it must be readable there on every node. Edit the
+    `deployments` section (replicas, resources) and run `serve deploy` again to change them in place.
+    """
+    from ganrt.fileio import atomic_write_text
+    from ganrt.serve.ray import INSTALL_HINT
+    from ganrt.serve.ray import serve_config as config
+
+    try:
+        import yaml
+    except ImportError:
+        raise BackendUnavailable(f"serve-config writes YAML with PyYAML, which is not installed: {INSTALL_HINT}") \
+            from None
+
+    if not ray:
+        raise ConfigError("serve-config writes a Ray Serve config: pass --ray")
+    ray_options = _ray_options(ray, replicas, autoscale, num_cpus, num_gpus, None)
+    text = "# ganrt serve-config: deploy with `serve deploy THIS_FILE` on a running Ray cluster\n" + \
+        yaml.safe_dump(config(bundle, _serve_options(**kwargs), ray_options), sort_keys=False)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        atomic_write_text(out, text)
+        click.echo(f"wrote {out}; deploy it with: serve deploy {out}", err=True)
+
+
+@click.command("loadtest", context_settings=SETTINGS)
 @click.argument("url")
 @click.option("--concurrency", default="1,8,64", help="Concurrent clients, one level each (comma-separated).")
 @click.option("--seeds-per-request", default=16, type=click.IntRange(min=1), help="Images per request.")
@@ -96,11 +198,14 @@ def serve(bundle: Path, host: str, port: int, backend: str, variant: str | None,
 @click.option("--check", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="BUNDLE: compare every answer with offline generation of the same seeds, and measure the "
                    "same variant offline at the server's max batch (served/offline ratio).")
+@click.option("--bundle", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="BUNDLE: the generator's inputs for a server that does not describe them (Triton), without "
+                   "comparing pixels.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write results.json, report.md and loadtest.png here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def loadtest(url: str, concurrency: str, seeds_per_request: int, duration: float, protocol: str,
-             model: str | None, check: Path | None, out: Path | None, as_json: bool) -> None:
+             model: str | None, check: Path | None, bundle: Path | None, out: Path | None, as_json: bool) -> None:
     """Load URL (a ganrt server, its Ray deployment or Triton) at each concurrency level; report img/s, p50/p99
     latency, errors by kind and the batch sizes the server formed. Exit status 1 when any answer failed or
     differed from offline generation."""
@@ -109,7 +214,7 @@ def loadtest(url: str, concurrency: str, seeds_per_request: int, duration: float
 
     levels = _ints(concurrency, "--concurrency")
     results = run(url, concurrency=levels, seeds_per_request=seeds_per_request, duration=duration,
-                  protocol=protocol, model=model, check=check,
+                  protocol=protocol, model=model, check=check, bundle=bundle,
                   progress=lambda s: click.echo(f"loadtest: {s}", err=True) if not as_json else None)
     if out is not None:
         write_report(out, results)

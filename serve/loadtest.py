@@ -118,8 +118,8 @@ async def _discover(url: str, protocol: str, model: str | None, spec: dict[str, 
             info = None
         if spec is None:
             if info is None:
-                raise ConfigError(f"{url} is not a ganrt server (no /v1/model): pass --check BUNDLE so the load "
-                                  "tester knows the generator's inputs")
+                raise ConfigError(f"{url} is not a ganrt server (no /v1/model): pass --bundle BUNDLE (or --check "
+                                  "BUNDLE) so the load tester knows the generator's inputs")
             spec = info["spec"]
         model = model or (info or {}).get("name")
         if protocol == "v2" and not model:
@@ -208,15 +208,16 @@ def _check(gen, client: Client, levels: list[Level]) -> dict[str, int]:
 
 def loadtest(url: str, *, concurrency: list[int], seeds_per_request: int = 16, duration: float = 10.0,
              protocol: str = "v1", model: str | None = None, check: Path | None = None,
-             progress=lambda s: None) -> dict[str, Any]:
-    """Run every level; the results dict (see ``write_report``)."""
+             bundle: Path | None = None, progress=lambda s: None) -> dict[str, Any]:
+    """Run every level; the results dict (see ``write_report``). ``bundle``: where the generator's inputs come
+    from for a server that does not describe them (Triton), without comparing pixels as ``check`` does."""
     if protocol not in ("v1", "v2"):
         raise ConfigError(f"protocol must be v1 or v2, got {protocol!r}")
     spec = None
-    if check is not None:
+    if check is not None or bundle is not None:
         from ganrt.bundle import Bundle
 
-        spec = Bundle.open(check).spec.to_dict()
+        spec = Bundle.open(check or bundle).spec.to_dict()
     url = url.rstrip("/")
     spec, model, info = asyncio.run(_discover(url, protocol, model, spec))
     client = Client(url, protocol, spec, model)

@@ -2,8 +2,10 @@
 
 ``Service.load()`` opens the bundle and the backend (synchronously: a bad bundle or option fails the command
 before it binds a port); ``start()`` warms every batch bucket in a worker thread, then reports ready;
-``stop()`` drains (every accepted request answered) and releases the backend. The ASGI app (``app.py``) and
-the Ray deployment (``ray.py``) both drive one.
+``stop()`` drains (every accepted request answered) and releases the backend. The ASGI app (``app.py``) drives
+one through what the routes read (``loaded``, ``ready``, ``spec``, ``variant``, ``platform``, ``options``,
+``metrics``, ``executor``, ``submit``, ``describe``); each Ray replica (``ray_deployments.py``) owns one
+without its batcher, since Ray Serve's ``@serve.batch`` forms the batches there.
 """
 
 from __future__ import annotations
@@ -82,16 +84,20 @@ class Service:
                                    max_queue=o.max_queue, inflight=o.inflight, executor=self.executor,
                                    stats=self.metrics.batcher_stats())
             if o.warmup:
-                t0 = time.perf_counter()
-                sizes = await loop.run_in_executor(self.executor, self.gen.warmup,
-                                                   sorted({1, o.max_batch} | set(self._buckets())))
-                log.info("warmed up batch sizes %s in %.1f s", sizes, time.perf_counter() - t0)
+                await loop.run_in_executor(self.executor, self.warm)
             self.batcher.start()
             self.ready = True
         except Exception as e:  # noqa: BLE001 - reported by /v2/health/ready and the log
             self.failure = f"{type(e).__name__}: {e}"
             log.error("the model could not be started: %s", self.failure)
             raise
+
+    def warm(self) -> list[int]:
+        """Compile every batch bucket up to max_batch (and batch 1 and max_batch); the sizes prepared."""
+        t0 = time.perf_counter()
+        sizes = self.gen.warmup(sorted({1, self.options.max_batch} | set(self._buckets())))
+        log.info("warmed up batch sizes %s in %.1f s", sizes, time.perf_counter() - t0)
+        return sizes
 
     def _buckets(self) -> list[int]:
         buckets = self.gen.batch_buckets or ()
@@ -106,6 +112,19 @@ class Service:
             self.gen.close()
         if self.executor is not None:
             self.executor.shutdown(wait=True)
+
+    # -- what the routes read ------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self.gen is not None
+
+    spec = property(lambda self: self.gen.spec)
+    variant = property(lambda self: self.gen.variant)
+    platform = property(lambda self: f"ganrt_{self.gen.backend}", doc="the platform OIP model metadata reports")
+
+    async def submit(self, work: Work) -> np.ndarray:
+        """The images of ``work`` once its batch(es) ran (QueueFull, ShuttingDown)."""
+        return await self.batcher.submit(work)
 
     # -- work ----------------------------------------------------------------------------------------
     def run(self, works: list[Work]) -> np.ndarray:

@@ -1,0 +1,516 @@
+"""A Triton Inference Server model repository from a bundle: one model per variant Triton can run.
+
+    ganrt export-triton bundle --out repo                       # then: tritonserver --model-repository=repo
+    write_repository(Bundle.open("bundle"), "repo", TritonOptions(device="cpu", instances=2))
+
+- ONNX graphs (onnx-fp32/fp16/int8, and the rewritten fp32 graph on a CPU) as ``platform: "onnxruntime_onnx"``,
+  on CPU or GPU instances; on a GPU optionally through onnxruntime's TensorRT execution accelerator.
+- TensorRT plans as ``platform: "tensorrt_plan"``, one model per precision holding every GPU architecture's
+  plan, chosen by ``cc_model_filenames`` (no default file: a GPU without its own plan refuses to load).
+- The OpenVINO IR (openvino-int8) and the graphs OpenVINO runs in fp32/bf16 as ``backend: "openvino"`` (CPU).
+
+Every model: ``max_batch_size`` the bundle's max batch, dims without the batch axis, ``labels``/``truncation``
+(shape [B] in the graph) as ``dims: [1]`` with ``reshape: { shape: [] }`` (the [B, 1] that Triton's clients
+and ``ganrt loadtest --protocol v2`` send), ``dynamic_batching`` with a queue delay, ``model_warmup`` at batch 1
+and the max batch. Configs are built as Triton's own ``ModelConfig`` protobuf (``model_config_pb2`` from the
+``tritonclient`` wheel), and the repository is checked before it is moved into place: every config.pbtxt
+parses with that schema, names its model, and its inputs, outputs, dtypes and dims match the graph it serves
+(read from the ONNX file or the OpenVINO IR; a plan's I/O from the bundle's manifest, since reading a plan
+needs TensorRT and its GPU). Only variants whose parity passed are exported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ganrt.bundle import Bundle
+from ganrt.errors import BackendUnavailable, BundleError, ConfigError, ExportError
+
+MARKER = "ganrt-triton.json"  # at the repository root: what it was made from (and that it may be replaced)
+INSTALL_HINT = "pip install 'ganrt[triton]'"
+DEVICES = ("gpu", "cpu")
+ORT_TENSORRT = ("none", "fp32", "fp16")
+PER_IMAGE = ("labels", "truncation")  # [B] in the graph; [B, 1] on the wire
+# ganrt variant -> the artifacts that can serve it, in order (the runtime picks the same ones)
+ONNX_VARIANTS = {"onnxruntime-fp32": ("onnx-fp32",), "onnxruntime-fp16": ("onnx-fp16",),
+                 "onnxruntime-int8": ("onnx-int8",), "onnxruntime-fp32-rw": ("onnx-fp32-rw",)}
+OPENVINO_VARIANTS = {"openvino-fp32": ("onnx-fp32-rw", "onnx-fp32"), "openvino-bf16": ("onnx-bf16",),
+                     "openvino-int8": ("openvino-int8",)}
+CPU_ONLY = ("onnxruntime-fp32-rw",)  # the ConvTranspose rewrite is a CPU optimization
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    variants: tuple[str, ...] | None = None  # ganrt variant names (default: every one Triton can run)
+    device: str = "gpu"  # instances of the ONNX models: "gpu" or "cpu" (OpenVINO: CPU; plans: GPU)
+    instances: int = 1  # instances per model (per GPU for KIND_GPU)
+    max_queue_delay_us: int = 5000  # dynamic batching: the longest a request waits for others
+    max_batch: int | None = None  # default: the bundle's (never above it)
+    ort_tensorrt: str = "none"  # ONNX models on a GPU through onnxruntime's TensorRT accelerator: fp32, fp16
+    model_name: str | None = None  # prefix of every model name (default: the bundle directory's name)
+
+
+@dataclass
+class Model:
+    """One Triton model: its name, how Triton runs it, and the bundle files of its version 1."""
+
+    name: str
+    variant: str
+    artifacts: list[str]
+    files: dict[str, str]  # file name in the version directory -> bundle artifact
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def model_config_pb2():
+    """Triton's ModelConfig schema, as shipped in the tritonclient wheel."""
+    try:
+        from tritonclient.grpc import model_config_pb2 as pb2
+    except ImportError as e:
+        raise BackendUnavailable(f"export-triton builds and checks configs with Triton's own schema, which needs "
+                                 f"tritonclient and protobuf >= 6.33 ({e}): {INSTALL_HINT}") from None
+    return pb2
+
+
+def triton_dtype(dtype) -> str:
+    """A numpy dtype (or its name) as a Triton config data_type: 'float32' -> 'TYPE_FP32'."""
+    from tritonclient.utils import np_to_triton_dtype
+
+    name = np_to_triton_dtype(np.dtype(dtype))
+    if name is None:
+        raise ExportError(f"Triton has no data type for {dtype}")
+    return f"TYPE_{name}"
+
+
+def cc_of_sm(sm: str) -> str:
+    """A ganrt sm tag as Triton's compute capability key: '89' -> '8.9', '120' -> '12.0'."""
+    sm = str(sm)
+    if not sm.isdigit() or len(sm) < 2:
+        raise BundleError(f"engine sm tag {sm!r} is not a compute capability like '89'")
+    return f"{int(sm[:-1])}.{sm[-1]}"
+
+
+# -- which models ------------------------------------------------------------------------------------------
+def plan_models(bundle: Bundle, device: str, prefix: str) -> tuple[list[Model], dict[str, str]]:
+    """Every model Triton can run from ``bundle`` on ``device``; {variant: why not} for the others."""
+    arts = bundle.artifacts
+    models, skipped = [], {}
+
+    def pick(variant: str, candidates: tuple[str, ...]) -> str | None:
+        present = [a for a in candidates if a in arts]
+        passed = [a for a in present if arts[a].get("passed") is True]
+        if present and not passed:
+            skipped[variant] = f"{present[0]} did not pass parity"
+        return passed[0] if passed else None
+
+    for variant, candidates in ONNX_VARIANTS.items():
+        if variant in CPU_ONLY and device != "cpu":
+            continue
+        art = pick(variant, candidates)
+        if art:
+            models.append(Model(f"{prefix}-{variant}", variant, [art], {"model.onnx": art}))
+    for variant, candidates in OPENVINO_VARIANTS.items():
+        art = pick(variant, candidates)
+        if not art:
+            continue
+        if arts[art]["kind"] == "openvino-ir":
+            weights = arts[art].get("weights_artifact")
+            if weights not in arts:
+                raise BundleError(f"bundle {bundle.path}: {art} names no weights artifact ({weights!r})")
+            files = {"model.xml": art, "model.bin": weights}
+        else:
+            files = {"model.onnx": art}
+        models.append(Model(f"{prefix}-{variant}", variant, sorted(set(files.values())), files))
+    plans: dict[tuple[str, str], dict[str, str]] = {}  # (precision, tensorrt) -> {cc: artifact}
+    for name, entry in sorted(arts.items()):
+        if entry.get("kind") != "engine":
+            continue
+        variant = f"tensorrt-{entry['precision']}"
+        if entry.get("passed") is not True:
+            skipped[variant] = f"{name} did not pass parity"
+        elif device != "gpu":
+            skipped[variant] = "TensorRT plans run on GPU instances only (--device gpu)"
+        else:
+            plans.setdefault((entry["precision"], str(entry.get("tensorrt"))), {})[cc_of_sm(entry.get("sm"))] = name
+    versions: dict[str, int] = {}
+    for precision, _ in plans:
+        versions[precision] = versions.get(precision, 0) + 1
+    for (precision, trt), by_cc in sorted(plans.items()):
+        variant = f"tensorrt-{precision}" + (f"-trt{trt}" if versions[precision] > 1 else "")
+        files = {Path(arts[a]["file"]).name: a for a in by_cc.values()}
+        model = Model(f"{prefix}-{variant}", variant, sorted(by_cc.values()), files)
+        model.config["cc_model_filenames"] = {cc: Path(arts[a]["file"]).name for cc, a in sorted(by_cc.items())}
+        models.append(model)
+    return models, skipped
+
+
+# -- one config ------------------------------------------------------------------------------------------
+def _tensor(t: dict[str, Any], per_image: bool) -> dict[str, Any]:
+    dims = [int(d) for d in t["shape"][1:]]  # the graph's shape without its batch axis
+    if per_image:
+        return {"name": t["name"], "data_type": triton_dtype(t["dtype"]), "dims": [1], "reshape": {"shape": []}}
+    return {"name": t["name"], "data_type": triton_dtype(t["dtype"]), "dims": dims}
+
+
+def _warmup(inputs: list[dict[str, Any]], batch: int) -> dict[str, Any]:
+    data = {"z": {"random_data": True}}  # labels 0 and truncation 0.0 are valid inputs of every generator
+    return {"name": f"batch {batch}", "batch_size": batch,
+            "inputs": {i["name"]: {"data_type": i["data_type"], "dims": i["dims"],
+                                   **data.get(i["name"], {"zero_data": True})} for i in inputs}}
+
+
+def build_config(model: Model, bundle: Bundle, options: TritonOptions, max_batch: int) -> dict[str, Any]:
+    """The model's config as a dict in the field names of Triton's ModelConfig."""
+    graph = bundle.graph
+    inputs = [_tensor(t, t["name"] in PER_IMAGE) for t in graph["inputs"]]
+    outputs = [_tensor(t, False) for t in graph["outputs"]]
+    config: dict[str, Any] = {"name": model.name, "max_batch_size": max_batch, "input": inputs, "output": outputs}
+    kind = "KIND_CPU"
+    if model.variant.startswith("onnxruntime-"):
+        config["platform"] = "onnxruntime_onnx"
+        kind = "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
+        if kind == "KIND_GPU" and options.ort_tensorrt != "none":
+            config["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [{
+                "name": "tensorrt", "parameters": {"precision_mode": options.ort_tensorrt.upper(),
+                                                   "max_workspace_size_bytes": str(1 << 30),
+                                                   "trt_engine_cache_enable": "1"}}]}}
+    elif model.variant.startswith("tensorrt-"):
+        config["platform"] = "tensorrt_plan"
+        config["cc_model_filenames"] = model.config["cc_model_filenames"]
+        kind = "KIND_GPU"
+    else:
+        config["backend"] = "openvino"
+        params = {"ENABLE_BATCH_PADDING": "YES"}  # the backend runs every batch at max_batch_size
+        if "model.onnx" in model.files:
+            config["default_model_filename"] = "model.onnx"
+        if model.variant == "openvino-bf16":
+            params["HINT_BF16"] = "YES"
+        config["parameters"] = {k: {"string_value": v} for k, v in params.items()}
+    config["instance_group"] = [{"kind": kind, "count": options.instances}]
+    config["dynamic_batching"] = {"max_queue_delay_microseconds": options.max_queue_delay_us}
+    config["model_warmup"] = [_warmup(inputs, b) for b in sorted({1, max_batch})]
+    return config
+
+
+def to_pbtxt(config: dict[str, Any]) -> str:
+    """The config in protobuf text format, through Triton's schema (a wrong field or value fails here)."""
+    from google.protobuf import json_format, text_format
+
+    try:
+        message = json_format.ParseDict(config, model_config_pb2().ModelConfig())
+    except json_format.ParseError as e:
+        raise ExportError(f"config of {config.get('name')!r} does not fit Triton's ModelConfig: {e}") from None
+    return text_format.MessageToString(message)
+
+
+# -- the check ---------------------------------------------------------------------------------------------
+def _onnx_io(path: Path) -> dict[str, dict[str, tuple[str, list[int]]]]:
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+
+    def shape(v) -> list[int]:
+        return [d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim]
+
+    def dtype(v) -> str:
+        return triton_dtype(helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type))
+
+    return {"input": {v.name: (dtype(v), shape(v)) for v in graph.input if v.name not in inits},
+            "output": {v.name: (dtype(v), shape(v)) for v in graph.output}}
+
+
+def _openvino_io(path: Path) -> dict[str, dict[str, tuple[str, list[int]]]]:
+    import openvino as ov
+
+    model = ov.Core().read_model(str(path))
+
+    def describe(ports):
+        return {p.get_any_name(): (triton_dtype(p.get_element_type().to_dtype()),
+                                   [d.get_length() if d.is_static else -1 for d in p.get_partial_shape()])
+                for p in ports}
+
+    return {"input": describe(model.inputs), "output": describe(model.outputs)}
+
+
+def _manifest_io(graph: dict[str, Any]) -> dict[str, dict[str, tuple[str, list[int]]]]:
+    def describe(tensors):
+        return {t["name"]: (triton_dtype(t["dtype"]), [d if isinstance(d, int) else -1 for d in t["shape"]])
+                for t in tensors}
+
+    return {"input": describe(graph["inputs"]), "output": describe(graph["outputs"])}
+
+
+def _compare(config, io: dict[str, dict[str, tuple[str, list[int]]]], source: str) -> list[str]:
+    """Problems where the config's inputs/outputs differ from the graph's (names, dtypes, dims)."""
+    pb2 = model_config_pb2()
+    problems = []
+    for kind in ("input", "output"):
+        tensors = list(getattr(config, kind))
+        names = {t.name for t in tensors}
+        if names != set(io[kind]):
+            problems.append(f"{config.name}: {kind}s {sorted(names)} but {source} has {sorted(io[kind])}")
+            continue
+        for t in tensors:
+            dtype, shape = io[kind][t.name]
+            declared = pb2.DataType.Name(t.data_type)
+            dims = list(t.reshape.shape) if t.HasField("reshape") else list(t.dims)
+            expected = ([-1] if config.max_batch_size > 0 else []) + dims
+            if declared != dtype:
+                problems.append(f"{config.name}: {kind} {t.name} is {declared} but {source} has {dtype}")
+            if shape != expected:  # -1: the dynamic batch axis (Triton's own) in both
+                problems.append(f"{config.name}: {kind} {t.name} has dims {expected} (batch first) but {source} "
+                                f"has {shape}")
+    return problems
+
+
+def check_repository(repo: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """(problems, notes) of a model repository written by :func:`write_repository`: every config.pbtxt parses
+    with Triton's schema, is named after its directory, its files are there, and its I/O matches its graph."""
+    from google.protobuf import text_format
+
+    pb2 = model_config_pb2()
+    repo = Path(repo)
+    marker = json.loads((repo / MARKER).read_text()) if (repo / MARKER).is_file() else {}
+    problems, notes = [], []
+    dirs = sorted(p for p in repo.iterdir() if p.is_dir())
+    if not dirs:
+        problems.append(f"{repo} holds no model")
+    for d in dirs:
+        path = d / "config.pbtxt"
+        if not path.is_file():
+            problems.append(f"{d.name}: no config.pbtxt")
+            continue
+        try:
+            config = text_format.Parse(path.read_text(), pb2.ModelConfig())
+        except text_format.ParseError as e:
+            problems.append(f"{d.name}/config.pbtxt does not parse with Triton's ModelConfig: {e}")
+            continue
+        if config.name != d.name:
+            problems.append(f"{d.name}: config.pbtxt names the model {config.name!r}")
+        version = d / "1"
+        if config.platform == "tensorrt_plan":
+            files = list(config.cc_model_filenames.values())
+        elif config.backend == "openvino" and not config.default_model_filename:
+            files = ["model.xml", "model.bin"]
+        else:
+            files = [config.default_model_filename or "model.onnx"]
+        missing = [f for f in files if not (version / f).is_file()]
+        if missing or not files:
+            problems.append(f"{d.name}: version 1 lacks {missing or 'any model file'}")
+            continue
+        if config.platform == "tensorrt_plan":
+            if not marker.get("graph"):
+                problems.append(f"{d.name}: no {MARKER} with the graph to check the plan's I/O against")
+                continue
+            problems += _compare(config, _manifest_io(marker["graph"]), "the bundle's graph")
+            notes.append(f"{d.name}: I/O checked against the bundle's manifest (reading a plan needs TensorRT "
+                         "and its GPU)")
+        elif files[0].endswith(".xml") or config.backend == "openvino":
+            try:
+                io = _openvino_io(version / files[0])
+            except ImportError:
+                notes.append(f"{d.name}: OpenVINO is not installed: I/O not read from the graph")
+                continue
+            problems += _compare(config, io, files[0])
+        else:
+            problems += _compare(config, _onnx_io(version / files[0]), files[0])
+    return problems, notes
+
+
+# -- the repository --------------------------------------------------------------------------------------
+def _bundle_file(bundle: Bundle, artifact: str) -> Path:
+    path = (bundle.path / bundle.artifact(artifact)["file"]).resolve()
+    if not path.is_relative_to(bundle.path.resolve()):
+        raise BundleError(f"bundle {bundle.path}: artifact {artifact} points outside the bundle")
+    return path
+
+
+def _psnr(entry: dict[str, Any]) -> str:
+    value = (entry.get("parity") or {}).get("psnr_db")
+    try:
+        text = "identical" if float(value) == float("inf") else f"{float(value):.1f} dB"
+    except (TypeError, ValueError):
+        return "-"
+    return text + (" (verified in f32: the exporting CPU had no bf16)" if entry.get("bf16_hardware") is False else "")
+
+
+def _readme(bundle: Bundle, models: list[Model], skipped: dict[str, str], max_batch: int) -> str:
+    """The repository's README: what each model is, how to serve it, call it and load it."""
+    s, arts = bundle.spec, bundle.artifacts
+    first = models[0].name
+    rows = []
+    for m in models:
+        where = m.config.get("platform") or f"backend {m.config.get('backend')}"
+        parity = ", ".join(f"{a}: {_psnr(arts[a])}" for a in m.artifacts if arts[a].get("kind") != "other")
+        rows.append(f"| `{m.name}` | {m.variant} | {where} | {m.config['instance_group'][0]['kind']} | {parity} |")
+    plans = [f"- `{m.name}`: " + ", ".join(f"sm {cc} -> `{f}` (TensorRT {arts[m.files[f]].get('tensorrt')})"
+                                          for cc, f in m.config["cc_model_filenames"].items())
+             for m in models if "cc_model_filenames" in m.config]
+    wire = [f"`z` FP32 [B, {s.latent_dim}]"] + ([f"`labels` INT64 [B, 1] (0 to {s.num_classes - 1})"]
+                                                if s.conditional else []) \
+        + (["`truncation` FP32 [B, 1] (0 to 2, 1 = none)"] if s.has_truncation else [])
+    out = bundle.graph["outputs"][0]
+    labels = (f"labels = labels_from_seeds(seeds, {s.num_classes}).reshape(-1, 1)  # or your own classes\n"
+              "inputs.append(triton.InferInput(\"labels\", list(labels.shape), \"INT64\"))\n"
+              "inputs[-1].set_data_from_numpy(labels)\n") if s.conditional else ""
+    trunc = ("truncation = np.full((len(seeds), 1), 0.7, np.float32)\n"
+             "inputs.append(triton.InferInput(\"truncation\", list(truncation.shape), \"FP32\"))\n"
+             "inputs[-1].set_data_from_numpy(truncation)\n") if s.has_truncation else ""
+    lines = [
+        f"# Triton model repository of `{bundle.path.resolve().name}`", "",
+        f"Written by `ganrt export-triton` from the bundle at `{bundle.path.resolve()}` (manifest sha256 "
+        f"`{bundle.sha256()[:16]}`): a {s.arch} generator, z {s.latent_dim}, "
+        f"{f'{s.num_classes} classes' if s.conditional else 'unconditional'}, images {s.channels}x{s.height}x"
+        f"{s.width}. Every model takes {', '.join(wire)} and returns `{out['name']}` "
+        f"{out['dtype'].upper().replace('FLOAT32', 'FP32')} [B, {', '.join(map(str, out['shape'][1:]))}]; "
+        f"max batch {max_batch}, batched by Triton's dynamic batcher.", "",
+        "| model | ganrt variant | runs on | instances | parity against torch fp32 (PSNR) |", "|---|---|---|---|---|",
+        *rows, "",
+        "## Serve it", "",
+        "```sh",
+        "tritonserver --model-repository=$PWD    # every model; or load one:",
+        f"tritonserver --model-repository=$PWD --model-control-mode=explicit --load-model={first}",
+        "```", "",
+        "In NVIDIA's container: `docker run --gpus all --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 -v $PWD:/models "
+        "nvcr.io/nvidia/tritonserver:<release>-py3 tritonserver --model-repository=/models` (drop `--gpus all` "
+        "for the CPU models). Readiness: `curl -s localhost:8000/v2/health/ready`.", "",
+    ]
+    if plans:
+        lines += ["A TensorRT plan runs only on the GPU architecture and the TensorRT version that built it: use "
+                  "the Triton release that ships that TensorRT. Each plan model picks its file by compute "
+                  "capability (`cc_model_filenames`) and has no default, so a GPU without its own plan refuses to "
+                  "load it rather than run a wrong one:", "", *plans, ""]
+    lines += [
+        "## Call it", "",
+        "Latents come from seeds through `ganrt.latents` (the documented contract: "
+        "`numpy.random.Generator(PCG64(seed)).standard_normal(latent_dim)` as float32), so a seed draws the same "
+        "image here as in `ganrt generate` or `ganrt serve`, within the variant's parity:", "",
+        "```python",
+        "import numpy as np",
+        "import tritonclient.http as triton",
+        "from ganrt.latents import labels_from_seeds, latents_from_seeds", "",
+        "seeds = [0, 1, 2, 3]",
+        f"z = latents_from_seeds(seeds, {s.latent_dim})",
+        "inputs = [triton.InferInput(\"z\", list(z.shape), \"FP32\")]",
+        "inputs[0].set_data_from_numpy(z, binary_data=True)",
+        (labels + trunc).rstrip("\n"),
+        "client = triton.InferenceServerClient(\"localhost:8000\")",
+        f"result = client.infer(\"{first}\", inputs, outputs=[triton.InferRequestedOutput(\"images\", "
+        "binary_data=True)])",
+        "images = result.as_numpy(\"images\")   # uint8 [4, H, W, C]",
+        "```", "",
+        "## Load it", "",
+        "```sh",
+        f"ganrt loadtest http://localhost:8000 --protocol v2 --model {first} --bundle {bundle.path.resolve()} "
+        "--concurrency 1,8,64 --out lt/",
+        "```", "",
+        "`--bundle` tells the load tester the generator's inputs (Triton does not); `--check BUNDLE` also compares "
+        "every answer with offline generation, exactly: use it only for a model that runs the same variant on the "
+        "same kind of device as `ganrt generate` here.", "",
+        "## Notes", "",
+        "- `labels` and `truncation` are [B] in the graphs; the configs declare them `dims: [1]` with "
+        "`reshape: { shape: [] }`, so clients send [B, 1] as Triton's clients do.",
+        "- Triton's OpenVINO backend runs every batch at `max_batch_size` (`ENABLE_BATCH_PADDING`): a lone "
+        "request costs a full batch there. Export with `--max-batch` near your typical batch for those models.",
+        "- Each model warms up at batch 1 and at the max batch before it reports ready (`model_warmup`).",
+    ]
+    if skipped:
+        lines += ["", "Not exported:", "", *[f"- {v}: {why}" for v, why in sorted(skipped.items())]]
+    return "\n".join(lines) + "\n"
+
+
+def write_repository(bundle: Bundle, out: str | os.PathLike, options: TritonOptions | None = None,
+                     progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Write (atomically: staged beside ``out``, checked, then moved in) the model repository of ``bundle``;
+    returns what it wrote: {"repository", "models": {name: {...}}, "skipped": {variant: why}, "notes": [...]}."""
+    options = options or TritonOptions()
+    _check_options(options)
+    model_config_pb2()  # fail before any work without the schema
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
+        raise ConfigError(f"{out} exists and is not a ganrt Triton repository; choose another --out")
+    graph = bundle.graph or {}
+    if not graph.get("inputs") or not graph.get("outputs"):
+        raise BundleError(f"bundle {bundle.path} describes no graph I/O; re-export it")
+    bundle_max = int(graph.get("max_batch") or 0)
+    if bundle_max < 1:
+        raise BundleError(f"bundle {bundle.path} records no max batch; re-export it")
+    max_batch = min(options.max_batch or bundle_max, bundle_max)
+    prefix = options.model_name or bundle.path.resolve().name
+    models, skipped = plan_models(bundle, options.device, prefix)
+    if options.variants is not None:
+        known = {m.variant for m in models}
+        unknown = sorted(set(options.variants) - known)
+        if unknown:
+            why = "; ".join(f"{v}: {skipped[v]}" for v in unknown if v in skipped)
+            raise ConfigError(f"--variants {', '.join(unknown)}: not in this repository" + (f" ({why})" if why else "")
+                              + f"; it can hold {', '.join(sorted(known)) or 'nothing'} (--device {options.device})")
+        models = [m for m in models if m.variant in options.variants]
+    if not models:
+        raise ConfigError(f"nothing in {bundle.path} that Triton can run on --device {options.device}"
+                          + "".join(f"; {v}: {why}" for v, why in sorted(skipped.items())))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.triton-", dir=out.parent))
+    try:
+        for m in models:
+            progress(f"{m.name} ({', '.join(m.artifacts)})")
+            m.config = build_config(m, bundle, options, max_batch)
+            version = stage / m.name / "1"
+            version.mkdir(parents=True)
+            for file, artifact in m.files.items():
+                shutil.copyfile(_bundle_file(bundle, artifact), version / file)
+            (stage / m.name / "config.pbtxt").write_text(to_pbtxt(m.config))
+        summary = {m.name: {"variant": m.variant, "artifacts": m.artifacts,
+                            "sha256": {a: bundle.artifacts[a]["sha256"] for a in m.artifacts},
+                            "runs_on": m.config.get("platform") or m.config.get("backend"),
+                            "instances": m.config["instance_group"][0]["kind"]} for m in models}
+        (stage / MARKER).write_text(json.dumps({
+            "format": "ganrt.triton-repository", "bundle": str(bundle.path.resolve()),
+            "bundle_sha256": bundle.sha256(), "spec": bundle.spec.to_dict(), "graph": graph,
+            "max_batch": max_batch, "models": summary}, indent=2))
+        (stage / "README.md").write_text(_readme(bundle, models, skipped, max_batch))
+        progress("checking every config.pbtxt with Triton's schema and against its graph")
+        problems, notes = check_repository(stage)
+        if problems:
+            raise ExportError("the Triton repository failed its check, nothing was written: " + "; ".join(problems))
+        _replace_dir(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return {"repository": str(out), "max_batch": max_batch, "models": summary, "skipped": skipped, "notes": notes}
+
+
+def _replace_dir(stage: Path, out: Path) -> None:
+    """Move ``stage`` to ``out``; a previous repository there is swapped out first, then removed."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(stage, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_options(o: TritonOptions) -> None:
+    if o.device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {o.device!r}")
+    if o.ort_tensorrt not in ORT_TENSORRT:
+        raise ConfigError(f"ort_tensorrt must be one of {', '.join(ORT_TENSORRT)}, got {o.ort_tensorrt!r}")
+    if o.ort_tensorrt != "none" and o.device != "gpu":
+        raise ConfigError("the TensorRT accelerator of onnxruntime runs on GPU instances: drop it or use --device gpu")
+    for name in ("instances", "max_batch"):
+        value = getattr(o, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    if isinstance(o.max_queue_delay_us, bool) or not isinstance(o.max_queue_delay_us, int) or \
+            not 0 <= o.max_queue_delay_us <= 10_000_000:
+        raise ConfigError(f"max_queue_delay_us must be an integer in [0, 10000000], got {o.max_queue_delay_us!r}")
