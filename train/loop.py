@@ -2,7 +2,8 @@
 
 ``train(config, out_dir, resume=False) -> TrainResult``. The run directory holds ``options.json``,
 ``metrics.jsonl``, ``samples/step-XXXXXX.png``, ``checkpoint.safetensors`` (latest, atomically replaced),
-``checkpoint.optim.safetensors`` (optimiser + RNG state for resume) and ``checkpoints/step-XXXXXX.safetensors``.
+``checkpoint.optim.safetensors`` (optimiser + RNG state for resume, committed together with the checkpoint:
+``ganrt.train.state.CheckpointPair``) and ``checkpoints/step-XXXXXX.safetensors``.
 
 Determinism: weights are initialised from ``torch.manual_seed(seed)``; the batch of step ``s`` is a pure
 function of (seed, s) -- each epoch is a permutation drawn from ``PCG64([seed, epoch])`` -- and all noise
@@ -33,11 +34,10 @@ from ganrt.postprocess import to_uint8_nhwc
 from ganrt.spec import GeneratorSpec
 from ganrt.train.config import RESULT_FIELDS, TrainConfig
 from ganrt.train.datasets import ImageDataset, load_dataset
-from ganrt.train.state import load_train_state, save_train_state
+from ganrt.train.state import CHECKPOINT, TRAIN_STATE, CheckpointPair, load_train_state, save_train_state
 from ganrt.train.trainer import Batch, Trainer, trainer_class
 
-CHECKPOINT = "checkpoint.safetensors"
-TRAIN_STATE = "checkpoint.optim.safetensors"
+__all__ = ["CHECKPOINT", "TRAIN_STATE", "TrainResult", "train", "make_spec", "sample_grid"]
 MAX_GRID_ROWS = 16
 
 
@@ -150,7 +150,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    ckpt_path, state_path = out / CHECKPOINT, out / TRAIN_STATE
+    ckpt_path = out / CHECKPOINT
     if resume and not ckpt_path.is_file():
         raise CheckpointError(f"cannot resume: {ckpt_path} does not exist; start the run without --resume")
     if not resume and ckpt_path.exists():
@@ -168,9 +168,10 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
 
     start = 0
     if resume:
-        start = _restore(trainer, config, spec, data, ckpt_path, state_path)
+        start = _restore(trainer, config, spec, data, CheckpointPair(out))
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
+    _remove_stale_temp_files(out)
     atomic_write_json(out / "options.json", {"config": config.to_dict(), "spec": spec.to_dict(),
                                              "dataset": data.identity, "trainer": _qualname(trainer)})
     metrics = out / "metrics.jsonl"
@@ -249,16 +250,19 @@ def _save(trainer: Trainer, config: TrainConfig, spec: GeneratorSpec, data: Imag
     tensors = {f"{prefix}.{k}": v for prefix, mod in trainer.modules().items() for k, v in mod.state_dict().items()}
     ckpt = Checkpoint(spec=spec, tensors=tensors, step=step, discriminator_config=trainer.discriminator_config(),
                       train_config=config.to_dict(), dataset=data.identity, extra={"trainer": _qualname(trainer)})
-    # optimiser state first: a crash between the two writes leaves steps that disagree, which resume detects
-    save_train_state(out / TRAIN_STATE, step=step, optimizers=trainer.optimizers, rng=_rng_states(trainer),
-                     extra_state=trainer.extra_state())
-    save_checkpoint(out / CHECKPOINT, ckpt)
+    rng = _rng_states(trainer)
+    CheckpointPair(out).save(
+        write_state=lambda path: save_train_state(path, step=step, optimizers=trainer.optimizers, rng=rng,
+                                                  extra_state=trainer.extra_state()),
+        write_checkpoint=lambda path: save_checkpoint(path, ckpt))
     if snapshot:
         save_checkpoint(out / "checkpoints" / f"step-{step:06d}.safetensors", ckpt)
 
 
-def _restore(trainer: Trainer, config: TrainConfig, spec: GeneratorSpec, data: ImageDataset, ckpt_path: Path,
-             state_path: Path) -> int:
+def _restore(trainer: Trainer, config: TrainConfig, spec: GeneratorSpec, data: ImageDataset,
+             pair: CheckpointPair) -> int:
+    """Load the run's last checkpoint and its optimiser state; returns the step."""
+    ckpt_path = pair.checkpoint
     ckpt = read_checkpoint(ckpt_path)
     if ckpt.spec != spec:
         raise CheckpointError(f"{ckpt_path} was trained with spec {ckpt.spec.to_json()}, but these options give "
@@ -282,10 +286,11 @@ def _restore(trainer: Trainer, config: TrainConfig, spec: GeneratorSpec, data: I
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0]
             raise CheckpointError(f"{ckpt_path}: {prefix} weights do not fit the model ({first})") from None
-    step, rng, extra = load_train_state(state_path, trainer.optimizers)
-    if step != ckpt.step:
-        raise CheckpointError(f"{state_path} is from step {step} but {ckpt_path} from step {ckpt.step} (a write "
-                              "was interrupted); resume from a snapshot in checkpoints/ instead")
+    state_path = pair.state_for(ckpt.step)
+    state = load_train_state(state_path, trainer.optimizers)
+    if state.step != ckpt.step:
+        raise CheckpointError(f"{state_path} is from step {state.step} but {ckpt_path} from step {ckpt.step}")
+    rng = state.rng
     try:
         torch.set_rng_state(rng["torch"])
         trainer.rng.set_state(rng["trainer"])
@@ -293,8 +298,16 @@ def _restore(trainer: Trainer, config: TrainConfig, spec: GeneratorSpec, data: I
             torch.cuda.set_rng_state(rng["cuda"], trainer.device)
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(f"{state_path}: RNG state is missing or invalid ({e})") from None
-    trainer.load_extra_state(extra)
+    trainer.load_extra_state(state.extra_state)
     return ckpt.step
+
+
+def _remove_stale_temp_files(out: Path) -> None:
+    """Temporary files of writes a kill interrupted (ganrt.fileio names them ``.<name>.<random>.tmp``)."""
+    for folder in (out, out / "samples", out / "checkpoints"):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
 
 
 def _norm(value: Any) -> Any:
