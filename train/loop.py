@@ -220,10 +220,9 @@ def _train(config: TrainConfig, out: Path, resume: bool, progress: bool, world: 
         batches = DeviceBatches(data, order, world, device, use_labels, config.channels_last)
     last_sample: Path | None = _latest_sample(out) if world.is_main else None
     sums: dict[str, float] = {}
-    count = 0
+    count, step_seconds = 0, 0.0  # since the last log line
     logged: dict[str, float] = {}
-    t0 = time.perf_counter()
-    t_log = t_step = t0
+    t0 = t_step = time.perf_counter()
     bar = tqdm(total=config.steps, initial=start, disable=not (progress and world.is_main), unit="step",
                dynamic_ncols=True, desc=f"train {config.arch}" + (f" x{world.size}" if world.distributed else ""))
     try:
@@ -242,27 +241,26 @@ def _train(config: TrainConfig, out: Path, resume: bool, progress: bool, world: 
             count += 1
             done = step + 1
             now = time.perf_counter()
-            step_ips, t_step = config.batch_size / max(now - t_step, 1e-9), now
+            step_seconds += now - t_step  # loading the batch and the step itself, not logs, samples, checkpoints
             bar.set_postfix({**{k: f"{v:.3f}" for k, v in logged.items() if k in ("d_loss", "g_loss", "loss")},
-                             "img/s": f"{step_ips:.0f}"}, refresh=False)
+                             "img/s": f"{config.batch_size / max(now - t_step, 1e-9):.0f}"}, refresh=False)
             bar.update(1)
             final = done == config.steps
             if done % config.log_every == 0 or final:
-                ips = count * config.batch_size / max(now - t_log, 1e-9)
                 logged = world.mean({k: v / count for k, v in sums.items()}, device)  # over the global batch
-                line = {"step": done, "time": round(now - t0, 3), "images_per_s": round(ips, 1),
-                        "step_ms": round(1000 * (now - t_log) / count, 2),
-                        **{k: round(v, 6) for k, v in logged.items()}}
+                line = {"step": done, "time": round(now - t0, 3),
+                        "images_per_s": round(count * config.batch_size / max(step_seconds, 1e-9), 1),
+                        "step_ms": round(1000 * step_seconds / count, 2), **{k: round(v, 6) for k, v in logged.items()}}
                 if world.is_main:
                     with open(metrics, "a", encoding="utf-8") as f:
                         f.write(json.dumps(line) + "\n")
-                sums, count, t_log = {}, 0, now
+                sums, count, step_seconds = {}, 0, 0.0
             if world.is_main and (done % config.sample_every == 0 or final):
                 last_sample = _save_samples(trainer, out, done, config)
             snapshot = final or (config.snapshot_every and done % config.snapshot_every == 0)
             if done % config.checkpoint_every == 0 or final or snapshot:
                 _save(trainer, config, spec, data, out, done, snapshot=bool(snapshot))
-                t_step = time.perf_counter()  # a checkpoint is not a training step
+            t_step = time.perf_counter()
     finally:
         bar.close()
     seconds = time.perf_counter() - t0

@@ -31,6 +31,16 @@ def unlabelled_npz(tmp_path):
     return path
 
 
+@pytest.fixture
+def image_folder(tmp_path):
+    """12 random RGB images, 36x40 (resized and cropped when loaded), in class subfolders cat/ and dog/."""
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        for i in range(6):
+            write_png(tmp_path / "images" / cls / f"{i}.png", rng.integers(0, 256, (36, 40, 3), dtype=np.uint8))
+    return tmp_path / "images"
+
+
 def tiny_config(dataset, **changes):
     """A TrainConfig that trains in well under a second per step on one thread."""
     from ganrt.train.config import TrainConfig

@@ -15,25 +15,15 @@ from ganrt.train.loop import train
 from .conftest import tiny_config, write_png
 
 
-@pytest.fixture
-def folder(tmp_path):
-    """12 RGB images of mixed sizes in 2 class subfolders."""
-    rng = np.random.default_rng(0)
-    for cls in ("cat", "dog"):
-        for i in range(6):
-            write_png(tmp_path / "images" / cls / f"{i}.png", rng.integers(0, 256, (36, 40, 3), dtype=np.uint8))
-    return tmp_path / "images"
-
-
-def test_an_indexed_folder_reads_the_pixels_load_dataset_decodes(folder):
-    loaded, index = load_dataset(folder, 32), index_folder(folder, 32)
+def test_an_indexed_folder_reads_the_pixels_load_dataset_decodes(image_folder):
+    loaded, index = load_dataset(image_folder, 32), index_folder(image_folder, 32)
     assert len(index) == len(loaded) == 12 and index.channels == loaded.channels == 3
     assert index.class_names == ["cat", "dog"] and np.array_equal(index.labels, loaded.labels)
     assert all(np.array_equal(index.read(i), loaded.images[i]) for i in range(12))
     assert index.identity["files_sha256"] == loaded.identity["files_sha256"]
     assert index.identity["labels_sha256"] == loaded.identity["labels_sha256"]
-    gray = index_folder(folder, 32, channels=1)
-    assert gray.read(0).shape == (32, 32, 1) and np.array_equal(gray.read(0), load_dataset(folder, 32, 1).images[0])
+    gray, gray_loaded = index_folder(image_folder, 32, channels=1), load_dataset(image_folder, 32, channels=1)
+    assert gray.read(0).shape == (32, 32, 1) and np.array_equal(gray.read(0), gray_loaded.images[0])
 
 
 def test_a_folder_of_gray_files_is_one_channel_and_the_hash_follows_the_bytes(tmp_path):
@@ -50,8 +40,8 @@ def test_index_folder_needs_a_folder(labelled_npz):
         index_folder(labelled_npz, 32)
 
 
-def test_data_workers_train_the_same_weights_and_resume_either_way(tmp_path, folder):
-    config = tiny_config(folder, steps=4, checkpoint_every=2, diffaugment="translation")
+def test_data_workers_train_the_same_weights_and_resume_either_way(tmp_path, image_folder):
+    config = tiny_config(image_folder, steps=4, checkpoint_every=2, diffaugment="translation")
     train(config, tmp_path / "memory", progress=False)
     train(config.replace(data_workers=2), tmp_path / "workers", progress=False)
     memory, workers = (read_checkpoint(tmp_path / r / "checkpoint.safetensors").tensors for r in ("memory", "workers"))
@@ -64,8 +54,8 @@ def test_data_workers_train_the_same_weights_and_resume_either_way(tmp_path, fol
     assert all(torch.equal(memory[k], split[k]) for k in memory)
 
 
-def test_resuming_with_workers_from_another_folder_is_refused(tmp_path, folder):
-    train(tiny_config(folder, steps=1), tmp_path / "run", progress=False)
-    write_png(folder / "cat" / "0.png", np.zeros((36, 40, 3), dtype=np.uint8))
+def test_resuming_with_workers_from_another_folder_is_refused(tmp_path, image_folder):
+    train(tiny_config(image_folder, steps=1), tmp_path / "run", progress=False)
+    write_png(image_folder / "cat" / "0.png", np.zeros((36, 40, 3), dtype=np.uint8))
     with pytest.raises(DataError, match="cannot resume .* trained on dataset 'images'"):
-        train(tiny_config(folder, steps=2, data_workers=1), tmp_path / "run", resume=True, progress=False)
+        train(tiny_config(image_folder, steps=2, data_workers=1), tmp_path / "run", resume=True, progress=False)

@@ -16,22 +16,13 @@ from ganrt.train.loop import train
 from ganrt.train.state import load_train_state
 
 from . import multiproc_worker as worker
-from .conftest import tiny_config, write_png
+from .conftest import tiny_config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
-@pytest.fixture
-def folder(tmp_path):
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        for i in range(8):
-            write_png(tmp_path / "images" / cls / f"{i}.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
-    return tmp_path / "images"
-
-
-def test_fp16_channels_last_and_loader_workers_train_and_resume_on_cuda(tmp_path, folder):
-    config = tiny_config(folder, device="cuda", precision="fp16", channels_last=True, data_workers=2, steps=4,
+def test_fp16_channels_last_and_loader_workers_train_and_resume_on_cuda(tmp_path, image_folder):
+    config = tiny_config(image_folder, device="cuda", precision="fp16", channels_last=True, data_workers=2, steps=4,
                          checkpoint_every=2, r1_gamma=1.0, r1_every=1, diffaugment="color,translation")
     full = train(config, tmp_path / "full", progress=False)
     assert all(np.isfinite(v) for v in full.losses.values()) and full.images_per_s > 0
