@@ -1,8 +1,8 @@
 """Training on 2 CPU processes (torch.distributed, gloo on loopback, started by torch's elastic launcher).
 
-One launch of ``multiproc_worker.py`` trains every family and the equivalence configurations; the resume and
-fault tests go through ``ganrt train --nproc-per-node 2`` itself. Tiny models, tens of steps: about a
-minute on 2 cores in all.
+One launch of ``multiproc_worker.py`` trains every family, the equivalence configurations and a reference
+run; the resume test starts ``torchrun -m ganrt.train`` and the fault test ``ganrt train --nproc-per-node 2``.
+Tiny models, tens of steps.
 """
 
 from __future__ import annotations
@@ -30,13 +30,6 @@ TIMEOUT = 300  # seconds for one launch: far above what it takes, so a hang fail
 
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def _ganrt_train(*args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "ganrt", "train", *args], env=_env(), capture_output=True,
-                          text=True, timeout=TIMEOUT)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
 
 
 def _tensors(run: Path) -> dict[str, torch.Tensor]:
@@ -117,7 +110,10 @@ def test_resume_on_another_world_size_continues_within_float_tolerance(worker_ru
     at_split = _tensors(tmp_path / "one")
     shutil.copytree(tmp_path / "one", tmp_path / "two")
     train(config, tmp_path / "one", resume=True, progress=False)
-    _ganrt_train("--out", str(tmp_path / "two"), "--resume", "--steps", "60", "--no-progress", "--nproc-per-node", "2")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "ganrt.train", "--out", str(tmp_path / "two"), "--resume", "--steps", "60",
+                           "--no-progress"], env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]  # torchrun -m ganrt.train itself
     launch = json.loads((tmp_path / "two" / "options.json").read_text())["launch"]
     assert launch["resumed_from"] == {"step": 30, "world_size": 1} and launch["world_size"] == 2
     one, two = _tensors(tmp_path / "one"), _tensors(tmp_path / "two")
