@@ -12,7 +12,7 @@ from ganrt.errors import DataError
 from ganrt.train.datasets import index_folder, load_dataset
 from ganrt.train.loop import train
 
-from .conftest import tiny_config, write_png
+from .conftest import tiny_config, train_in_fresh_process, write_png
 
 
 def test_an_indexed_folder_reads_the_pixels_load_dataset_decodes(image_folder):
@@ -43,11 +43,11 @@ def test_index_folder_needs_a_folder(labelled_npz):
 def test_data_workers_train_the_same_weights_and_resume_either_way(tmp_path, image_folder):
     config = tiny_config(image_folder, steps=4, checkpoint_every=2, diffaugment="translation")
     train(config, tmp_path / "memory", progress=False)
-    train(config.replace(data_workers=2), tmp_path / "workers", progress=False)
+    train_in_fresh_process(config.replace(data_workers=2), tmp_path / "workers")
     memory, workers = (read_checkpoint(tmp_path / r / "checkpoint.safetensors").tensors for r in ("memory", "workers"))
     assert all(torch.equal(memory[k], workers[k]) for k in memory)
 
-    train(config.replace(steps=2, data_workers=2), tmp_path / "split", progress=False)
+    train_in_fresh_process(config.replace(steps=2, data_workers=2), tmp_path / "split")
     result = train(config, tmp_path / "split", resume=True, progress=False)  # resumed decoding up front
     assert result.start_step == 2
     split = read_checkpoint(tmp_path / "split" / "checkpoint.safetensors").tensors

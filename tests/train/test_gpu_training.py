@@ -16,7 +16,7 @@ from ganrt.train.loop import train
 from ganrt.train.state import load_train_state
 
 from . import multiproc_worker as worker
-from .conftest import tiny_config
+from .conftest import tiny_config, train_in_fresh_process
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -24,9 +24,10 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def test_fp16_channels_last_and_loader_workers_train_and_resume_on_cuda(tmp_path, image_folder):
     config = tiny_config(image_folder, device="cuda", precision="fp16", channels_last=True, data_workers=2, steps=4,
                          checkpoint_every=2, r1_gamma=1.0, r1_every=1, diffaugment="color,translation")
-    full = train(config, tmp_path / "full", progress=False)
-    assert all(np.isfinite(v) for v in full.losses.values()) and full.images_per_s > 0
-    train(config.replace(steps=2), tmp_path / "split", progress=False)
+    train_in_fresh_process(config, tmp_path / "full")
+    lines = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(v) for line in lines for v in line.values()) and lines[-1]["images_per_s"] > 0
+    train_in_fresh_process(config.replace(steps=2), tmp_path / "split")
     from ganrt.models import get
     from ganrt.train.trainer import trainer_class
 
@@ -34,8 +35,9 @@ def test_fp16_channels_last_and_loader_workers_train_and_resume_on_cuda(tmp_path
     trainer = trainer_class(get("dcgan"))(config, ckpt.spec, device="cuda")
     state = load_train_state(tmp_path / "split" / "checkpoint.optim.safetensors", trainer.optimizers)
     assert set(state.grad_scalers) == {"D", "G"} and all(s["scale"] > 0 for s in state.grad_scalers.values())
-    resumed = train(config, tmp_path / "split", resume=True, progress=False)
-    assert resumed.start_step == 2 and resumed.step == 4
+    train_in_fresh_process(config, tmp_path / "split", resume=True)
+    options = json.loads((tmp_path / "split" / "options.json").read_text())
+    assert options["launch"]["resumed_from"]["step"] == 2
     a = read_checkpoint(tmp_path / "full" / "checkpoint.safetensors").tensors
     b = read_checkpoint(tmp_path / "split" / "checkpoint.safetensors").tensors
     assert max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point()) < 1e-3
