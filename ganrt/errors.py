@@ -52,3 +52,7 @@ class ConfigError(GanrtError):
 
 class MetricError(GanrtError):
     """A metric cannot be computed from the given inputs (too few samples, missing weights...)."""
+
+
+class LaunchError(GanrtError):
+    """Processes started by the multi-process launcher (torchrun) failed."""

@@ -3,11 +3,16 @@
 Options start from the TrainConfig defaults, then a ``--preset``, then what is given on the command line.
 With ``--resume`` the run's own options (stored in its checkpoint) are the base instead, and only options
 given explicitly change them (``--steps`` to train further).
+
+With ``--nproc-per-node N`` (or ``--nnodes``, ``--max-restarts``) the command checks its options, then starts
+the run through torch's elastic launcher (``ganrt.train.launch``): each worker runs ``python -m ganrt.train``
+with this command line minus the launcher options -- exactly what ``torchrun -m ganrt.train`` runs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +29,11 @@ DEFAULTS: dict[str, Any] = {
     "feature_matching": 0.0, "diffaugment": "", "spectral_norm": None, "minibatch_stddev": True,
     "minibatch_discrimination": False, "ortho_reg": 0.0, "d_steps": 1,
     "ema_decay": 0.999, "ema_start": 0, "latent_dim": 64, "conditional": "auto", "seed": 0, "sample_every": 500,
-    "checkpoint_every": 500, "snapshot_every": 0, "log_every": 50, "device": "cpu",
+    "checkpoint_every": 500, "snapshot_every": 0, "log_every": 50, "device": "cpu", "precision": "fp32",
+    "channels_last": False, "sync_batchnorm": False, "data_workers": 0,
 }
+# Options of the launcher, not of the run: they never reach TrainConfig or the workers' command line.
+LAUNCH_OPTIONS = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "rdzv_id", "max_restarts")
 
 
 def _opt(*decls: str, **kw: Any):
@@ -49,7 +57,9 @@ def _opt(*decls: str, **kw: Any):
       help="Image channels; auto: 1 when every image is gray, else 3.")
 @_opt("--steps", type=click.IntRange(min=1), default=DEFAULTS["steps"],
       help="Total optimisation steps (with --resume: train up to this many).")
-@_opt("--batch-size", type=click.IntRange(min=1), default=DEFAULTS["batch_size"], help="Images per step.")
+@_opt("--batch-size", type=click.IntRange(min=1), default=DEFAULTS["batch_size"],
+      help="Images per step over all processes (the global batch); each of N processes takes batch-size / N, "
+           "so a run's numbers do not depend on N.")
 @_opt("--lr-g", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS["lr_g"], help="Adam lr of G.")
 @_opt("--lr-d", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS["lr_d"],
       help="Adam lr of D (TTUR: set apart from --lr-g).")
@@ -97,7 +107,29 @@ def _opt(*decls: str, **kw: Any):
       help="Append mean losses to metrics.jsonl every N steps.")
 @_opt("--threads", type=click.IntRange(min=1), default=None,
       help="torch CPU threads. [default: torch's own (the number of cores)]")
-@_opt("--device", default=DEFAULTS["device"], help="cpu or cuda[:N].")
+@_opt("--device", default=DEFAULTS["device"],
+      help="cpu or cuda[:N]; with several processes 'cuda' gives each the GPU of its local rank.")
+@_opt("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=DEFAULTS["precision"],
+      help="Forward passes under autocast: bf16 (CUDA or CPU), fp16 (CUDA, with a gradient scaler per optimizer).")
+@_opt("--channels-last/--no-channels-last", default=DEFAULTS["channels_last"],
+      help="NHWC memory format for G, D and the batches (faster convolutions on tensor-core GPUs).")
+@_opt("--sync-batchnorm/--no-sync-batchnorm", default=DEFAULTS["sync_batchnorm"],
+      help="BatchNorm statistics over the global batch instead of each process's share (SyncBatchNorm; CUDA).")
+@_opt("--data-workers", type=click.IntRange(min=0), default=DEFAULTS["data_workers"],
+      help="DataLoader worker processes (per training process) that decode a folder dataset while training, "
+           "with pinned memory on CUDA; 0 decodes it all up front. mnist and .npz data always sit in memory.")
+@_opt("--nproc-per-node", type=click.IntRange(min=1), default=1,
+      help="Training processes on this machine (torch.distributed data parallel through torchrun's launcher: "
+           "gloo on CPU, NCCL on CUDA; one GPU each with --device cuda).")
+@_opt("--nnodes", default="1", help="Machines taking part: N, or MIN:MAX for an elastic range.")
+@_opt("--node-rank", type=click.IntRange(min=0), default=None,
+      help="This machine's rank (static rendezvous at --rdzv-endpoint). [default: assigned by the rendezvous]")
+@_opt("--rdzv-endpoint", default=None,
+      help="HOST:PORT of the rendezvous that all machines reach (several machines). [default: this machine, a "
+           "free port]")
+@_opt("--rdzv-id", default="ganrt", help="Name of the job at the rendezvous; the same on every machine.")
+@_opt("--max-restarts", type=click.IntRange(min=0), default=0,
+      help="Restart all processes up to this many times after one fails; they resume from the last checkpoint.")
 @_opt("--resume", is_flag=True, default=False,
       help="Continue the run in --out exactly where it stopped (weights, EMA, optimiser, RNG, step).")
 @_opt("--progress/--no-progress", default=True, help="Show a progress bar.")
@@ -112,10 +144,34 @@ def train(ctx: click.Context, out_dir: Path, preset: str | None, resume: bool, p
       ganrt train --preset demo --out runs/demo
       ganrt train --arch dcgan --dataset mnist --steps 2000 --out runs/mnist
       ganrt train --out runs/mnist --resume --steps 4000
+      ganrt train --preset demo --out runs/demo2 --nproc-per-node 2      # 2 processes, same numbers
     """
+    from ganrt.train.launch import Launch
+
+    launch = Launch(**{k: options.pop(k) for k in LAUNCH_OPTIONS})
+    config = _resolve_config(ctx, out_dir, preset, resume, options)
+    if launch.wanted:
+        _launch(ctx, launch, config, out_dir, resume)
+        return
+    from ganrt.train.loop import train as run_training
+
+    result = run_training(config, out_dir, resume=resume, progress=progress)
+    if result.world_size > 1 and int(os.environ.get("RANK", "0")) != 0:
+        return  # rank 0 reports for the run
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    rate = f"{result.images_per_s:.0f} images/s" if result.images_per_s else "nothing left to train"
+    procs = f" on {result.world_size} processes" if result.world_size > 1 else ""
+    click.echo(f"trained {config.arch} to step {result.step}{procs} in {result.seconds:.1f} s ({rate})")
+    click.echo(f"  checkpoint: {result.checkpoint}")
+    click.echo(f"  samples:    {result.samples}")
+    click.echo(f"  log:        {result.metrics}")
+
+
+def _resolve_config(ctx: click.Context, out_dir: Path, preset: str | None, resume: bool, options: dict[str, Any]):
     from ganrt.train.config import TrainConfig
     from ganrt.train.loop import CHECKPOINT
-    from ganrt.train.loop import train as run_training
     from ganrt.train.presets import PRESETS
 
     explicit = {k: v for k, v in options.items()
@@ -124,9 +180,9 @@ def train(ctx: click.Context, out_dir: Path, preset: str | None, resume: bool, p
         raise click.UsageError("--preset cannot be combined with --resume: a resumed run keeps its own options")
     base = _fields(options)
     if resume and (out_dir / CHECKPOINT).is_file():
-        from ganrt.checkpoint import read_checkpoint
+        from ganrt.checkpoint import read_metadata
 
-        base.update(read_checkpoint(out_dir / CHECKPOINT).train_config)  # the run's own options
+        base.update(read_metadata(out_dir / CHECKPOINT).get("train_config") or {})  # the run's own options
     elif preset:
         base.update(PRESETS[preset][1])
     base.update(_fields(explicit))
@@ -136,16 +192,47 @@ def train(ctx: click.Context, out_dir: Path, preset: str | None, resume: bool, p
             betas[i] = explicit[name]
         base.pop(name)
     base["betas"] = tuple(betas)
-    config = TrainConfig.from_dict(base)
-    result = run_training(config, out_dir, resume=resume, progress=progress)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-        return
-    rate = f"{result.images_per_s:.0f} images/s" if result.images_per_s else "nothing left to train"
-    click.echo(f"trained {config.arch} to step {result.step} in {result.seconds:.1f} s ({rate})")
-    click.echo(f"  checkpoint: {result.checkpoint}")
-    click.echo(f"  samples:    {result.samples}")
-    click.echo(f"  log:        {result.metrics}")
+    return TrainConfig.from_dict(base)
+
+
+def _launch(ctx: click.Context, launch, config, out_dir: Path, resume: bool) -> None:
+    """Check what can be checked here (so a mistake is one line, not one per process and restart), then start
+    the workers through torch's elastic launcher."""
+    from ganrt.errors import ConfigError
+    from ganrt.train.datasets import check_source
+    from ganrt.train.launch import launch as start_workers
+    from ganrt.train.loop import check_batch_split, check_run_directory
+    from ganrt.train.precision import check_precision
+
+    if "WORLD_SIZE" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ:
+        raise ConfigError("this process was already started by torchrun: drop --nproc-per-node, --nnodes and "
+                          "--max-restarts (they are torchrun's own options)")
+    launch.validate()
+    check_run_directory(out_dir, resume)
+    if ":" not in launch.nnodes:
+        check_batch_split(config.batch_size, launch.nproc_per_node * int(launch.nnodes))
+    check_precision(config.precision, "cuda" if config.device.startswith("cuda") else "cpu")
+    check_source(config.dataset)
+    start_workers(launch, _worker_args(ctx))
+
+
+def _worker_args(ctx: click.Context) -> list[str]:
+    """This command line as given (explicit options only), minus the launcher's options: what each worker runs."""
+    args: list[str] = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name in LAUNCH_OPTIONS:
+            continue
+        if ctx.get_parameter_source(param.name) in (click.core.ParameterSource.DEFAULT, None):
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag:
+            if param.secondary_opts:
+                args.append(param.opts[0] if value else param.secondary_opts[0])
+            elif value:
+                args.append(param.opts[0])
+        else:
+            args += [param.opts[0], str(value)]
+    return args
 
 
 def _fields(options: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from ganrt.errors import ConfigError
 LOSSES = ("nonsaturating", "hinge", "wgan", "wgan-gp")
 AUGMENT_POLICIES = ("color", "translation", "cutout")
 CONDITIONAL_MODES = ("auto", "on", "off")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -25,7 +26,7 @@ class TrainConfig:
     resolution: int = 32
     channels: int | None = None  # None: from the data (all-gray -> 1, else 3)
     steps: int = 2000  # total optimisation steps (a resumed run continues up to this)
-    batch_size: int = 64
+    batch_size: int = 64  # the global batch: images per step over all processes (each takes batch_size / N)
     lr_g: float = 2e-4  # TTUR: G and D have their own learning rates
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
@@ -55,6 +56,10 @@ class TrainConfig:
     sample_columns: int = 8  # images per row of the sample grid (one row per class when conditional)
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
     device: str = "cpu"
+    precision: str = "fp32"  # autocast dtype of forward passes: fp32 (off), bf16, fp16 (CUDA, gradient scaler)
+    channels_last: bool = False  # NHWC memory format for G, D and the image batches (faster convolutions on GPUs)
+    sync_batchnorm: bool = False  # BatchNorm statistics over the global batch (SyncBatchNorm, CUDA)
+    data_workers: int = 0  # >0: a folder dataset is decoded by this many DataLoader workers per process
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
@@ -76,6 +81,7 @@ class TrainConfig:
         positive("snapshot_every", 0)
         positive("ema_start", 0)
         positive("seed", 0)
+        positive("data_workers", 0)
         require(self.channels in (None, 1, 3), f"channels must be 1, 3 or None (from the data), got {self.channels!r}")
         require(self.width is None or (isinstance(self.width, int) and self.width >= 1),
                 f"width must be a positive integer or None, got {self.width!r}")
@@ -91,6 +97,7 @@ class TrainConfig:
                 f"conditional must be one of {CONDITIONAL_MODES}, got {self.conditional!r}")
         require(self.device in ("cpu", "cuda") or self.device.startswith("cuda:"),
                 f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        require(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         require(isinstance(self.arch_kwargs, dict), "arch_kwargs must be a dict")
         require(isinstance(self.trainer_options, dict), "trainer_options must be a dict")
         bad = [p for p in self.augment_policies if p not in AUGMENT_POLICIES]
@@ -121,5 +128,5 @@ class TrainConfig:
 
 # Options that may differ between a run and its resumption without changing what it computes.
 RESUMABLE_CHANGES = ("steps", "sample_every", "checkpoint_every", "snapshot_every", "log_every", "sample_columns",
-                     "device", "dataset")
+                     "device", "dataset", "channels_last", "data_workers")
 RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in RESUMABLE_CHANGES)

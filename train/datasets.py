@@ -12,6 +12,11 @@ resolution, channels, sha256 of the pixel data, ...), which checkpoints record s
   gray, else 3, unless ``channels`` forces one.
 - an ``.npz`` with ``images`` (N, H, W[, C]) uint8, optional ``labels`` (N,) integers and optional
   ``num_classes``; read with ``allow_pickle=False``.
+
+``index_folder(source, resolution, channels=None) -> FolderIndex`` lists a folder without decoding it, for
+training that decodes images in DataLoader workers (``--data-workers``): files, labels, channels (auto: 1
+when every file is stored gray -- its mode, not its pixels) and an identity whose ``files_sha256`` (of
+the files' names and bytes) ``load_dataset`` records for folders too, so either can resume the other.
 """
 
 from __future__ import annotations
@@ -51,30 +56,67 @@ class ImageDataset:
         return int(self.images.shape[1])
 
 
-def load_dataset(source: str | os.PathLike, resolution: int, channels: int | None = None) -> ImageDataset:
+@dataclass
+class FolderIndex:
+    """A folder dataset listed but not decoded: what DataLoader workers read from."""
+
+    folder: Path
+    files: list[Path]
+    labels: np.ndarray | None  # (N,) int64, or None
+    num_classes: int
+    channels: int
+    resolution: int
+    identity: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def read(self, index: int) -> np.ndarray:
+        """(H, W, C) uint8 of image ``index``, exactly as ``load_dataset`` decodes it."""
+        return _set_channels(_read_image(self.files[index], self.resolution)[None], self.channels)[0]
+
+
+def check_source(source: str | os.PathLike) -> Path | None:
+    """The dataset's path (None for a built-in name); a DataError when it names nothing readable."""
+    text = str(source)
+    if text.lower() in BUILTIN:
+        return None
+    path = Path(source).expanduser()
+    if not path.exists():
+        if os.sep not in text and "." not in text:
+            raise DataError(f"unknown dataset {text!r}: built-in datasets are {', '.join(BUILTIN)}; "
+                            "otherwise give a folder of PNG/JPEG images or an .npz file")
+        raise DataError(f"dataset path {path} does not exist; give a folder of PNG/JPEG images, an .npz file, "
+                        f"or a built-in name ({', '.join(BUILTIN)})")
+    if not path.is_dir() and path.suffix.lower() != ".npz":
+        raise DataError(f"cannot read dataset {path}: expected a folder of images or an .npz file, "
+                        f"got a {path.suffix or 'suffix-less'} file")
+    return path
+
+
+def _check_shape_args(resolution: Any, channels: Any) -> None:
     if not isinstance(resolution, int) or resolution < 4:
         raise DataError(f"resolution must be an integer >= 4, got {resolution!r}")
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1, 3 or None (inferred from the data), got {channels!r}")
+
+
+def load_dataset(source: str | os.PathLike, resolution: int, channels: int | None = None) -> ImageDataset:
+    _check_shape_args(resolution, channels)
     text = str(source)
-    if text.lower() in BUILTIN:
+    path = check_source(source)
+    extra: dict[str, Any] = {}
+    if path is None:
         images, labels, names, name = *_load_mnist(), "mnist"
         num_classes = 10
     else:
-        path = Path(source).expanduser()
-        if not path.exists():
-            if os.sep not in text and "." not in text:
-                raise DataError(f"unknown dataset {text!r}: built-in datasets are {', '.join(BUILTIN)}; "
-                                "otherwise give a folder of PNG/JPEG images or an .npz file")
-            raise DataError(f"dataset path {path} does not exist; give a folder of PNG/JPEG images, an .npz file, "
-                            f"or a built-in name ({', '.join(BUILTIN)})")
         if path.is_dir():
-            images, labels, names = _load_folder(path, resolution)
-        elif path.suffix.lower() == ".npz":
-            images, labels, names = _load_npz(path)
+            files, labels, names = _folder_files(path)
+            images = _decode_all(path, files, resolution)
+            extra["files_sha256"] = _files_sha256(path, files)
         else:
-            raise DataError(f"cannot read dataset {path}: expected a folder of images or an .npz file, "
-                            f"got a {path.suffix or 'suffix-less'} file")
+            images, labels, names = _load_npz(path)
         name = path.name
         num_classes = len(names) if names else 0
     images = _resize_all(images, resolution)
@@ -97,6 +139,7 @@ def load_dataset(source: str | os.PathLike, resolution: int, channels: int | Non
         identity["labels_sha256"] = hashlib.sha256(labels.tobytes()).hexdigest()
     if names:
         identity["class_names"] = list(names)
+    identity.update(extra)
     return ImageDataset(images=images, labels=labels, num_classes=int(num_classes), identity=identity,
                         class_names=list(names) if names else None)
 
@@ -132,7 +175,8 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _load_folder(folder: Path, resolution: int) -> tuple[list[np.ndarray], np.ndarray | None, list[str]]:
+def _folder_files(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str]]:
+    """The image files of a folder (sorted; class subfolders in sorted order), their labels and class names."""
     top = _image_files(folder)
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     classes = [d for d in subdirs if _image_files(d)]
@@ -140,16 +184,21 @@ def _load_folder(folder: Path, resolution: int) -> tuple[list[np.ndarray], np.nd
         raise DataError(f"{folder} holds images both at its top level ({len(top)}) and in class subfolders "
                         f"({', '.join(d.name for d in classes[:5])}); put every image in a class subfolder, or none")
     if classes:
-        files = [(p, k) for k, d in enumerate(classes) for p in _image_files(d)]
+        pairs = [(p, k) for k, d in enumerate(classes) for p in _image_files(d)]
         names = [d.name for d in classes]
     else:
-        files = [(p, -1) for p in top]
+        pairs = [(p, -1) for p in top]
         names = []
-    if not files:
+    if not pairs:
         raise DataError(f"{folder} holds no images: expected *.png / *.jpg / *.jpeg files, directly or in one "
                         "subfolder per class")
+    labels = np.array([k for _, k in pairs], dtype=np.int64) if classes else None
+    return [p for p, _ in pairs], labels, names
+
+
+def _decode_all(folder: Path, files: list[Path], resolution: int) -> list[np.ndarray]:
     images, failed = [], []
-    for p, _ in files:
+    for p in files:
         try:
             images.append(_read_image(p, resolution))
         except Exception as e:  # PIL raises several types for truncated or foreign files
@@ -157,8 +206,46 @@ def _load_folder(folder: Path, resolution: int) -> tuple[list[np.ndarray], np.nd
     if failed:
         raise DataError(f"{len(failed)} of {len(files)} image files in {folder} cannot be read: "
                         f"{', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}; fix or remove them")
-    labels = np.array([k for _, k in files], dtype=np.int64) if classes else None
-    return images, labels, names
+    return images
+
+
+def _files_sha256(folder: Path, files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def index_folder(source: str | os.PathLike, resolution: int, channels: int | None = None) -> FolderIndex:
+    """List a folder dataset without decoding it (for ``--data-workers``); see the module docstring."""
+    _check_shape_args(resolution, channels)
+    path = check_source(source)
+    if path is None or not path.is_dir():
+        raise DataError(f"--data-workers reads a folder of images; {source!r} is not one (use --data-workers 0)")
+    files, labels, names = _folder_files(path)
+    if channels is None:
+        from PIL import Image
+
+        modes = set()
+        for p in files:
+            try:
+                with Image.open(p) as im:
+                    modes.add(im.mode)
+            except Exception as e:
+                raise DataError(f"image file {p} cannot be read ({type(e).__name__}); fix or remove it") from None
+        channels = 1 if modes <= set(GRAY_MODES) else 3
+    num_classes = len(names)
+    identity = {"name": path.name, "source": str(path.resolve()), "n": len(files), "resolution": resolution,
+                "channels": channels, "num_classes": num_classes, "files_sha256": _files_sha256(path, files)}
+    if labels is not None:
+        identity["labels_sha256"] = hashlib.sha256(labels.tobytes()).hexdigest()
+        identity["class_names"] = list(names)
+    return FolderIndex(folder=path, files=files, labels=labels, num_classes=num_classes, channels=channels,
+                       resolution=resolution, identity=identity, class_names=list(names) or None)
 
 
 def _read_image(path: Path, resolution: int) -> np.ndarray:

@@ -2,13 +2,21 @@
 
 ``train(config, out_dir, resume=False) -> TrainResult``. The run directory holds ``options.json``,
 ``metrics.jsonl``, ``samples/step-XXXXXX.png``, ``checkpoint.safetensors`` (latest, atomically replaced),
-``checkpoint.optim.safetensors`` (optimiser + RNG state for resume) and ``checkpoints/step-XXXXXX.safetensors``.
+``checkpoint.optim.safetensors`` (optimiser + RNG state for resume, committed together with the checkpoint:
+``ganrt.train.state.CheckpointPair``) and ``checkpoints/step-XXXXXX.safetensors``.
 
 Determinism: weights are initialised from ``torch.manual_seed(seed)``; the batch of step ``s`` is a pure
 function of (seed, s) -- each epoch is a permutation drawn from ``PCG64([seed, epoch])`` -- and all noise
 comes from a ``torch.Generator`` seeded with ``seed`` whose state is saved with every checkpoint, as is
 the global torch RNG. So N steps equal N/2 steps + ``resume`` + N/2 steps, bit for bit, on the same
 machine, thread count and torch version.
+
+Several processes (torchrun; ``ganrt train --nproc-per-node N``): ``config.batch_size`` is the global batch,
+each rank trains on its consecutive share of it (``ganrt.train.batches``) and draws its rows of the global
+batch's noise (``ganrt.train.noise``); G and D are DistributedDataParallel replicas. Rank 0 alone writes the
+run directory; the global torch RNG (used inside models, e.g. StyleGAN's noise inputs) is rank 0's
+continuation of the one-process stream and a seed of (seed, rank) on the others, all saved for resume.
+After a restart by torchrun's elastic agent (``--max-restarts``) the run resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -24,20 +32,21 @@ import numpy as np
 import torch
 
 from ganrt.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
-from ganrt.errors import BackendUnavailable, CheckpointError, ConfigError, DataError
+from ganrt.errors import CheckpointError, ConfigError, DataError
 from ganrt.fileio import atomic_write_json, atomic_write_text
 from ganrt.images import save_grid
 from ganrt.latents import latents_from_seeds
 from ganrt.models import get
 from ganrt.postprocess import to_uint8_nhwc
 from ganrt.spec import GeneratorSpec
+from ganrt.train.batches import BatchOrder, DeviceBatches, LoaderBatches
 from ganrt.train.config import RESULT_FIELDS, TrainConfig
-from ganrt.train.datasets import ImageDataset, load_dataset
-from ganrt.train.state import load_train_state, save_train_state
-from ganrt.train.trainer import Batch, Trainer, trainer_class
+from ganrt.train.datasets import FolderIndex, ImageDataset, index_folder, load_dataset
+from ganrt.train.state import CHECKPOINT, TRAIN_STATE, CheckpointPair, load_train_state, save_train_state
+from ganrt.train.trainer import Trainer, trainer_class
+from ganrt.train.world import World, parameter_fingerprint, rank_seed
 
-CHECKPOINT = "checkpoint.safetensors"
-TRAIN_STATE = "checkpoint.optim.safetensors"
+__all__ = ["CHECKPOINT", "TRAIN_STATE", "TrainResult", "train", "make_spec", "sample_grid"]
 MAX_GRID_ROWS = 16
 
 
@@ -52,44 +61,16 @@ class TrainResult:
     seconds: float
     images_per_s: float
     losses: dict[str, float] = field(default_factory=dict)  # the last logged values
+    world_size: int = 1  # processes that trained (images_per_s counts all of them)
 
     def to_dict(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir), "checkpoint": str(self.checkpoint),
                 "samples": str(self.samples) if self.samples else None, "metrics": str(self.metrics),
                 "step": self.step, "start_step": self.start_step, "seconds": round(self.seconds, 3),
-                "images_per_s": round(self.images_per_s, 2), "losses": self.losses}
+                "images_per_s": round(self.images_per_s, 2), "losses": self.losses, "world_size": self.world_size}
 
 
-class BatchSampler:
-    """The batch of step ``s`` from (seed, s) alone: epochs are seeded permutations, read in order."""
-
-    def __init__(self, data: ImageDataset, batch_size: int, seed: int, device: torch.device,
-                 use_labels: bool) -> None:
-        self.n = len(data)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.device = device
-        self.images = torch.from_numpy(data.images).to(device)  # (N, H, W, C) uint8
-        self.labels = torch.from_numpy(data.labels).to(device) if use_labels else None
-        self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        if epoch != self._epoch:
-            self._epoch = epoch
-            self._perm = np.random.Generator(np.random.PCG64([self.seed, epoch])).permutation(self.n)
-        return self._perm
-
-    def indices(self, step: int) -> np.ndarray:
-        pos = np.arange(step * self.batch_size, (step + 1) * self.batch_size)
-        return np.array([self._permutation(int(p // self.n))[p % self.n] for p in pos], dtype=np.int64)
-
-    def batch(self, step: int) -> Batch:
-        idx = torch.from_numpy(self.indices(step)).to(self.device)
-        x = self.images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, C, H, W) in [-1, 1]
-        return Batch(images=x, labels=self.labels[idx] if self.labels is not None else None)
-
-
-def make_spec(config: TrainConfig, data: ImageDataset) -> GeneratorSpec:
+def make_spec(config: TrainConfig, data: ImageDataset | FolderIndex) -> GeneratorSpec:
     """The GeneratorSpec a config trains on a dataset; validates the family's constraints."""
     family = get(config.arch)
     if config.resolution not in family.supported_resolutions:
@@ -114,18 +95,35 @@ def make_spec(config: TrainConfig, data: ImageDataset) -> GeneratorSpec:
                          has_truncation=family.has_truncation, arch_kwargs=kwargs)
 
 
-def _device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BackendUnavailable(f"device {name!r} was asked for, but torch sees no CUDA GPU here; "
-                                 "use device='cpu' (--device cpu)")
-    return torch.device(name)
-
-
 def _rng_states(trainer: Trainer) -> dict[str, torch.Tensor]:
-    states = {"torch": torch.get_rng_state(), "trainer": trainer.rng.get_state()}
+    """The RNG states to save: the trainer's generator (the same on every rank) and every rank's global torch
+    (and CUDA) generator, gathered to all ranks -- a collective, so every rank calls it."""
+    world = trainer.world
+    states = {"trainer": trainer.rng.get_state()}
+    local = {"torch": torch.get_rng_state()}
     if trainer.device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(trainer.device)
+        local["cuda"] = torch.cuda.get_rng_state(trainer.device)
+    for name, state in local.items():
+        for rank, gathered in enumerate(world.gather(state, trainer.device)):
+            states[name if rank == 0 else f"{name}.rank{rank}"] = gathered
     return states
+
+
+def _set_rng_states(trainer: Trainer, rng: dict[str, torch.Tensor], config: TrainConfig, step: int) -> None:
+    """Restore this rank's RNG states; a rank the saved run did not have (more processes now) starts a
+    stream of its own seed instead."""
+    rank = trainer.world.rank
+    suffix = "" if rank == 0 else f".rank{rank}"
+    try:
+        trainer.rng.set_state(rng["trainer"])
+        if f"torch{suffix}" in rng:
+            torch.set_rng_state(rng[f"torch{suffix}"])
+        else:
+            torch.manual_seed(rank_seed(config.seed, rank, step))
+        if trainer.device.type == "cuda" and f"cuda{suffix}" in rng:
+            torch.cuda.set_rng_state(rng[f"cuda{suffix}"], trainer.device)
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(f"RNG state is missing or invalid ({e})") from None
 
 
 def sample_grid(trainer: Trainer, columns: int) -> tuple[np.ndarray, int]:
@@ -144,53 +142,95 @@ def sample_grid(trainer: Trainer, columns: int) -> tuple[np.ndarray, int]:
     return to_uint8_nhwc(x.float().cpu(), spec.output_range).numpy(), columns
 
 
-def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
+          world: World | None = None) -> TrainResult:
     """Train ``config`` into the run directory ``out_dir``; with ``resume`` continue the run found there
-    up to ``config.steps``."""
-    from tqdm.auto import tqdm
-
+    up to ``config.steps``. ``world`` defaults to what torchrun put in the environment (one process without)."""
+    world = world or World.from_env()
     out = Path(out_dir)
-    ckpt_path, state_path = out / CHECKPOINT, out / TRAIN_STATE
-    if resume and not ckpt_path.is_file():
-        raise CheckpointError(f"cannot resume: {ckpt_path} does not exist; start the run without --resume")
-    if not resume and ckpt_path.exists():
-        raise ConfigError(f"{out} already holds a training run ({CHECKPOINT}); pass --resume to continue it or "
-                          "choose another --out")
+    if not resume and world.restart_count > 0 and (out / CHECKPOINT).is_file():
+        resume = True  # torchrun's agent restarted the group after a failure: continue from the last checkpoint
+    check_run_directory(out, resume)
+    check_batch_split(config.batch_size, world.size)
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = _device(config.device)
+    device = world.device(config.device)
+    started = world.start(device)
+    try:
+        return _train(config, out, resume, progress, world, device)
+    finally:
+        if started:
+            world.stop()
 
-    data = load_dataset(config.dataset, config.resolution, config.channels)
+
+def check_run_directory(out: Path, resume: bool) -> None:
+    """A resumed run needs a checkpoint in ``out``; a new one needs none there."""
+    if resume and not (out / CHECKPOINT).is_file():
+        raise CheckpointError(f"cannot resume: {out / CHECKPOINT} does not exist; start the run without --resume")
+    if not resume and (out / CHECKPOINT).exists():
+        raise ConfigError(f"{out} already holds a training run ({CHECKPOINT}); pass --resume to continue it or "
+                          "choose another --out")
+
+
+def check_batch_split(batch_size: int, world_size: int) -> None:
+    if batch_size % world_size:
+        raise ConfigError(f"batch_size {batch_size} is the global batch and must split evenly over the "
+                          f"{world_size} processes; use a multiple of {world_size}")
+
+
+def _train(config: TrainConfig, out: Path, resume: bool, progress: bool, world: World,
+           device: torch.device) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    folder = config.data_workers > 0 and Path(config.dataset).expanduser().is_dir()
+    data = (index_folder(config.dataset, config.resolution, config.channels) if folder
+            else load_dataset(config.dataset, config.resolution, config.channels))
     spec = make_spec(config, data)
     torch.manual_seed(config.seed)
     rng = torch.Generator(device=device).manual_seed(config.seed)
-    trainer = trainer_class(get(config.arch))(config, spec, device=device, rng=rng)
+    trainer = trainer_class(get(config.arch))(config, spec, device=device, rng=rng, world=world)
+    if world.rank > 0:
+        torch.manual_seed(rank_seed(config.seed, world.rank))  # in-model noise differs between ranks
 
-    start = 0
+    start, resumed_from = 0, None
     if resume:
-        start = _restore(trainer, config, spec, data, ckpt_path, state_path)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "samples").mkdir(exist_ok=True)
-    atomic_write_json(out / "options.json", {"config": config.to_dict(), "spec": spec.to_dict(),
-                                             "dataset": data.identity, "trainer": _qualname(trainer)})
+        start, resumed_world = _restore(trainer, config, spec, data, CheckpointPair(out))
+        resumed_from = {"step": start, "world_size": resumed_world}
+    starts = {row[0] for row in world.gather_ints([start], device)}
+    if len(starts) > 1:
+        raise CheckpointError(f"the processes of this run resumed from different steps {sorted(starts)}: with several "
+                              "machines, --out must be a directory every machine sees (shared storage)")
     metrics = out / "metrics.jsonl"
-    _truncate_metrics(metrics, start)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "samples").mkdir(exist_ok=True)
+        _remove_stale_temp_files(out)
+        launch = {"world_size": world.size, "backend": world.backend(), "batch_per_process":
+                  config.batch_size // world.size, "restarts": world.restart_count, "resumed_from": resumed_from}
+        atomic_write_json(out / "options.json", {"config": config.to_dict(), "spec": spec.to_dict(),
+                                                 "dataset": data.identity, "trainer": _qualname(trainer),
+                                                 "launch": launch})
+        _truncate_metrics(metrics, start)
 
-    sampler = BatchSampler(data, config.batch_size, config.seed, device, use_labels=spec.num_classes > 0)
-    last_sample: Path | None = _latest_sample(out)
+    order = BatchOrder(len(data), config.batch_size, config.seed)
+    use_labels = spec.num_classes > 0
+    if isinstance(data, FolderIndex):
+        batches = LoaderBatches(data, order, world, device, use_labels, config.data_workers, config.channels_last)
+    else:
+        batches = DeviceBatches(data, order, world, device, use_labels, config.channels_last)
+    last_sample: Path | None = _latest_sample(out) if world.is_main else None
     sums: dict[str, float] = {}
-    count = 0
+    count, step_seconds = 0, 0.0  # since the last log line
     logged: dict[str, float] = {}
-    t0 = time.perf_counter()
-    t_log = t0
-    bar = tqdm(total=config.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True,
-               desc=f"train {config.arch}")
+    t0 = t_step = time.perf_counter()
+    bar = tqdm(total=config.steps, initial=start, disable=not (progress and world.is_main), unit="step",
+               dynamic_ncols=True, desc=f"train {config.arch}" + (f" x{world.size}" if world.distributed else ""))
     try:
-        for step in range(start, config.steps):
+        for step, batch in zip(range(start, config.steps), batches.steps(start, config.steps), strict=True):
             trainer.G.train()
             if trainer.D is not None:
                 trainer.D.train()
-            losses = trainer.step(sampler.batch(step), step)
+            losses = trainer.step(batch, step)
             trainer.update_ema(step)
             bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
             if bad:
@@ -200,34 +240,37 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
             done = step + 1
+            now = time.perf_counter()
+            step_seconds += now - t_step  # loading the batch and the step itself, not logs, samples, checkpoints
+            bar.set_postfix({**{k: f"{v:.3f}" for k, v in logged.items() if k in ("d_loss", "g_loss", "loss")},
+                             "img/s": f"{config.batch_size / max(now - t_step, 1e-9):.0f}"}, refresh=False)
             bar.update(1)
             final = done == config.steps
             if done % config.log_every == 0 or final:
-                now = time.perf_counter()
-                ips = count * config.batch_size / max(now - t_log, 1e-9)
-                logged = {k: v / count for k, v in sums.items()}
-                line = {"step": done, "time": round(now - t0, 3), "images_per_s": round(ips, 1),
-                        **{k: round(v, 6) for k, v in logged.items()}}
-                with open(metrics, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(line) + "\n")
-                bar.set_postfix({**{k: f"{v:.3f}" for k, v in logged.items() if k in ("d_loss", "g_loss", "loss")},
-                                 "img/s": f"{ips:.0f}"})
-                sums, count, t_log = {}, 0, now
-            if done % config.sample_every == 0 or final:
+                logged = world.mean({k: v / count for k, v in sums.items()}, device)  # over the global batch
+                line = {"step": done, "time": round(now - t0, 3),
+                        "images_per_s": round(count * config.batch_size / max(step_seconds, 1e-9), 1),
+                        "step_ms": round(1000 * step_seconds / count, 2), **{k: round(v, 6) for k, v in logged.items()}}
+                if world.is_main:
+                    with open(metrics, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(line) + "\n")
+                sums, count, step_seconds = {}, 0, 0.0
+            if world.is_main and (done % config.sample_every == 0 or final):
                 last_sample = _save_samples(trainer, out, done, config)
             snapshot = final or (config.snapshot_every and done % config.snapshot_every == 0)
             if done % config.checkpoint_every == 0 or final or snapshot:
                 _save(trainer, config, spec, data, out, done, snapshot=bool(snapshot))
+            t_step = time.perf_counter()
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
     steps_run = config.steps - start
-    if steps_run <= 0 and last_sample is None:
+    if world.is_main and steps_run <= 0 and last_sample is None:
         last_sample = _save_samples(trainer, out, start, config)
-    return TrainResult(out_dir=out, checkpoint=ckpt_path, samples=last_sample, metrics=metrics,
+    return TrainResult(out_dir=out, checkpoint=out / CHECKPOINT, samples=last_sample, metrics=metrics,
                        step=max(config.steps, start), start_step=start, seconds=seconds,
                        images_per_s=steps_run * config.batch_size / seconds if steps_run > 0 else 0.0,
-                       losses=logged)
+                       losses=logged, world_size=world.size)
 
 
 def _qualname(obj: Any) -> str:
@@ -244,21 +287,48 @@ def _save_samples(trainer: Trainer, out: Path, step: int, config: TrainConfig) -
     return path
 
 
-def _save(trainer: Trainer, config: TrainConfig, spec: GeneratorSpec, data: ImageDataset, out: Path, step: int,
-          snapshot: bool) -> None:
+def _check_replicas(trainer: Trainer) -> None:
+    """Every rank must hold the same weights; a collective, so every rank calls it."""
+    world = trainer.world
+    if not world.distributed:
+        return
+    prints = world.gather(parameter_fingerprint(trainer.modules()), trainer.device)
+    if any(not torch.equal(prints[0], p) for p in prints[1:]):
+        raise ConfigError(f"the {world.size} processes no longer hold the same weights: trainer "
+                          f"{_qualname(trainer)} updates a network outside self.G_train / self.D_train (whose "
+                          "backward averages gradients over processes); see ganrt.train.trainer")
+
+
+def _save(trainer: Trainer, config: TrainConfig, spec: GeneratorSpec, data: ImageDataset | FolderIndex, out: Path,
+          step: int, snapshot: bool) -> None:
+    rng = _rng_states(trainer)
+    _check_replicas(trainer)
+    if not trainer.world.is_main:
+        return
     tensors = {f"{prefix}.{k}": v for prefix, mod in trainer.modules().items() for k, v in mod.state_dict().items()}
     ckpt = Checkpoint(spec=spec, tensors=tensors, step=step, discriminator_config=trainer.discriminator_config(),
                       train_config=config.to_dict(), dataset=data.identity, extra={"trainer": _qualname(trainer)})
-    # optimiser state first: a crash between the two writes leaves steps that disagree, which resume detects
-    save_train_state(out / TRAIN_STATE, step=step, optimizers=trainer.optimizers, rng=_rng_states(trainer),
-                     extra_state=trainer.extra_state())
-    save_checkpoint(out / CHECKPOINT, ckpt)
+    CheckpointPair(out).save(
+        write_state=lambda path: save_train_state(
+            path, step=step, optimizers=trainer.optimizers, rng=rng, extra_state=trainer.extra_state(),
+            grad_scalers=trainer.precision.state_dict(), world_size=trainer.world.size),
+        write_checkpoint=lambda path: save_checkpoint(path, ckpt))
     if snapshot:
         save_checkpoint(out / "checkpoints" / f"step-{step:06d}.safetensors", ckpt)
 
 
-def _restore(trainer: Trainer, config: TrainConfig, spec: GeneratorSpec, data: ImageDataset, ckpt_path: Path,
-             state_path: Path) -> int:
+def _same_dataset(saved: dict[str, Any], current: dict[str, Any]) -> bool | None:
+    """Whether two dataset identities name the same data (None: they share no hash to compare)."""
+    for key in ("sha256", "files_sha256"):
+        if key in saved and key in current:
+            return saved[key] == current[key]
+    return None
+
+
+def _restore(trainer: Trainer, config: TrainConfig, spec: GeneratorSpec, data: ImageDataset | FolderIndex,
+             pair: CheckpointPair) -> tuple[int, int]:
+    """Load the run's last checkpoint and its optimiser state; returns (step, world size that wrote it)."""
+    ckpt_path = pair.checkpoint
     ckpt = read_checkpoint(ckpt_path)
     if ckpt.spec != spec:
         raise CheckpointError(f"{ckpt_path} was trained with spec {ckpt.spec.to_json()}, but these options give "
@@ -269,10 +339,16 @@ def _restore(trainer: Trainer, config: TrainConfig, spec: GeneratorSpec, data: I
         diffs = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in changed)
         raise ConfigError(f"cannot resume {ckpt_path} with changed options ({diffs}); a resumed run must use the "
                           "options it started with (only steps and the logging/sampling intervals may change)")
-    if ckpt.dataset.get("sha256") != data.identity["sha256"]:
+    same = _same_dataset(ckpt.dataset, data.identity)
+    if same is False:
+        digest = data.identity.get("sha256") or data.identity.get("files_sha256", "")
         raise DataError(f"cannot resume {ckpt_path}: it was trained on dataset {ckpt.dataset.get('name')!r} "
-                        f"(sha256 {str(ckpt.dataset.get('sha256'))[:12]}...), but {config.dataset!r} has pixel "
-                        f"sha256 {data.identity['sha256'][:12]}...")
+                        f"(sha256 {str(ckpt.dataset.get('sha256') or ckpt.dataset.get('files_sha256'))[:12]}...), "
+                        f"but {config.dataset!r} has sha256 {digest[:12]}...")
+    if same is None:
+        raise DataError(f"cannot resume {ckpt_path}: its dataset was read in memory by an older ganrt (a hash of "
+                        "decoded pixels), which --data-workers cannot check without decoding every image; resume "
+                        "with --data-workers 0")
     for prefix, module in trainer.modules().items():
         state = ckpt.state_dict(prefix)
         if not state:
@@ -282,19 +358,25 @@ def _restore(trainer: Trainer, config: TrainConfig, spec: GeneratorSpec, data: I
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0]
             raise CheckpointError(f"{ckpt_path}: {prefix} weights do not fit the model ({first})") from None
-    step, rng, extra = load_train_state(state_path, trainer.optimizers)
-    if step != ckpt.step:
-        raise CheckpointError(f"{state_path} is from step {step} but {ckpt_path} from step {ckpt.step} (a write "
-                              "was interrupted); resume from a snapshot in checkpoints/ instead")
+    state_path = pair.state_for(ckpt.step)
+    state = load_train_state(state_path, trainer.optimizers)
+    if state.step != ckpt.step:
+        raise CheckpointError(f"{state_path} is from step {state.step} but {ckpt_path} from step {ckpt.step}")
     try:
-        torch.set_rng_state(rng["torch"])
-        trainer.rng.set_state(rng["trainer"])
-        if "cuda" in rng and trainer.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], trainer.device)
-    except (KeyError, RuntimeError) as e:
-        raise CheckpointError(f"{state_path}: RNG state is missing or invalid ({e})") from None
-    trainer.load_extra_state(extra)
-    return ckpt.step
+        _set_rng_states(trainer, state.rng, config, ckpt.step)
+    except CheckpointError as e:
+        raise CheckpointError(f"{state_path}: {e}") from None
+    trainer.precision.load_state_dict(state.grad_scalers)
+    trainer.load_extra_state(state.extra_state)
+    return ckpt.step, state.world_size
+
+
+def _remove_stale_temp_files(out: Path) -> None:
+    """Temporary files of writes a kill interrupted (ganrt.fileio names them ``.<name>.<random>.tmp``)."""
+    for folder in (out, out / "samples", out / "checkpoints"):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
 
 
 def _norm(value: Any) -> Any:

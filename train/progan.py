@@ -55,6 +55,7 @@ def images_at(x: torch.Tensor, stage: int, alpha: float) -> torch.Tensor:
 
 class ProGANTrainer(Trainer):
     OPTIONS = {"drift": DRIFT, "start_stage": 0}
+    UNUSED_PARAMETERS = True  # the layers of other resolutions get no gradient at a stage
 
     def __init__(self, config, spec, **kw: Any) -> None:
         super().__init__(config, spec, **kw)
@@ -81,25 +82,24 @@ class ProGANTrainer(Trainer):
         real = images_at(batch.images, self.stage, self.alpha)
         labels = batch.labels
         b = real.shape[0]
-        opt_g, opt_d = self.optimizers["G"], self.optimizers["D"]
         logs: dict[str, float] = {"stage": float(self.stage), "alpha": self.alpha}
 
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
         for _ in range(c.d_steps):
-            with torch.no_grad():
-                fake = self.G(self.randn(b, self.spec.latent_dim), labels)
-            real_logits = self.D(real, labels)
-            fake_logits = self.D(fake, labels)
+            with self.autocast():
+                with torch.no_grad():
+                    fake = self.G(self.randn(b, self.spec.latent_dim), labels)
+                real_logits = self.D_train(real, labels).float()
+                fake_logits = self.D_train(fake, labels).float()
             d_loss = self.loss.d_loss(real_logits, fake_logits)
             total = d_loss + self.drift * real_logits.square().mean()
             if self.loss.gradient_penalty:
-                gp = gradient_penalty(lambda x: self.D(x, labels), real, fake, generator=self.rng)
+                gp = gradient_penalty(lambda x: self._autocast_critic(x, labels), real, fake, generator=self.noise,
+                                      scale=self.grad_scale("D"))
                 total = total + c.gp_weight * gp
                 logs["gp"] = gp.item()
-            opt_d.zero_grad(set_to_none=True)
-            total.backward()
-            opt_d.step()
+            self.optimize("D", total)
         logs["d_loss"] = d_loss.item()
         logs["d_real"] = real_logits.detach().mean().item()
         logs["d_fake"] = fake_logits.detach().mean().item()
@@ -107,13 +107,17 @@ class ProGANTrainer(Trainer):
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
         g_labels = self.random_labels(b)
-        g_loss = self.loss.g_loss(self.D(self.G(self.randn(b, self.spec.latent_dim), g_labels), g_labels))
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
+        with self.autocast():
+            fake_logits = self.D(self.G_train(self.randn(b, self.spec.latent_dim), g_labels), g_labels).float()
+        g_loss = self.loss.g_loss(fake_logits)
+        self.optimize("G", g_loss)
         self.D.requires_grad_(True)
         logs["g_loss"] = g_loss.item()
         return logs
+
+    def _autocast_critic(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        with self.autocast():
+            return self.D_train(x, labels).float()
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

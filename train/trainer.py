@@ -30,6 +30,22 @@ or the global torch RNG (both are saved and restored); keep all learned state in
 (parameters and buffers) or in ``extra_state()``; keep optimiser state in ``self.optimizers``.
 ``G_ema`` is what gets sampled, checkpointed as ``G_ema.`` and exported, so it must stay a module that
 ``build_generator(spec)`` rebuilds.
+
+Rules that make a step correct on several processes (``ganrt train --nproc-per-node N``, torchrun) and in
+mixed precision -- the built-in trainers follow them, and a plain one-process fp32 run needs none:
+
+- call ``self.G_train`` / ``self.D_train`` for a forward pass whose backward updates that network (in a
+  multi-process run they are its DistributedDataParallel wrappers, whose backward averages the gradients
+  over all ranks; otherwise ``G`` and ``D`` themselves), and plain ``self.G`` / ``self.D`` where that
+  network is frozen (D in G's step, G under ``no_grad`` in D's step). Each ``*_train`` forward with
+  gradients on must reach a backward in the same step. The loop checks at every checkpoint that all ranks
+  still hold the same weights and stops with an error if not.
+- draw noise with ``self.randn`` / ``self.random_labels`` or pass ``self.noise`` as ``generator=``: they draw
+  the global batch's values and keep this rank's rows (``ganrt.train.noise``), so the result does not
+  depend on the number of processes.
+- run forward passes in ``with self.autocast():``, reduce losses in float32 (``.float()``), and update with
+  ``self.optimize(name, loss)`` (zero_grad, backward, step; fp16 scales the loss per optimizer); pass
+  ``scale=self.grad_scale(name)`` to ``r1_penalty`` / ``gradient_penalty``.
 """
 
 from __future__ import annotations
@@ -48,7 +64,10 @@ from ganrt.train.augment import diff_augment
 from ganrt.train.config import TrainConfig
 from ganrt.train.ema import EMA
 from ganrt.train.losses import get_loss
+from ganrt.train.noise import BatchNoise
+from ganrt.train.precision import Precision
 from ganrt.train.regularizers import feature_matching_loss, gradient_penalty, r1_penalty
+from ganrt.train.world import World
 
 
 @dataclass
@@ -60,9 +79,12 @@ class Batch:
 class Trainer:
     # Keys this trainer reads from ``config.trainer_options`` (name -> default); any other key is refused.
     OPTIONS: dict[str, Any] = {}
+    # DistributedDataParallel's find_unused_parameters: True when a step leaves some parameters without a
+    # gradient (ProGAN's layers of the resolutions it is not training at).
+    UNUSED_PARAMETERS = False
 
     def __init__(self, config: TrainConfig, spec: GeneratorSpec, *, device: torch.device | str = "cpu",
-                 rng: torch.Generator | None = None) -> None:
+                 rng: torch.Generator | None = None, world: World | None = None) -> None:
         self.config = config
         self.spec = spec
         self.family: ModelFamily = get(spec.arch)
@@ -72,12 +94,30 @@ class Trainer:
             raise ConfigError(f"unknown trainer_options {unknown} for architecture {spec.arch!r} "
                               f"({type(self).__name__}); known: {known}")
         self.device = torch.device(device)
+        self.world = world or World()
         self.rng = rng if rng is not None else torch.Generator(device=self.device).manual_seed(config.seed)
+        self.noise = BatchNoise(self.rng, self.world.rank, self.world.size)
+        self.precision = Precision(config.precision, self.device)
         G, D = self.build_models()
-        self.G: nn.Module = G.to(self.device).train()
-        self.D: nn.Module | None = D.to(self.device).train() if D is not None else None
+        self.G: nn.Module = self._prepare(G)
+        self.D: nn.Module | None = self._prepare(D) if D is not None else None
         self.ema = EMA(self.G, decay=config.ema_decay, start=config.ema_start)
         self.optimizers: dict[str, torch.optim.Optimizer] = self.build_optimizers()
+        self.G_train: nn.Module = self.world.wrap(self.G, self.device, self.UNUSED_PARAMETERS)
+        self.D_train: nn.Module | None = (self.world.wrap(self.D, self.device, self.UNUSED_PARAMETERS)
+                                          if self.D is not None else None)
+
+    def _prepare(self, module: nn.Module) -> nn.Module:
+        """On the device, in train mode, with SyncBatchNorm and channels_last when the config asks for them."""
+        if self.config.sync_batchnorm and self.world.distributed:
+            if self.device.type != "cuda":
+                raise ConfigError("--sync-batchnorm needs CUDA (torch's SyncBatchNorm runs on GPUs only); on CPU "
+                                  "each process normalizes over its own batch")
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        module = module.to(self.device)
+        if self.config.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        return module.train()
 
     # --- hooks ---------------------------------------------------------------------------------------------------
     def option(self, name: str) -> Any:
@@ -140,12 +180,24 @@ class Trainer:
         return mods
 
     def randn(self, *shape: int) -> torch.Tensor:
-        return torch.randn(shape, generator=self.rng, device=self.device)
+        """Normal noise of this rank's rows; ``shape[0]`` is the (per-rank) batch."""
+        return self.noise.randn(shape, device=self.device)
 
     def random_labels(self, n: int) -> torch.Tensor | None:
         if not self.spec.num_classes:
             return None
-        return torch.randint(0, self.spec.num_classes, (n,), generator=self.rng, device=self.device)
+        return self.noise.randint(0, self.spec.num_classes, (n,), device=self.device)
+
+    def autocast(self):
+        """The autocast region of forward passes (a no-op in fp32)."""
+        return self.precision.autocast()
+
+    def grad_scale(self, name: str) -> float:
+        return self.precision.grad_scale(name)
+
+    def optimize(self, name: str, loss: torch.Tensor) -> None:
+        """Update ``self.optimizers[name]`` from ``loss``: zero_grad, backward (scaled under fp16), step."""
+        self.precision.optimize(name, self.optimizers[name], loss)
 
 
 class AdversarialTrainer(Trainer):
@@ -165,16 +217,15 @@ class AdversarialTrainer(Trainer):
         self.policies = config.augment_policies
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, self.policies, generator=self.rng) if self.policies else x
+        return diff_augment(x, self.policies, generator=self.noise) if self.policies else x
 
-    def _critic(self, x: torch.Tensor, labels: torch.Tensor | None, features: bool = False):
-        return self.D(self._augment(x), labels, return_features=features)
+    def _critic(self, D: nn.Module, x: torch.Tensor, labels: torch.Tensor | None, features: bool = False):
+        return D(self._augment(x), labels, return_features=features)
 
     def step(self, batch: Batch, step: int) -> dict[str, float]:
         c = self.config
         real, labels = batch.images, batch.labels
         b = real.shape[0]
-        opt_g, opt_d = self.optimizers["G"], self.optimizers["D"]
         logs: dict[str, float] = {}
 
         # --- D ---
@@ -182,25 +233,25 @@ class AdversarialTrainer(Trainer):
         self.D.requires_grad_(True)
         for i in range(c.d_steps):
             d_index = step * c.d_steps + i
-            with torch.no_grad():
-                fake = self.G(self.randn(b, self.spec.latent_dim), labels)
             lazy_r1 = c.r1_gamma > 0 and d_index % c.r1_every == 0
             real_in = real.detach().requires_grad_(lazy_r1)
-            real_logits = self._critic(real_in, labels)
-            fake_logits = self._critic(fake, labels)
+            with self.autocast():
+                with torch.no_grad():
+                    fake = self.G(self.randn(b, self.spec.latent_dim), labels)
+                real_logits = self._critic(self.D_train, real_in, labels).float()
+                fake_logits = self._critic(self.D_train, fake, labels).float()
             d_loss = self.loss.d_loss(real_logits, fake_logits)
             total = d_loss
             if lazy_r1:
-                r1 = r1_penalty(real_in, real_logits)
+                r1 = r1_penalty(real_in, real_logits, scale=self.grad_scale("D"))
                 total = total + (c.r1_gamma / 2) * c.r1_every * r1
                 logs["r1"] = r1.item()
             if self.loss.gradient_penalty:
-                gp = gradient_penalty(lambda x: self._critic(x, labels), real, fake, generator=self.rng)
+                gp = gradient_penalty(lambda x: self._autocast_critic(x, labels), real, fake, generator=self.noise,
+                                      scale=self.grad_scale("D"))
                 total = total + c.gp_weight * gp
                 logs["gp"] = gp.item()
-            opt_d.zero_grad(set_to_none=True)
-            total.backward()
-            opt_d.step()
+            self.optimize("D", total)
         logs["d_loss"] = d_loss.item()
         logs["d_real"] = real_logits.detach().mean().item()
         logs["d_fake"] = fake_logits.detach().mean().item()
@@ -209,28 +260,31 @@ class AdversarialTrainer(Trainer):
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
         g_labels = self.random_labels(b)
-        fake = self.G(self.randn(b, self.spec.latent_dim), g_labels)
         want_features = c.feature_matching > 0
-        out = self._critic(fake, g_labels, features=want_features)
-        fake_logits, fake_feats = out if want_features else (out, None)
-        g_loss = self.loss.g_loss(fake_logits)
-        total = g_loss
-        if want_features:
-            with torch.no_grad():
-                _, real_feats = self._critic(real, labels, features=True)
-            fm = feature_matching_loss(real_feats, fake_feats)
-            total = total + c.feature_matching * fm
-            logs["fm"] = fm.item()
+        with self.autocast():
+            fake = self.G_train(self.randn(b, self.spec.latent_dim), g_labels)
+            out = self._critic(self.D, fake, g_labels, features=want_features)
+            fake_logits, fake_feats = out if want_features else (out, None)
+            g_loss = self.loss.g_loss(fake_logits.float())
+            total = g_loss
+            if want_features:
+                with torch.no_grad():
+                    _, real_feats = self._critic(self.D, real, labels, features=True)
+                fm = feature_matching_loss(real_feats, fake_feats)
+                total = total + c.feature_matching * fm
+                logs["fm"] = fm.item()
         if c.ortho_reg > 0:
             ortho = orthogonal_regularization(self.G, c.ortho_reg)
             total = total + ortho
             logs["ortho"] = ortho.item()
-        opt_g.zero_grad(set_to_none=True)
-        total.backward()
-        opt_g.step()
+        self.optimize("G", total)
         self.D.requires_grad_(True)
         logs["g_loss"] = g_loss.item()
         return logs
+
+    def _autocast_critic(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        with self.autocast():
+            return self._critic(self.D_train, x, labels).float()
 
 
 def trainer_class(family: ModelFamily) -> type[Trainer]:

@@ -52,16 +52,16 @@ class VAETrainer(Trainer):
 
     def step(self, batch: Batch, step: int) -> dict[str, float]:
         x, labels = batch.images, batch.labels
-        mu, logvar = self.D(x, labels)
-        z = mu + self.randn(*mu.shape) * torch.exp(0.5 * logvar)
-        recon = (self.G(z, labels) - x).square().flatten(1).sum(dim=1).mean() / (2 * self.sigma**2)
+        with self.autocast():
+            mu, logvar = self.D_train(x, labels)
+            mu, logvar = mu.float(), logvar.float()
+            z = mu + self.randn(*mu.shape) * torch.exp(0.5 * logvar)
+            decoded = self.G_train(z, labels).float()
+        recon = (decoded - x).square().flatten(1).sum(dim=1).mean() / (2 * self.sigma**2)
         kl = kl_divergence(mu, logvar).mean()
         beta = self.kl_weight(step)
         loss = recon + beta * kl
-        opt = self.optimizers["VAE"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        self.optimize("VAE", loss)
         return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item(), "beta": beta}
 
     def extra_state(self) -> dict[str, Any]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -31,6 +35,16 @@ def unlabelled_npz(tmp_path):
     return path
 
 
+@pytest.fixture
+def image_folder(tmp_path):
+    """12 random RGB images, 36x40 (resized and cropped when loaded), in class subfolders cat/ and dog/."""
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        for i in range(6):
+            write_png(tmp_path / "images" / cls / f"{i}.png", rng.integers(0, 256, (36, 40, 3), dtype=np.uint8))
+    return tmp_path / "images"
+
+
 def tiny_config(dataset, **changes):
     """A TrainConfig that trains in well under a second per step on one thread."""
     from ganrt.train.config import TrainConfig
@@ -40,3 +54,15 @@ def tiny_config(dataset, **changes):
                 threads=1)
     base.update(changes)
     return TrainConfig(**base)
+
+
+def train_in_fresh_process(config, out, resume: bool = False) -> None:
+    """``ganrt.train.loop.train`` in a new interpreter. For runs with DataLoader workers: torch then installs a
+    SIGCHLD handler for good, and in a pytest process that holds onnxruntime/OpenVINO threads from earlier tests
+    a later child's exit crashed the whole process (SIGSEGV); a plain training process has no such threads."""
+    code = ("import json, sys; from ganrt.train.config import TrainConfig; from ganrt.train.loop import train; "
+            "train(TrainConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], resume=sys.argv[3] == '1', "
+            "progress=False)")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(config.to_dict()), str(out), str(int(resume))],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -104,10 +104,14 @@ def test_optimizer_state_round_trips_exactly(tmp_path):
         model(torch.randn(4, 3)).square().sum().backward()
         opt.step()
     rng = {"trainer": torch.Generator().manual_seed(5).get_state()}
-    save_train_state(tmp_path / "s.safetensors", step=3, optimizers={"G": opt}, rng=rng, extra_state={"stage": 2})
+    scalers = {"D": {"scale": 1024.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                     "_growth_tracker": 7}}
+    save_train_state(tmp_path / "s.safetensors", step=3, optimizers={"G": opt}, rng=rng, extra_state={"stage": 2},
+                     grad_scalers=scalers, world_size=4)
     fresh = torch.optim.Adam(model.parameters(), lr=1.0)
-    step, rng2, extra = load_train_state(tmp_path / "s.safetensors", {"G": fresh})
-    assert step == 3 and extra == {"stage": 2} and torch.equal(rng2["trainer"], rng["trainer"])
+    state = load_train_state(tmp_path / "s.safetensors", {"G": fresh})
+    assert state.step == 3 and state.extra_state == {"stage": 2} and torch.equal(state.rng["trainer"], rng["trainer"])
+    assert state.grad_scalers == scalers and state.world_size == 4
     a, b = opt.state_dict(), fresh.state_dict()
     assert a["param_groups"] == b["param_groups"]
     for i in a["state"]:
