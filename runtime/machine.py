@@ -1,7 +1,8 @@
 """What this machine can run: CPU name and physical cores, GPU and compute capability, installed backends.
 
-``describe_machine()`` returns the ``{"cpu", "gpu"}`` strings that the bundle's "benchmarks" section
-records, so ``backend="auto"`` can tell whether those timings were taken here. Every probe is cheap,
+``describe_machine()`` returns the ``{"cpu", "gpu"}`` strings that an older bundle's "benchmarks" section
+records, so ``backend="auto"`` can tell whether those timings were taken here (tuning records are keyed by
+``ganrt.runtime.tuning.machine_key``, which covers more). Every probe is cheap,
 imports its library lazily and never raises; a library that is installed but fails to import or to start
 is reported with its own error text (``Availability.problems``), not as "not installed".
 """

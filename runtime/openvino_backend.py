@@ -5,7 +5,7 @@
   bf16 support (no 'BF16' in the CPU's OPTIMIZATION_CAPABILITIES) falls back to fp32 with a warning.
 - For bf16 it reads the graph prepared for bf16 ('onnx-bf16') when the bundle has one, else the
   ConvTranspose-rewritten fp32 graph ('onnx-fp32-rw': OpenVINO's bf16 kernels do not cover
-  deconvolution), else 'onnx-fp32' (selection.openvino_artifact picks it). fp32 runs 'onnx-fp32-rw' when
+  deconvolution), else 'onnx-fp32' (openvino_artifact below picks it). fp32 runs 'onnx-fp32-rw' when
   the bundle has it (measured faster), int8 the NNCF-quantized IR 'openvino-int8' (its non-quantized
   ops in f32).
 - The int8 IR may come with a small-batch graph (``small_batch_graph`` in its manifest entry: the same
