@@ -144,13 +144,12 @@ async def run_level(client_spec: Client, concurrency: int, seeds_per_request: in
     level = Level(concurrency)
     async with httpx.AsyncClient(timeout=60) as http:
         before = await _metrics(http, client_spec.url)
+        # one client (one keep-alive connection) per worker: a pool of 64 shared connections spent more time in
+        # httpx's pool bookkeeping than the server spent answering (64 clients measured below 8's rate). They are
+        # built before the window opens: building 64 took most of a 2 s window on a loaded machine, and the late
+        # clients never sent a request.
+        clients = [httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=1)) for _ in range(concurrency)]
         deadline = time.perf_counter() + duration
-
-        async def worker():
-            # one client (one keep-alive connection) per worker: a pool of 64 shared connections spent more time
-            # in httpx's pool bookkeeping than the server spent answering (64 clients measured below 8's rate)
-            async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=1)) as own:
-                await work(own)
 
         async def work(http):
             while time.perf_counter() < deadline:
@@ -178,7 +177,10 @@ async def run_level(client_spec: Client, concurrency: int, seeds_per_request: in
                     images = client_spec.images(r.content, r.headers)
                     level.answers.append((first, seeds_per_request, hashlib.sha1(images.tobytes()).hexdigest()))
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        try:
+            await asyncio.gather(*(work(own) for own in clients))
+        finally:
+            await asyncio.gather(*(own.aclose() for own in clients))
         level.seconds = duration
         after = await _metrics(http, client_spec.url)
         level.batches = {k: after.get(k, 0) - before.get(k, 0) for k in after}
