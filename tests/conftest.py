@@ -90,6 +90,8 @@ def tool():
     from pathlib import Path
 
     folder = Path(__file__).resolve().parents[1] / "tools"
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))  # as when a script runs: a tool imports its siblings by name
 
     def load(name: str):
         key = f"ganrt_tools_{name}"

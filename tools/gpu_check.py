@@ -24,9 +24,10 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from runtime_concurrency import threaded  # a sibling script: tools/ is on the path when one runs
 
 
 def missing_gpu_message() -> str | None:
@@ -76,24 +77,12 @@ def threaded_case(gen, threads: int = 8, calls: int = 64) -> dict:
         b = 1 + i % 5
         requests.append(list(range(seed, seed + b)))
         seed += b
-    alone = [gen.generate(seeds=r, labels=[s % 10 for s in r]) for r in requests]
-    results: list = [None] * calls
-    errors: list[str] = []
-    start = threading.Barrier(threads)
 
-    def work(k):
-        start.wait()
-        for i in range(k, calls, threads):
-            try:
-                results[i] = gen.generate(seeds=requests[i], labels=[s % 10 for s in requests[i]])
-            except Exception as e:  # noqa: BLE001 - reported
-                errors.append(f"{type(e).__name__}: {e}")
+    def call(i):
+        return gen.generate(seeds=requests[i], labels=[s % 10 for s in requests[i]])
 
-    pool = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    alone = [call(i) for i in range(calls)]
+    results, errors, _ = threaded(call, calls, threads)
     import numpy as np
 
     wrong = sum(1 for r, a in zip(results, alone, strict=True) if r is None or not np.array_equal(r, a))

@@ -43,18 +43,26 @@ def _labels(gen, seeds):
     return [s % gen.spec.num_classes for s in seeds] if gen.spec.conditional else None
 
 
-def threaded(gen, requests, threads: int):
-    results: list = [None] * len(requests)
+def _caller(gen, requests):
+    """i -> the images of request i (labels from its seeds on a conditional generator)."""
+    return lambda i: gen.generate(seeds=requests[i], labels=_labels(gen, requests[i]))
+
+
+def threaded(call, n: int, threads: int):
+    """``call(i)`` for every i < n from ``threads`` threads at once (thread k makes calls k, k + threads, ...).
+    Returns (results by i, None where the call raised; the errors, one line each; seconds from the common start).
+    The threaded test and tools/gpu_check.py use it too."""
+    results: list = [None] * n
     errors: list[str] = []
     start = threading.Barrier(threads + 1)
 
     def work(k):
         start.wait()
-        for i in range(k, len(requests), threads):
+        for i in range(k, n, threads):
             try:
-                results[i] = gen.generate(seeds=requests[i], labels=_labels(gen, requests[i]))
+                results[i] = call(i)
             except Exception as e:  # noqa: BLE001 - counted and reported
-                errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                errors.append(f"request {i}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
     pool = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
     for t in pool:
@@ -139,9 +147,10 @@ def main(argv=None) -> int:
             gen.warmup()
             n_images = sum(len(r) for r in requests)
             t0 = time.perf_counter()
-            reference = [gen.generate(seeds=r, labels=_labels(gen, r)) for r in requests]
+            call = _caller(gen, requests)
+            reference = [call(i) for i in range(len(requests))]
             single = time.perf_counter() - t0
-            results, errors, multi = threaded(gen, requests, args.threads)
+            results, errors, multi = threaded(call, len(requests), args.threads)
             wrong = sum(1 for r, ref in zip(results, reference, strict=True)
                         if r is not None and not np.array_equal(r, ref))
             row = {"variant": gen.variant, "calls": len(requests), "wrong": wrong, "errors": len(errors),

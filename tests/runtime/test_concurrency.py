@@ -3,8 +3,6 @@ thread gets, on every CPU variant; cycling batch sizes after warmup() compiles n
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -29,29 +27,6 @@ def _requests(n: int, max_batch: int) -> list[tuple[list[int], list[int]]]:
     return out
 
 
-def _threaded(gen, requests):
-    """Every request, run by THREADS threads that start together; results in request order."""
-    results: list = [None] * len(requests)
-    errors: list = []
-    start = threading.Barrier(THREADS)
-
-    def work(k):
-        start.wait()
-        for i in range(k, len(requests), THREADS):
-            try:
-                seeds, labels = requests[i]
-                results[i] = gen.generate(seeds=seeds, labels=labels)
-            except Exception as e:  # noqa: BLE001 - every failure is reported below
-                errors.append(f"request {i}: {type(e).__name__}: {e}")
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results, errors
-
-
 def test_the_list_covers_every_cpu_variant_of_the_bundle(every_precision_bundle):
     """A new CPU variant must join the threaded test."""
     from ganrt.bundle import Bundle
@@ -65,7 +40,7 @@ def test_the_list_covers_every_cpu_variant_of_the_bundle(every_precision_bundle)
 
 
 @pytest.mark.parametrize("variant", CPU_VARIANTS)
-def test_threaded_calls_return_exactly_what_one_thread_gets(every_precision_bundle, variant):
+def test_threaded_calls_return_exactly_what_one_thread_gets(every_precision_bundle, variant, tool):
     import warnings
 
     with warnings.catch_warnings():
@@ -74,7 +49,8 @@ def test_threaded_calls_return_exactly_what_one_thread_gets(every_precision_bund
     with gen:
         requests = _requests(48, gen.max_batch)
         reference = [gen.generate(seeds=s, labels=y) for s, y in requests]
-        results, errors = _threaded(gen, requests)
+        results, errors, _ = tool("runtime_concurrency").threaded(
+            lambda i: gen.generate(seeds=requests[i][0], labels=requests[i][1]), len(requests), THREADS)
     assert errors == []
     wrong = [i for i, (r, ref) in enumerate(zip(results, reference, strict=True)) if not np.array_equal(r, ref)]
     assert wrong == [], f"{gen.variant}: {len(wrong)} of {len(requests)} threaded results differ from one thread's"
