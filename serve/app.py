@@ -125,11 +125,7 @@ def create_app(service: Service | RayFrontend) -> Starlette:
         t1 = time.perf_counter()
         data = await off_loop(lambda: encode.encode(fmt, images, work, bundle_sha256=service.bundle_sha256,
                                                     variant=service.variant))
-        m = service.metrics
-        m.encode.observe(time.perf_counter() - t1)
-        m.requests.labels("v1").inc()
-        m.images.inc(work.n)
-        m.request.labels("v1").observe(time.perf_counter() - t0)
+        service.metrics.answered("v1", work.n, started=t0, encoding_started=t1)
         return Response(data, media_type=encode.MEDIA_TYPES[fmt],
                         headers={"X-Ganrt-Variant": service.variant})
 
@@ -168,11 +164,7 @@ def create_app(service: Service | RayFrontend) -> Starlette:
         t1 = time.perf_counter()
         data, headers = await off_loop(lambda: protocol.v2_response(
             images, model_name=service.options.model_name, request_id=opts["id"], binary=opts["binary"]))
-        m = service.metrics
-        m.encode.observe(time.perf_counter() - t1)
-        m.requests.labels("v2").inc()
-        m.images.inc(work.n)
-        m.request.labels("v2").observe(time.perf_counter() - t0)
+        service.metrics.answered("v2", work.n, started=t0, encoding_started=t1)
         return Response(data, headers=headers)
 
     # -- metrics and the page ----------------------------------------------------------------------

@@ -19,8 +19,7 @@ import collections
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,6 +53,10 @@ class Work:
 
         return Work(cut(self.seeds), cut(self.z), cut(self.labels), cut(self.truncation))
 
+    def split(self, max_batch: int) -> list["Work"]:
+        """Consecutive parts of at most ``max_batch`` images (a batch never holds more)."""
+        return [self.slice(lo, min(lo + max_batch, self.n)) for lo in range(0, self.n, max_batch)]
+
 
 @dataclass
 class _Part:
@@ -78,7 +81,6 @@ class Stats:
     on_queue_wait: Callable[[float], None] = lambda s: None  # seconds a part waited for its batch
     on_compute: Callable[[float], None] = lambda s: None  # seconds a batch computed
     on_depth: Callable[[int], None] = lambda d: None  # requests waiting
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Batcher:
@@ -116,9 +118,9 @@ class Batcher:
                             f"{self.max_queue}); retry shortly")
         loop = asyncio.get_running_loop()
         now = loop.time()
-        bounds = [(lo, min(lo + self.max_batch, work.n)) for lo in range(0, work.n, self.max_batch)]
-        ticket = _Ticket(queued=len(bounds))
-        parts = [_Part(work.slice(lo, hi), loop.create_future(), now, ticket) for lo, hi in bounds]
+        pieces = work.split(self.max_batch)
+        ticket = _Ticket(queued=len(pieces))
+        parts = [_Part(piece, loop.create_future(), now, ticket) for piece in pieces]
         self._waiting += 1
         self._stats.on_depth(self._waiting)
         self._parts.extend(parts)

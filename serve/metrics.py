@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import time
+
 from ganrt.serve.batcher import Stats
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -38,6 +40,14 @@ class Metrics:
         self.encode = Histogram("ganrt_encode_seconds", "Encoding one response", buckets=LATENCY_BUCKETS, registry=r)
         self.request = Histogram("ganrt_request_seconds", "A whole request", ["protocol"], buckets=LATENCY_BUCKETS,
                                  registry=r)
+
+    def answered(self, protocol: str, images: int, *, started: float, encoding_started: float) -> None:
+        """A request answered: its images, its encoding time and its whole time (perf_counter stamps)."""
+        now = time.perf_counter()
+        self.encode.observe(now - encoding_started)
+        self.requests.labels(protocol).inc()
+        self.images.inc(images)
+        self.request.labels(protocol).observe(now - started)
 
     def batcher_stats(self) -> Stats:
         return Stats(on_batch=self.batch_images.observe, on_queue_wait=self.queue_wait.observe,

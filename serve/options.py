@@ -17,7 +17,6 @@ from ganrt.errors import ConfigError
 THROUGHPUT_PLATEAU = 0.9  # a batch whose images/s reach 90% of the best measured is where growth stops
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_DELAY_MS = 5.0
-SEED_MAX = 2**64 - 1  # seeds are unsigned 64-bit integers (PCG64 takes any; the protocols carry INT64/UINT64)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from ganrt.errors import InputError
+from ganrt.latents import MAX_SEED  # seeds are unsigned 64-bit integers (the protocols carry INT64/UINT64)
 from ganrt.runtime.base import TRUNCATION_RANGE
 from ganrt.serve.batcher import Work
-from ganrt.serve.options import SEED_MAX
 from ganrt.spec import GeneratorSpec
 
 V1_FORMATS = ("npy", "png", "zip")
@@ -56,7 +56,7 @@ def check_seeds(seeds: Any, max_seeds: int) -> np.ndarray:
     for s in seeds:
         if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
             raise InputError(f"seeds must be integers, got {s!r}")
-        if not 0 <= int(s) <= SEED_MAX:
+        if not 0 <= int(s) <= MAX_SEED:
             raise InputError(f"seed {s} is out of range: seeds are integers in [0, 2^64-1]")
     return np.array([int(s) for s in seeds], dtype=np.uint64)
 

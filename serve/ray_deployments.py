@@ -55,10 +55,6 @@ def images_in(parts: list[Part]) -> int:
     return sum(p.work.n for p in parts)
 
 
-def split(work: Work, max_batch: int) -> list[Work]:
-    return [work.slice(lo, min(lo + max_batch, work.n)) for lo in range(0, work.n, max_batch)]
-
-
 @serve.deployment(name="Model")
 class Model:
     def __init__(self, bundle: str, options: ServeOptions) -> None:
@@ -78,7 +74,7 @@ class Model:
         """The images of ``work`` and, per batch part, what the ingress records in its metrics."""
         arrived = time.perf_counter()
         done = await asyncio.gather(*(self.generate_batch(Part(w, arrived))
-                                      for w in split(work, self.service.options.max_batch)))
+                                      for w in work.split(self.service.options.max_batch)))
         images = [d[0] for d in done]
         return (images[0] if len(images) == 1 else np.concatenate(images)), [d[1] for d in done]
 
@@ -166,7 +162,7 @@ class RayFrontend:
         self._idle.clear()
         self.metrics.queue_depth.set(self._inflight)
         try:
-            done = await asyncio.gather(*(self._generate(w) for w in split(work, self.options.max_batch)))
+            done = await asyncio.gather(*(self._generate(w) for w in work.split(self.options.max_batch)))
         finally:
             self._inflight -= 1
             self.metrics.queue_depth.set(self._inflight)
