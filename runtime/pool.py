@@ -14,7 +14,6 @@ Pure Python: the GPU backends' pool logic is tested on the CPU through these.
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -56,27 +55,31 @@ class SlotPool(Generic[T]):
             raise ValueError(f"a pool needs at least one slot, got {size}")
         self._make = make
         self.size = int(size)
-        self._free: queue.LifoQueue[T] = queue.LifoQueue()
-        self._lock = threading.Lock()
+        self._free: list[T] = []
+        self._cond = threading.Condition()
         self.created = 0
 
     def _acquire(self) -> T:
+        with self._cond:
+            while not self._free:
+                if self.created < self.size:
+                    self.created += 1
+                    break  # make one, outside the lock
+                self._cond.wait()
+            else:
+                return self._free.pop()
         try:
-            return self._free.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            make = self.created < self.size
-            if make:
-                self.created += 1
-        if make:
-            try:
-                return self._make()
-            except BaseException:
-                with self._lock:
-                    self.created -= 1
-                raise
-        return self._free.get()
+            return self._make()
+        except BaseException:
+            with self._cond:
+                self.created -= 1
+                self._cond.notify_all()  # a caller waiting for a slot may make the one this call could not
+            raise
+
+    def _release(self, items: Iterable[T]) -> None:
+        with self._cond:
+            self._free.extend(items)
+            self._cond.notify_all()
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[T]:
@@ -84,20 +87,25 @@ class SlotPool(Generic[T]):
         try:
             yield item
         finally:
-            self._free.put(item)
+            self._release([item])
 
     @contextlib.contextmanager
-    def all(self) -> Iterator[list[T]]:
-        """Every slot at once (made if needed), e.g. to prepare each one for a batch size during warm-up."""
+    def all(self, make: bool = True) -> Iterator[list[T]]:
+        """Every slot at once, waiting for the lent ones. ``make``: all ``size`` of them, made if needed (warm-up
+        prepares each one for a batch size); without it, the ones made so far (closing releases those)."""
         items: list[T] = []
         try:
-            for _ in range(self.size):
-                items.append(self._acquire())
+            if make:
+                for _ in range(self.size):
+                    items.append(self._acquire())
+            else:
+                with self._cond:
+                    while len(self._free) < self.created:
+                        self._cond.wait()
+                    items, self._free = self._free, []
             yield items
         finally:
-            for item in items:
-                self._free.put(item)
-
+            self._release(items)
 
 class ShapeCache(Generic[K, T]):
     """``get(key)`` builds ``build(key)`` once; concurrent callers of that key wait for the one build.

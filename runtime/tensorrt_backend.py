@@ -170,7 +170,7 @@ class TensorRTBackend(Backend):
                 slot.run(dummy_feeds(self.spec, batch))
 
     def _close(self) -> None:
-        with self._slots.all() as slots:
+        with self._slots.all(make=False) as slots:
             for slot in slots:
                 slot.close()
         self._engine = None

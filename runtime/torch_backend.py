@@ -166,7 +166,7 @@ class TorchBackend(Backend):
 
     def _close(self) -> None:
         if self._slots is not None:
-            with self._slots.all() as slots:
+            with self._slots.all(make=False) as slots:
                 for slot in slots:
                     slot.graphs.clear()
         self._module = self._model = None

@@ -74,6 +74,65 @@ def test_a_failed_make_does_not_use_up_a_slot():
         assert s == "slot"
 
 
+def test_a_caller_waiting_for_a_slot_makes_it_when_the_maker_failed():
+    """The last slot's make fails while another caller waits: that caller makes the slot, it does not hang."""
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def make():
+        calls.append(1)
+        if len(calls) == 1:
+            started.set()
+            release.wait(10)
+            raise RuntimeError("out of device memory")
+        return "slot"
+
+    pool = SlotPool(make, size=1)
+    failed, got = [], []
+
+    def first():
+        try:
+            with pool.slot():
+                pass
+        except RuntimeError as e:
+            failed.append(str(e))
+
+    def second():
+        with pool.slot() as s:
+            got.append(s)
+
+    a = threading.Thread(target=first, daemon=True)  # daemon: a regression fails the test, not the run
+    a.start()
+    assert started.wait(10)
+    b = threading.Thread(target=second, daemon=True)
+    b.start()
+    time.sleep(0.05)  # b now waits: the only slot is being made
+    release.set()
+    a.join(10)
+    b.join(10)
+    assert not b.is_alive(), "the waiting caller hung after the maker failed"
+    assert failed == ["out of device memory"] and got == ["slot"] and pool.created == 1
+
+
+def test_all_without_make_takes_only_the_slots_made_and_waits_for_lent_ones():
+    made = []
+    pool = SlotPool(lambda: made.append(object()) or made[-1], size=4)
+    with pool.all(make=False) as slots:  # closing an unused pool makes nothing
+        assert slots == []
+    taken = []
+    with pool.slot() as lent:
+        def close():
+            with pool.all(make=False) as slots:
+                taken.extend(slots)
+
+        t = threading.Thread(target=close, daemon=True)
+        t.start()
+        time.sleep(0.05)
+        assert taken == []  # waits while the slot is lent
+    t.join(10)
+    assert taken == [lent] and len(made) == 1
+
+
 def test_each_key_is_built_once_even_when_many_callers_ask_at_once():
     builds = []
 
