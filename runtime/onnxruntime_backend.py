@@ -33,7 +33,7 @@ from ganrt.bundle import Bundle
 from ganrt.errors import BackendUnavailable, BundleError
 from ganrt.runtime.backends import ORT_PROVIDERS as PROVIDERS
 from ganrt.runtime.backends import BackendRow, BundleView, Choice, Missing, Probe
-from ganrt.runtime.base import Backend, LoadOptions, check_graph_output, first_line, to_uint8_nhwc
+from ganrt.runtime.base import Backend, LoadOptions, check_graph_output, dummy_feeds, first_line, to_uint8_nhwc
 from ganrt.runtime.machine import onnxruntime_probe, physical_cores
 from ganrt.runtime.pool import ShapeCache
 
@@ -230,7 +230,6 @@ class _BoundBatch:
     """Static device buffers and an IO binding for one batch size, replayed as CUDA graph ``graph_id``."""
 
     def __init__(self, backend: OnnxRuntimeBackend, b: int, graph_id: int) -> None:
-        from ganrt.runtime.base import dummy_feeds
 
         ort = backend._ort
         dev = backend._device_id

@@ -32,7 +32,7 @@ from typing import Any
 
 from ganrt import precisions
 from ganrt.errors import BackendUnavailable, BundleError, ConfigError
-from ganrt.runtime.backends import BACKENDS, NAMES, ORT_PROVIDERS, BundleView, Choice, Missing
+from ganrt.runtime.backends import BACKENDS, ORT_PROVIDERS, BundleView, Choice, Missing, row
 from ganrt.runtime.machine import Availability
 from ganrt.runtime.tensorrt_backend import engine_mismatch, engine_target, trt_version_matches
 from ganrt.runtime.tuning import tuning_table
@@ -55,8 +55,8 @@ def runnable(manifest: dict[str, Any], available: Availability, trust_code: bool
     """Every variant of the bundle each backend row could run here, best default rank first."""
     view = BundleView(manifest.get("artifacts") or {}, manifest.get("spec") or {}, trust_code)
     pool = _Pool()
-    for row in BACKENDS.values():
-        choices, missing = row.variants(view, available)
+    for backend in BACKENDS.values():
+        choices, missing = backend.variants(view, available)
         pool.choices += choices
         pool.missing += missing
     pool.choices.sort(key=_default_rank)
@@ -87,16 +87,15 @@ def _have(manifest: dict[str, Any]) -> list[str]:
 
 
 def _check_request(manifest: dict[str, Any], backend: str, precision: str | None, device: str | None) -> None:
-    if backend != "auto" and backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose one of auto, {', '.join(NAMES)}")
+    # a backend that makes the precision at load time (torch casts its weights, OpenVINO's bf16 hint);
+    # row(): ConfigError for an unknown backend
+    casts = row(backend).casts if backend != "auto" else ()
     if device is not None and device not in DEVICES:
         raise ConfigError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
     if precision is not None and precision not in precisions.PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(precisions.NAMES)}")
     if precision is not None:
         have = _have(manifest)
-        # a backend that makes the precision at load time (torch casts its weights, OpenVINO's bf16 hint)
-        casts = BACKENDS[backend].casts if backend != "auto" else ()
         if precision not in have and precision not in casts:
             raise BundleError(f"the bundle has no {precision} artifact (it has: {', '.join(have) or 'nothing'}); "
                               f"export the bundle with that precision too, or ask for one it has")
@@ -136,12 +135,10 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
             return False
         if variant is not None:
             return c.variant == variant
-        if c.backend == "torch":  # torch's compile / captured-graph variants when asked for (or benchmarked)
-            if compile and "compile" not in c.options:
-                return False
-            if cuda_graphs is not None and ("cudagraph" in c.options) != cuda_graphs:
-                return False
-        return True
+        if compile and "compile" not in c.options:  # torch.compile: torch's -compile variants only
+            return False
+        # torch's captured-graph variants when asked for (a load option of the other GPU backends)
+        return c.backend != "torch" or cuda_graphs is None or ("cudagraph" in c.options) == cuda_graphs
 
     def plain(c: Choice) -> bool:
         """In the default order, torch runs eager (no channels_last) unless compile / CUDA graphs were asked for:

@@ -65,6 +65,14 @@ def test_auto_follows_benchmarks_to_torch_compile():
     assert choice.variant == "torch-fp32-compile" and choice.options == ("compile",)
 
 
+def test_compile_under_auto_picks_a_torch_compile_variant_never_another_backend():
+    """compile=True once failed with auto choosing another backend; it must not be dropped silently."""
+    b = bench({"onnxruntime-fp32": (0.1, True), "openvino-fp32": (0.1, True), "torch-fp32-compile": (0.9, True)})
+    for m in (manifest("onnx-fp32"), manifest("onnx-fp32", benchmarks=b)):
+        choice = select(m, CPU_ONLY, compile=True)
+        assert choice.backend == "torch" and "compile" in choice.options
+
+
 def test_auto_ignores_benchmarks_from_another_machine():
     b = bench({"torch-fp32": (0.1, True)}, cpu="Some Other CPU")
     choice = select(manifest("onnx-fp32", benchmarks=b), CPU_ONLY)
