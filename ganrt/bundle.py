@@ -37,6 +37,7 @@ artifacts stay) is :func:`plan_merge`.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -306,32 +307,38 @@ class Staged:
     entry: dict[str, Any]
 
 
-def plan_merge(current: Bundle | None, graph: dict[str, Any], staged: list[Staged]) -> dict[str, str]:
+def plan_merge(current: Bundle | None, graph: dict[str, Any], staged: list[Staged], *,
+               digest: Callable[[Path], str] = sha256_file,
+               same: Callable[[Path, Path], bool] | None = None) -> dict[str, str]:
     """Which of ``current``'s artifacts that this export does not rebuild must go, and why ({name: reason}).
 
     Graphs and engines go when the graph's I/O or the weights changed (they would draw another generator's
-    images); so does an artifact sharing a file this export rebuilt with other contents (onnx-bf16 shares
-    onnx-fp32-rw's), a small-batch graph whose main graph was rebuilt without it, and the weights file of
-    any IR that goes. Everything else is kept.
+    images), and so do weights cast from the old weights (torch fp16/bf16) when the weights changed; so does
+    an artifact sharing a file this export rebuilt with other contents (onnx-bf16 shares onnx-fp32-rw's), a
+    small-batch graph whose main graph was rebuilt without it, and the weights file of any IR that goes.
+    Everything else is kept. ``digest`` / ``same``: sha256_file / same_tensors (a commit passes its memo).
     """
     if current is None:
         return {}
+    same = same or same_tensors
     rebuilt = {s.name for s in staged}
     kept = {n: a for n, a in current.artifacts.items() if n not in rebuilt}
     drop: dict[str, str] = {}
     new_weights = next((s.path for s in staged if s.name == WEIGHTS_ARTIFACT), None)
     old_weights = current.artifact_path(WEIGHTS_ARTIFACT) if WEIGHTS_ARTIFACT in current.artifacts else None
-    changed = ("the graph's I/O changed" if current.graph and current.graph != graph else
-               "the weights changed" if new_weights and old_weights and not same_tensors(new_weights, old_weights)
-               else None)
-    if changed:
-        for n, a in kept.items():
-            if a.get("kind") in ("onnx", "engine", "openvino-ir") or "weights_of" in (a.get("made_by") or {}):
-                drop[n] = changed
+    io_changed = bool(current.graph and current.graph != graph)
+    weights_changed = bool(new_weights and old_weights and not same(new_weights, old_weights))
+    for n, a in kept.items():
+        made_by = a.get("made_by") or {}
+        drawn_from_weights = a.get("kind") in ("onnx", "engine", "openvino-ir") or "weights_of" in made_by
+        if io_changed and drawn_from_weights:
+            drop[n] = "the graph's I/O changed"
+        elif weights_changed and (drawn_from_weights or "cast_from" in made_by):
+            drop[n] = "the weights changed"
     rebuilt_files = {s.entry["file"]: s.path for s in staged}
     for n, a in kept.items():
         shared = rebuilt_files.get(home_name(a["file"]))
-        if shared is not None and sha256_file(shared) != a["sha256"]:
+        if shared is not None and digest(shared) != a["sha256"]:
             drop.setdefault(n, f"its file {home_name(a['file'])} was rebuilt, with other contents, without it")
         elif a.get("small_batch_of") in rebuilt:
             drop.setdefault(n, f"{a['small_batch_of']} was rebuilt without it")
@@ -466,11 +473,12 @@ class BundleWriter:
         if self.stage is None:
             raise RuntimeError("BundleWriter.commit outside its with-block")
         current = self.current()
-        drop = plan_merge(current, graph, staged)
+        digest, same = functools.cache(sha256_file), functools.cache(same_tensors)  # each file read once
+        drop = plan_merge(current, graph, staged, digest=digest, same=same)
         for n, why in sorted(drop.items()):
             self.log(f"  dropping {n} ({why}; export it again to keep it)")
         old_files = current.files() if current is not None else set()
-        placed = self._place(current, staged, old_files)
+        placed = self._place(current, staged, old_files, digest=digest, same=same)
         artifacts = {n: a for n, a in (current.artifacts if current else {}).items() if n not in drop}
         for s in staged:
             dest, digest, size = placed[s.path]
@@ -497,22 +505,23 @@ class BundleWriter:
         self._remove_empty_dirs(_folders(old_files - new_files))
         return Bundle.open(self.path)
 
-    def _place(self, current: Bundle | None, staged: list[Staged],
-               old_files: set[str]) -> dict[Path, tuple[str, str, int]]:
+    def _place(self, current: Bundle | None, staged: list[Staged], old_files: set[str], *,
+               digest: Callable[[Path], str], same: Callable[[Path, Path], bool]) -> dict[Path, tuple[str, str, int]]:
         """{staged file: (its file in the bundle, sha256, size)}. A staged file whose bytes the bundle already
         has at its usual name keeps that file (weights: the same tensors); an OpenVINO IR and its weights file
         are kept or moved together (the IR finds its .bin beside it). Moved files take their usual names
         unless the current manifest uses one of them, then all go under one fresh rev-<token>/."""
-        by_home = {home_name(a["file"]): a for a in (current.artifacts.values() if current else ())}
+        by_home = {home_name(a["file"]): n for n, a in (current.artifacts.items() if current else ())}
         keep: dict[Path, dict[str, Any]] = {}
         for s in staged:
-            old = by_home.get(s.entry["file"])
-            if old is None or s.path in keep:
+            old_name = by_home.get(s.entry["file"])
+            if old_name is None or s.path in keep:
                 continue
-            if s.name == WEIGHTS_ARTIFACT and old.get("kind") == "weights" and current is not None:
-                if same_tensors(s.path, current.artifact_path(WEIGHTS_ARTIFACT)):
+            old = current.artifacts[old_name]
+            if s.entry.get("kind") == "weights" and old.get("kind") == "weights":  # its metadata holds a time
+                if same(s.path, current.artifact_path(old_name)):
                     keep[s.path] = old
-            elif sha256_file(s.path) == old["sha256"]:
+            elif digest(s.path) == old["sha256"]:
                 keep[s.path] = old
         paths = {s.name: s.path for s in staged}
         for s in staged:  # an IR and its .bin: both kept, or both moved
@@ -530,7 +539,7 @@ class BundleWriter:
                 old = keep[s.path]
                 placed[s.path] = (old["file"], old["sha256"], old["size"] if "size" in old else s.path.stat().st_size)
             else:
-                placed[s.path] = (prefix + s.entry["file"], sha256_file(s.path), s.path.stat().st_size)
+                placed[s.path] = (prefix + s.entry["file"], digest(s.path), s.path.stat().st_size)
         return placed
 
 

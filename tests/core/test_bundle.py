@@ -107,3 +107,25 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_weights_cast_from_the_old_weights_go_when_the_weights_change(tmp_path, tiny_spec, write_bundle):
+    """torch fp16/bf16 weights are cast from the fp32 weights: new weights without them must drop them."""
+    import numpy as np
+    from safetensors.numpy import save
+
+    def weights(value):
+        return (save({"G.w": np.full(4, value, np.float32)}, metadata={"created": str(value)}),
+                {"file": "generator.safetensors", "kind": "weights", "precision": "fp32"})
+
+    cast = (save({"G.w": np.ones(4, np.float16)}), {"file": "generator.fp16.safetensors", "kind": "weights",
+                                                   "precision": "fp16", "made_by": {"cast_from": "weights"}})
+    write_bundle(tmp_path / "b", tiny_spec, {"weights": weights(1.0), "weights-fp16": cast})
+    same = write_bundle(tmp_path / "b", tiny_spec, {"weights": weights(1.0)})  # the same tensors: kept
+    assert sorted(same.artifacts) == ["weights", "weights-fp16"]
+    recast = (save({"G.w": np.ones(4, np.float16)}, metadata={"created": "later"}), cast[1])
+    again = write_bundle(tmp_path / "b", tiny_spec, {"weights": weights(1.0), "weights-fp16": recast})
+    assert again.artifacts["weights-fp16"]["file"] == "generator.fp16.safetensors"  # same tensors: file kept
+    changed = write_bundle(tmp_path / "b", tiny_spec, {"weights": weights(2.0)})
+    assert sorted(changed.artifacts) == ["weights"]
+    assert not (tmp_path / "b" / "generator.fp16.safetensors").exists()
