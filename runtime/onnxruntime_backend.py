@@ -230,7 +230,6 @@ class _BoundBatch:
     """Static device buffers and an IO binding for one batch size, replayed as CUDA graph ``graph_id``."""
 
     def __init__(self, backend: OnnxRuntimeBackend, b: int, graph_id: int) -> None:
-
         ort = backend._ort
         dev = backend._device_id
         self.session = backend._session
