@@ -33,6 +33,7 @@ from torch import nn
 from ganrt.bundle import WEIGHTS, WEIGHTS_ARTIFACT, Bundle, BundleWriter, Staged, onnx_artifact_name, onnx_file_name
 from ganrt.errors import ConfigError, SpecError
 from ganrt.export import graph as G
+from ganrt.export.torch_weights import write_weights
 from ganrt.export.verify import (
     TOLERANCES,
     Tolerance,
@@ -169,14 +170,6 @@ def _check_weights_rebuild(generator: nn.Module, spec: GeneratorSpec) -> None:
                         f"{first}. {fix}") from None
 
 
-def _weights_file(path: Path, generator: nn.Module, spec: GeneratorSpec, source: dict[str, Any]) -> None:
-    from ganrt.checkpoint import Checkpoint, save_checkpoint
-
-    tensors = {f"G.{k}": v for k, v in generator.state_dict().items()}
-    save_checkpoint(path, Checkpoint(spec=spec, tensors=tensors, step=int(source.get("step", 0) or 0),
-                                     extra={"exported_from": source}))
-
-
 def _entry_extra(v: Verification) -> dict[str, Any]:
     return {"tolerance": v.tolerance, "failures": v.failures}
 
@@ -226,7 +219,7 @@ def _build(module, generator, spec, stage: Path, opts: ExportOptions, source, lo
 
     staged: list[Staged] = []
     weights = stage / WEIGHTS
-    _weights_file(weights, generator, spec, source)
+    write_weights(weights, generator, spec, source)
     staged.append(Staged(WEIGHTS_ARTIFACT, weights, {"file": WEIGHTS, "kind": "weights", "precision": "fp32",
                                                      "made_by": {"format": "ganrt.checkpoint",
                                                                  "torch": torch.__version__}}))

@@ -45,13 +45,24 @@ def check_precisions(precisions) -> tuple[str, ...]:
     return tuple(dict.fromkeys(precisions))
 
 
+def write_weights(path: Path, generator: torch.nn.Module, spec: GeneratorSpec, source: dict[str, Any],
+                  precision: str | None = None) -> None:
+    """``generator``'s weights as a ganrt checkpoint (G.-prefixed); ``precision``: its floating-point tensors
+    cast to it (the fp32 weights when None)."""
+    from ganrt.checkpoint import Checkpoint, save_checkpoint
+
+    dtype = getattr(torch, PRECISIONS[precision].torch_dtype) if precision else None
+    tensors = {f"G.{k}": (t.to(dtype) if dtype is not None and t.is_floating_point() else t)
+               for k, t in generator.state_dict().items()}
+    extra = {"exported_from": source, **({"cast_to": precision} if precision else {})}
+    save_checkpoint(path, Checkpoint(spec=spec, tensors=tensors, step=int(source.get("step", 0) or 0), extra=extra))
+
+
 def build_torch_weights(module: torch.nn.Module, generator: torch.nn.Module, spec: GeneratorSpec, stage: Path, *,
                         precisions: tuple[str, ...], reference, tolerances: dict, source: dict[str, Any],
                         log) -> tuple[list[Staged], list[Verification]]:
     """Staged ``weights-<precision>`` artifacts and their verifications (``module``: the graph module the
     reference was computed with; ``generator``: the module whose weights are shipped)."""
-    from ganrt.checkpoint import Checkpoint, save_checkpoint
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     staged, verifications = [], []
     for precision in precisions:
@@ -76,10 +87,7 @@ def build_torch_weights(module: torch.nn.Module, generator: torch.nn.Module, spe
         log(("  passed: " if v.passed else "  FAILED: ") + v.summary())
         verifications.append(v)
         path = stage / file_name(precision)
-        tensors = {f"G.{k}": (t.to(dtype) if t.is_floating_point() else t)
-                   for k, t in generator.state_dict().items()}
-        save_checkpoint(path, Checkpoint(spec=spec, tensors=tensors, step=int(source.get("step", 0) or 0),
-                                         extra={"exported_from": source, "cast_to": precision}))
+        write_weights(path, generator, spec, source, precision)
         staged.append(Staged(artifact_name(precision), path, {
             "file": file_name(precision), "kind": "weights", "precision": precision,
             "made_by": {"format": "ganrt.checkpoint", "cast_from": "weights", "torch": torch.__version__,

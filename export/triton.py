@@ -328,13 +328,6 @@ def check_repository(repo: str | os.PathLike) -> tuple[list[str], list[str]]:
 
 
 # -- the repository --------------------------------------------------------------------------------------
-def _bundle_file(bundle: Bundle, artifact: str) -> Path:
-    path = (bundle.path / bundle.artifact(artifact)["file"]).resolve()
-    if not path.is_relative_to(bundle.path.resolve()):
-        raise BundleError(f"bundle {bundle.path}: artifact {artifact} points outside the bundle")
-    return path
-
-
 def _psnr(entry: dict[str, Any]) -> str:
     value = (entry.get("parity") or {}).get("psnr_db")
     try:
@@ -468,7 +461,7 @@ def write_repository(bundle: Bundle, out: str | os.PathLike, options: TritonOpti
             version = stage / m.name / "1"
             version.mkdir(parents=True)
             for file, artifact in m.files.items():
-                shutil.copyfile(_bundle_file(bundle, artifact), version / file)
+                shutil.copyfile(bundle.artifact_path(artifact), version / file)
             (stage / m.name / "config.pbtxt").write_text(to_pbtxt(m.config))
         summary = {m.name: {"variant": m.variant, "artifacts": m.artifacts,
                             "sha256": {a: bundle.artifacts[a]["sha256"] for a in m.artifacts},
