@@ -148,12 +148,16 @@ def check_relative(file: Any, *, where: str) -> str:
 def resolve_inside(root: Path, file: str, *, where: str) -> Path:
     """``root/file`` after checking that neither it nor a folder on the way is a symlink leading out of
     ``root`` (checked again right before anything is deleted or overwritten)."""
-    path = root / check_relative(file, where=where)
+    return confine(root, check_relative(file, where=where), where=where)
+
+
+def confine(root: Path, file: str, *, where: str, what: str = "artifact file") -> Path:
+    """``root/file`` (a relative path already checked) unless a symlink on the way leads out of ``root``."""
+    path = root / file
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)
     if os.path.commonpath([real_root, real]) != real_root or real == real_root:
-        raise BundleError(f"{where}: artifact file {file!r} leads outside the bundle (a symlink); refusing to "
-                          "use it")
+        raise BundleError(f"{where}: {what} {file!r} leads outside the bundle (a symlink); refusing to use it")
     return path
 
 

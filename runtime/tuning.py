@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ganrt import schema as S
-from ganrt.bundle import TUNING_DIR
+from ganrt.bundle import TUNING_DIR, confine
 from ganrt.errors import BundleError, ConfigError
 from ganrt.fileio import atomic_write_json, exclusive_lock
 
@@ -134,7 +134,8 @@ def _slug(text: str) -> str:
 def tuning_path(bundle_dir: str | os.PathLike, key: str) -> Path:
     if not isinstance(key, str) or not KEY_PATTERN.match(key):
         raise ConfigError(f"a tuning key is lower-case letters, digits, '.' and '-' (from machine_key()), got {key!r}")
-    return Path(bundle_dir) / TUNING_DIR / f"{key}.json"
+    root = Path(bundle_dir)  # a tuning/ that is a symlink out of the bundle is refused like an artifact's file
+    return confine(root, f"{TUNING_DIR}/{key}.json", where=f"bundle {root}", what="tuning record")
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -152,27 +153,12 @@ def _load(path: Path) -> dict[str, Any]:
 def read_tuning(bundle_dir: str | os.PathLike, key: str) -> dict[str, Any]:
     """The record of ``key`` in the bundle, or {} when there is none. A malformed record is ignored with a
     warning (it is a cache of measurements: ``ganrt bench`` writes a good one over it)."""
-    path = tuning_path(bundle_dir, key)
     try:
-        return _load(path)
+        return _load(tuning_path(bundle_dir, key))
     except BundleError as e:
         warnings.warn(f"ganrt: ignoring the tuning record {e}; run `ganrt bench` to measure again",
                       RuntimeWarning, stacklevel=2)
         return {}
-
-
-def list_tuning(bundle_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Every readable tuning record of the bundle, by key (for `ganrt inspect`)."""
-    records = {}
-    for path in sorted((Path(bundle_dir) / TUNING_DIR).glob("*.json")):
-        if KEY_PATTERN.match(path.stem):
-            try:
-                record = _load(path)
-            except BundleError:
-                continue
-            if record:
-                records[path.stem] = record
-    return records
 
 
 def record_tuning(bundle_dir: str | os.PathLike, key: str, rows: list[dict[str, Any]], *,

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from ganrt.errors import ConfigError
+from ganrt.errors import BundleError, ConfigError
 from ganrt.runtime.machine import Availability
 from ganrt.runtime.selection import select
 from ganrt.runtime.tuning import (
@@ -132,3 +132,17 @@ def test_the_tuning_record_comes_before_an_old_manifests_benchmarks():
                        "variants": {"torch-fp32": {"median_ms": 0.1, "passed": True}}}
     assert select(m, CPU).variant == "torch-fp32"  # bundles benched before tuning records still work
     assert select(m, CPU, tuning=record(ort=2.0, rw=1.0, torch=3.0)).variant == "onnxruntime-fp32-rw"
+
+
+def test_a_tuning_folder_linked_out_of_the_bundle_is_never_written_and_read_as_empty(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "tuning").symlink_to(outside)
+    with pytest.raises(BundleError, match="tuning record 'tuning/k.json' leads outside the bundle"):
+        record_tuning(bundle, "k", [row("onnxruntime-fp32", 1, 1.0)])
+    assert list(outside.iterdir()) == []
+    (outside / "k.json").write_text("{}")
+    with pytest.warns(RuntimeWarning, match="leads outside the bundle"):
+        assert read_tuning(bundle, "k") == {}
