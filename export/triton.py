@@ -34,6 +34,7 @@ import numpy as np
 
 from ganrt.bundle import Bundle
 from ganrt.errors import BackendUnavailable, BundleError, ConfigError, ExportError
+from ganrt.fileio import LockBusy, exclusive_lock
 
 MARKER = "ganrt-triton.json"  # at the repository root: what it was made from (and that it may be replaced)
 INSTALL_HINT = "pip install 'ganrt[triton]'"
@@ -430,8 +431,7 @@ def write_repository(bundle: Bundle, out: str | os.PathLike, options: TritonOpti
     _check_options(options)
     model_config_pb2()  # fail before any work without the schema
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
-        raise ConfigError(f"{out} exists and is not a ganrt Triton repository; choose another --out")
+    _check_out(out)
     graph = bundle.graph or {}
     if not graph.get("inputs") or not graph.get("outputs"):
         raise BundleError(f"bundle {bundle.path} describes no graph I/O; re-export it")
@@ -453,6 +453,23 @@ def write_repository(bundle: Bundle, out: str | os.PathLike, options: TritonOpti
         raise ConfigError(f"nothing in {bundle.path} that Triton can run on --device {options.device}"
                           + "".join(f"; {v}: {why}" for v, why in sorted(skipped.items())))
     out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive_lock(out.parent / f".{out.name}.lock"):
+            _recover(out)
+            _check_out(out)
+            return _write(bundle, out, options, models, skipped, graph, max_batch, progress)
+    except LockBusy as e:
+        raise ConfigError(f"another export-triton is writing {out} ({e.holder}); wait for it to finish") from None
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
+        raise ConfigError(f"{out} exists and is not a ganrt Triton repository; choose another --out")
+
+
+def _write(bundle: Bundle, out: Path, options: TritonOptions, models: list[Model], skipped: dict[str, str],
+           graph: dict[str, Any], max_batch: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Stage the repository beside ``out``, check it, then swap it in (the caller holds the lock)."""
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.triton-", dir=out.parent))
     try:
         for m in models:
@@ -491,6 +508,18 @@ def _replace_dir(stage: Path, out: Path) -> None:
     os.replace(stage, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(out: Path) -> None:
+    """What a killed run left beside ``out``: its staging folder (removed) and, killed between the two moves
+    of :func:`_replace_dir`, the previous repository swapped out (put back when nothing took its place)."""
+    for stage in out.parent.glob(f".{out.name}.triton-*"):
+        shutil.rmtree(stage, ignore_errors=True)
+    for old in sorted(out.parent.glob(f".{out.name}.old-*")):
+        if not out.exists():
+            os.replace(old, out)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_options(o: TritonOptions) -> None:

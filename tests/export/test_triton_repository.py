@@ -197,6 +197,25 @@ def test_a_previous_repository_is_replaced_whole_and_anything_else_is_refused(bu
     assert unknown.exit_code == 2 and "--variants tensorrt-fp8: not in this repository; it can hold" in unknown.output
 
 
+def test_what_a_killed_run_left_is_recovered_and_a_second_writer_is_refused(bundle_dir, tmp_path):
+    from ganrt.export.triton import _recover
+    from ganrt.fileio import exclusive_lock
+
+    repo = tmp_path / "repo"
+    options = TritonOptions(device="cpu", variants=("onnxruntime-fp32",))
+    write_repository(Bundle.open(bundle_dir), repo, options)
+    repo.rename(tmp_path / ".repo.old-999")  # killed between its two moves: no repo, the old one aside
+    (tmp_path / ".repo.triton-killed").mkdir()  # and a staging folder
+    _recover(repo)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"] and check_repository(repo)[0] == []
+    (tmp_path / ".repo.old-998").mkdir()  # an old copy beside a repository: removed by the next run
+    write_repository(Bundle.open(bundle_dir), repo, options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+    with exclusive_lock(tmp_path / ".repo.lock"):
+        with pytest.raises(ConfigError, match="another export-triton is writing"):
+            write_repository(Bundle.open(bundle_dir), repo, options)
+
+
 # -- the README's client and load test, against an OIP v2 server (ganrt serve, named as the Triton model) -------
 @pytest.fixture
 def oip_server(bundle_dir):
