@@ -38,16 +38,17 @@ ORT_BASELINE = "onnxruntime-fp32"  # the CPU baseline the fast-path ratios are t
 PEERS = (REFERENCE, "torch-fp32-compile", ORT_BASELINE)  # timed first: every ratio is taken against them
 
 
-def candidate_variants(manifest: dict[str, Any], available: Any = None) -> tuple[list[Any], dict[str, str]]:
+def candidate_variants(manifest: dict[str, Any], available: Any = None,
+                       trust_code: bool = False) -> tuple[list[Any], dict[str, str]]:
     """Every variant of the bundle this machine can run, from the table of backends, peers first; and, for a
-    backend with nothing to run here, why ({backend: reason})."""
+    backend with nothing to run here, why ({backend: reason}). ``trust_code``: a user's module runs in torch."""
     from ganrt.runtime.machine import Availability
     from ganrt.runtime.selection import here, runnable
 
     available = available or Availability.probe()
-    choices = sorted(runnable(manifest, available).choices,
+    choices = sorted(runnable(manifest, available, trust_code).choices,
                      key=lambda c: PEERS.index(c.variant) if c.variant in PEERS else len(PEERS))
-    return choices, here(manifest, available)["unavailable"]
+    return choices, here(manifest, available, trust_code)["unavailable"]
 
 
 # --- memory ----------------------------------------------------------------------------------------------------------
@@ -246,9 +247,8 @@ def run_timings(variants: list[LoadedVariant], batch_sizes: list[int], *, durati
                     v.first_call_s.setdefault(b, time.perf_counter() - t0)
                     t.warmup_ms = [v.first_call_s[b] * 1e3] + time_calls(call, duration=0.0, min_runs=warmup)
                 with LoadMeter() as meter:
-                    t0 = time.perf_counter()
                     t.samples_ms += time_calls(call, duration=per_round, min_runs=runs_per_round)
-                t.busy.append((time.perf_counter() - t0, meter.others))
+                t.busy.append((meter.seconds, meter.others))
             except GanrtError as e:
                 t.error = str(e).split("\n")[0]
             if progress:

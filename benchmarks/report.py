@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ganrt.benchmarks.load import OTHERS_BUSY, SPREAD_MEDIAN_MIN, SPREAD_P90_MEDIAN
 from ganrt.fileio import atomic_path, atomic_write_json, atomic_write_text
 from ganrt.parity import json_safe
 
@@ -65,9 +66,13 @@ def write_results(out: Path, results: dict[str, Any]) -> Path:
 
 # --- plots -----------------------------------------------------------------------------------------------------------
 def _series(runs: list[dict[str, Any]], value) -> dict[str, tuple[list[int], list[float]]]:
+    """{line name: (batch sizes, values)}: one line per variant, and per thread count when there are several."""
+    timed = [r for r in runs if "latency_ms" in r]
+    several = len({r.get("threads") for r in timed}) > 1
     series: dict[str, tuple[list[int], list[float]]] = {}
-    for r in sorted((r for r in runs if "latency_ms" in r), key=lambda r: r["batch_size"]):
-        xs, ys = series.setdefault(r["variant"], ([], []))
+    for r in sorted(timed, key=lambda r: r["batch_size"]):
+        name = f"{r['variant']}, {r['threads']} threads" if several else r["variant"]
+        xs, ys = series.setdefault(name, ([], []))
         xs.append(r["batch_size"])
         ys.append(value(r))
     return series
@@ -193,9 +198,10 @@ def _unstable(runs: list[dict[str, Any]]) -> list[str]:
         return ["Every row was stable: p90/median, median/min and the CPU other processes used stayed within "
                 "their limits.", ""]
     return ["## Unstable rows (marked † above: do not quote them)", "",
-            "A row is flagged when its p90 is more than 1.5x its median, its median more than 2x its fastest call, "
-            "or other processes took more than a quarter of the machine's CPU while it ran; flagged rows are "
-            "timed once more and keep the flag if the retry is unstable too.", "",
+            f"A row is flagged when its p90 is more than {SPREAD_P90_MEDIAN:g}x its median, its median more than "
+            f"{SPREAD_MEDIAN_MIN:g}x its fastest call, or other processes took more than {OTHERS_BUSY:.0%} of the "
+            "machine's CPU while it ran; flagged rows are timed once more and keep the flag if the retry is "
+            "unstable too.", "",
             _table(["variant", "batch", "threads", "why", "retried"],
                    [[f"`{r['variant']}`", r["batch_size"], r.get("threads"), "; ".join(r["unstable"]),
                      "yes" if r.get("retried") else "no"] for r in shaky]), ""]

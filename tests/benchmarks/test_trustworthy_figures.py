@@ -154,3 +154,17 @@ def test_a_report_marks_unstable_rows():
     table = _matrix(runs, ["a", "b"], [1], lambda r: r["latency_ms"]["median"])
     assert "| `a` | 1 † |" in table and "| `b` | 2 |" in table
     assert "p90/median 2 > 1.5" in "\n".join(_unstable(runs))
+
+
+def test_plots_draw_one_line_per_variant_and_thread_count():
+    """Runs at 1 and 2 threads were once joined into one zig-zag line per variant."""
+    from ganrt.benchmarks.report import _series
+
+    def run(variant, threads, b, ms):
+        return {"variant": variant, "threads": threads, "batch_size": b, "latency_ms": {"median": ms}}
+
+    two = [run("a", t, b, 10.0 * b / t) for t in (1, 2) for b in (1, 8)]
+    series = _series(two, lambda r: r["latency_ms"]["median"])
+    assert series == {"a, 1 threads": ([1, 8], [10.0, 80.0]), "a, 2 threads": ([1, 8], [5.0, 40.0])}
+    one = _series([r for r in two if r["threads"] == 2], lambda r: r["latency_ms"]["median"])
+    assert one == {"a": ([1, 8], [5.0, 40.0])}

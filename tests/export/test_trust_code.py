@@ -142,3 +142,17 @@ def test_a_module_with_no_factory_is_a_bundle_of_graphs(tmp_path):
 
     with pytest.raises(CheckpointError, match="no factory recorded"):
         load_generator(bundle.artifact_path("weights"), trust_code=True)
+
+
+def test_bench_times_the_torch_variants_of_a_users_bundle_only_with_trust(user_bundle):
+    """bench's candidate list once ignored --trust-code: torch was never timed, no ratio to torch eager."""
+    from ganrt.benchmarks.harness import candidate_variants
+    from ganrt.bundle import Bundle
+
+    path, marker = user_bundle
+    manifest = Bundle.open(path).to_dict()
+    untrusted = {c.variant for c in candidate_variants(manifest)[0]}
+    trusted = {c.variant for c in candidate_variants(manifest, trust_code=True)[0]}
+    assert "torch-fp32" not in untrusted and "onnxruntime-fp32" in untrusted
+    assert trusted - untrusted >= {"torch-fp32"}
+    assert not marker.exists()  # listing candidates imports nothing
