@@ -67,20 +67,21 @@ def parse_batch_sizes(text: str, max_batch: int) -> list[int]:
     return sorted(set(sizes))
 
 
-def _real_features(bundle, dataset: str | None, extractor, n: int, log) -> tuple[Any, str | None]:
-    """Features of n real images for fd_delta: the given dataset, else the one the checkpoint names."""
+def _real_features(bundle, dataset: str | None, extractors: list, n: int, log) -> tuple[list, str | None]:
+    """Features of n real images for fd_delta (and fid_delta), one array per extractor, from one load of the
+    given dataset, else of the one the checkpoint names; ([None, ...], why) without them."""
     source = dataset or ((bundle.source or {}).get("dataset") or {}).get("name")
     if not source:
-        return None, "no dataset given (--dataset) and none recorded in the bundle"
+        return [None] * len(extractors), "no dataset given (--dataset) and none recorded in the bundle"
     try:
         from ganrt.metrics.stats_cache import reference_features
         from ganrt.train.datasets import load_dataset
 
         data = load_dataset(source, bundle.spec.height, channels=bundle.spec.channels)
-        return reference_features(data.images, data.identity, extractor, n=n).features, None
+        return [reference_features(data.images, data.identity, e, n=n).features for e in extractors], None
     except GanrtError as e:
         log(f"no real data for fd_delta: {e}")
-        return None, str(e)
+        return [None] * len(extractors), str(e)
 
 
 def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,8,64,max", duration: float = 2.0,
@@ -122,16 +123,16 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
                           "--inception-weights FILE (made by `ganrt convert-inception-weights`)")
     real, real_note, fid_real = None, None, None
     if needs_real_data(checks) or dataset or classifier or fid_extractor:
-        real, real_note = _real_features(bundle, dataset, extractor, parity_n, log)
-        if fid_extractor is not None and real is not None:
-            fid_real, _ = _real_features(bundle, dataset, fid_extractor, parity_n, log)
+        extractors = [extractor, fid_extractor] if fid_extractor is not None else [extractor]
+        features, real_note = _real_features(bundle, dataset, extractors, parity_n, log)
+        real, fid_real = features[0], (features[1] if fid_extractor is not None else None)
         if real is None and needs_real_data(checks):
             raise ConfigError(f"the gate compares with real images (fd_delta / fid_delta), which needs them: "
                               f"{real_note}; pass --dataset")
     thread_counts = parse_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
 
-    requests, unavailable = candidate_variants(bundle.to_dict())
+    requests, unavailable = candidate_variants(bundle.to_dict(), trust_code=trust_code)
     only = None
     if variants:
         only = list(dict.fromkeys(variants))
@@ -157,7 +158,7 @@ def run_bench(bundle_dir: str | Path, out: str | Path, *, batch_sizes: str = "1,
         if not loaded:
             raise ConfigError(f"no variant of {bundle.path} can run here: " +
                               "; ".join(f"{k}: {v}" for k, v in skipped_t.items()))
-        steps["total"] = (len(loaded) * len(sizes) * repeats + len(loaded)) * len(thread_counts)
+        steps["total"] = len(loaded) * len(sizes) * repeats * len(thread_counts) + len(loaded)  # parity: once
         try:
             runs += time_variants(loaded, sizes, duration=duration, min_runs=min_runs, warmup=warmup,
                                   repeats=repeats, threads=t, progress=lambda t=t: tick(f"timing, {t} thread(s)"),

@@ -14,6 +14,9 @@ from ganrt.errors import ConfigError
 from ganrt.runtime.backends import NAMES as BACKEND_NAMES
 
 EXTRACTOR_CHOICES = ("domain", "inception", "pixels")
+TRUST_CODE = click.option("--trust-code", is_flag=True, help="A checkpoint or bundle of your own module: import and "
+                          "run the code its spec names (factory) to rebuild it in torch. Only for files whose source "
+                          "you trust.")
 
 
 def _echo_json(obj) -> None:
@@ -129,8 +132,7 @@ def _generator_for(path: Path, backend: str, batch_size: int, trust_code: bool =
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Reference statistics cache (default: $GANRT_CACHE_DIR/stats or ~/.cache/ganrt/stats).")
 @click.option("--no-cache", is_flag=True, help="Recompute the real features and do not write the cache.")
-@click.option("--trust-code", is_flag=True, help="A checkpoint or bundle of your own module: import and run the "
-              "code its spec names (factory) to rebuild it in torch. Only for files whose source you trust.")
+@TRUST_CODE
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def eval_command(source: Path, dataset: str, extractor: str, classifier: Path | None, inception_weights: Path | None,
                  n: int, backend: str, batch_size: int, kid_subsets: int, kid_subset_size: int,
@@ -202,8 +204,7 @@ def eval_command(source: Path, dataset: str, extractor: str, classifier: Path | 
                    "FID-proper parity beside the FD of --classifier; default: $GANRT_INCEPTION_WEIGHTS if set.")
 @click.option("--no-record", is_flag=True,
               help="Do not merge the timings into the bundle's tuning record (tuning/<machine-key>.json).")
-@click.option("--trust-code", is_flag=True, help="A checkpoint or bundle of your own module: import and run the "
-              "code its spec names (factory) to rebuild it in torch. Only for files whose source you trust.")
+@TRUST_CODE
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON (results.json holds everything).")
 @click.pass_context
 def bench(ctx: click.Context, bundle: Path, out: Path, batch_sizes: str, duration: float, min_runs: int,
@@ -221,6 +222,7 @@ def bench(ctx: click.Context, bundle: Path, out: Path, batch_sizes: str, duratio
     from tqdm import tqdm
 
     from ganrt.benchmarks.bench import run_bench
+    from ganrt.metrics.inception import ENV_VAR as INCEPTION_ENV_VAR
 
     names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
     if variants is not None and not names:
@@ -237,7 +239,7 @@ def bench(ctx: click.Context, bundle: Path, out: Path, batch_sizes: str, duratio
                             warmup=warmup, repeats=repeats, variants=names, gate=gate, classifier=classifier,
                             dataset=dataset, parity_n=parity_n, threads=threads, record=not no_record,
                             trust_code=trust_code,
-                            inception_weights=inception_weights or os.environ.get("GANRT_INCEPTION_WEIGHTS"),
+                            inception_weights=inception_weights or os.environ.get(INCEPTION_ENV_VAR),
                             progress=progress, log=lambda s: bar.write(s, file=sys.stderr))
     finally:
         bar.close()

@@ -31,10 +31,11 @@ def _cpu_jiffies() -> tuple[int, int] | None:
 
 @dataclass
 class LoadMeter:
-    """Use as a context manager around timed work; then read ``others`` (None where unmeasurable)."""
+    """Use as a context manager around timed work; then read ``seconds`` (the block's wall time) and
+    ``others`` (None where unmeasurable)."""
 
     others: float | None = None
-    loadavg: float | None = None
+    seconds: float = 0.0
 
     def __enter__(self) -> "LoadMeter":
         self._start = _cpu_jiffies()
@@ -44,11 +45,7 @@ class LoadMeter:
 
     def __exit__(self, *exc) -> None:
         end = _cpu_jiffies()
-        wall = time.perf_counter() - self._wall
-        try:
-            self.loadavg = os.getloadavg()[0]
-        except OSError:
-            self.loadavg = None
+        wall = self.seconds = time.perf_counter() - self._wall
         if self._start is None or end is None or wall <= 0:
             return
         hz = os.sysconf("SC_CLK_TCK")

@@ -237,11 +237,11 @@ def convert_weights(pth: str | os.PathLike, out: str | os.PathLike) -> dict[str,
     full = _checked_state(state, build_fid_inception().state_dict(), pth)
     tensors = {k: v.detach().contiguous() for k, v in full.items()}
     out = Path(out)
+    source_sha256 = sha256_file(pth)
     with atomic_path(out) as tmp:
-        save_file(tensors, str(tmp), metadata={"source": pth.name, "source_sha256": sha256_file(pth),
+        save_file(tensors, str(tmp), metadata={"source": pth.name, "source_sha256": source_sha256,
                                                "format": "ganrt.fid-inception-2015-12-05"})
-    return {"out": str(out), "tensors": len(tensors), "source_sha256": sha256_file(pth),
-            "sha256": sha256_file(out)}
+    return {"out": str(out), "tensors": len(tensors), "source_sha256": source_sha256, "sha256": sha256_file(out)}
 
 
 class InceptionExtractor(FeatureExtractor):
