@@ -24,41 +24,19 @@ from pathlib import Path
 import click
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve_and_load(bundle: Path, out: Path, duration: float) -> None:
     """Serve the bundle in the background, run a short load test against it, stop the server (SIGTERM)."""
-    import signal
-    import urllib.request
+    from ganrt.serve.process import ServeProcess, free_port
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
+    port = free_port()
     click.secho(f"\n$ ganrt serve {bundle} --port {port} &", bold=True)
-    server = subprocess.Popen([sys.executable, "-m", "ganrt", "serve", str(bundle), "--port", str(port),
-                               "--log-level", "warning"])
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"demo step failed: ganrt serve did not become ready at {url}")
-            time.sleep(0.3)
-        _run(["loadtest", url, "--concurrency", "1,8,32", "--seeds-per-request", "16", "--duration", str(duration),
-              "--check", str(bundle), "--out", str(out)])
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
+        server = ServeProcess(bundle, port=port, capture=False)
+    except RuntimeError as e:
+        raise SystemExit(f"demo step failed: {e}") from None
+    with server:
+        _run(["loadtest", server.url, "--concurrency", "1,8,32", "--seeds-per-request", "16", "--duration",
+              str(duration), "--check", str(bundle), "--out", str(out)])
 
 
 def _run(argv: list[str]) -> None:

@@ -16,56 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(bundle: Path, args: list[str], timeout: float = 300.0) -> tuple[subprocess.Popen, str]:
-    """Start `ganrt serve` with ``args``; (process, url) once it printed its banner."""
-    port = _port()
-    proc = subprocess.Popen([sys.executable, "-m", "ganrt", "serve", str(bundle), "--port", str(port),
-                             "--log-level", "warning", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while not _ready(url):  # `ganrt serve` prints its banner before it binds the port
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError("the server did not start:\n" + "".join(lines))
-        time.sleep(0.2)
-    return proc, url
-
-
-def _ready(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def main() -> None:
@@ -81,6 +34,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from ganrt.serve.loadtest import loadtest
+    from ganrt.serve.process import ServeProcess
 
     cores = os.cpu_count() or 1
     batching = ["--max-batch", str(a.max_batch), "--max-delay-ms", str(a.max_delay_ms)]
@@ -93,12 +47,10 @@ def main() -> None:
         results = {}
         for name, args in servers.items():
             print(f"round {k + 1}, {name}: starting", file=sys.stderr, flush=True)
-            proc, url = _serve(a.bundle, args + batching)
-            try:
-                run = loadtest(url, concurrency=levels, seeds_per_request=a.seeds_per_request, duration=a.duration,
+            with ServeProcess(a.bundle, args + batching, timeout=300, stop_wait=120) as server:
+                run = loadtest(server.url, concurrency=levels, seeds_per_request=a.seeds_per_request,
+                               duration=a.duration,
                                progress=lambda s, n=name: print(f"  {n}: {s}", file=sys.stderr, flush=True))
-            finally:
-                _stop(proc)
             results[name] = {r["concurrency"]: {k: r[k] for k in ("images_per_s", "p50_ms", "p99_ms", "errors")}
                              for r in run["levels"]}
         rounds.append(results)

@@ -4,23 +4,12 @@ and a real uvicorn server on 127.0.0.1 in a subprocess."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
 
 from ganrt.serve import ServeOptions
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ganrt.serve.process import ServeProcess
 
 
 class InProcess:
@@ -54,49 +43,12 @@ def inprocess(bundle_dir):
     return make
 
 
-class Server:
-    """`ganrt serve BUNDLE` as a subprocess on a free port; ready when /v2/health/ready answers 200."""
-
-    def __init__(self, bundle, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "ganrt", "serve", str(bundle), "--port", str(self.port),
-                                      "--threads", "1", "--log-level", "warning", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ganrt serve exited: {self.proc.stdout.read().decode()}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("ganrt serve did not become ready in 120 s")
-
-    def terminate(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.stdout.read().decode()
-
-
 @pytest.fixture
 def server(bundle_dir):
     started = []
 
-    def make(*args: str) -> Server:
-        s = Server(bundle_dir, *args)
+    def make(*args: str) -> ServeProcess:
+        s = ServeProcess(bundle_dir, ["--threads", "1", *args])
         started.append(s)
         return s
 

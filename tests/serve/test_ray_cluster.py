@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from ganrt.latents import labels_from_seeds
+from ganrt.serve.process import free_port, stop
 
 ray = pytest.importorskip("ray", reason="Ray Serve is the optional `ray` extra: pip install 'ganrt[ray]'")
 pytest.importorskip("ray.serve")
@@ -32,18 +33,10 @@ MODEL_REPLICA = f"SERVE_REPLICA::{APP}#Model#"
 DELAY_MS = 1000  # a batch short of 16 images waits this long for company: long enough to catch one waiting
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster(bundle_dir):
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 2**20, log_to_driver=False)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "ganrt", "serve", str(bundle_dir), "--ray", "--replicas", "2",
                              "--num-cpus", "1", "--address", ray.get_runtime_context().gcs_address, "--port", str(port),
                              "--max-batch", "16", "--max-delay-ms", str(DELAY_MS), "--log-level", "warning"],
@@ -63,12 +56,7 @@ def cluster(bundle_dir):
             raise RuntimeError("ganrt serve --ray did not come up in 240 s:\n" + "".join(lines))
         yield {"url": f"http://127.0.0.1:{port}", "proc": proc, "lines": lines}
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(proc)
         ray.shutdown()
 
 
