@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganrt.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
+from ganrt.checkpoint import Checkpoint, read_checkpoint, read_metadata, save_checkpoint
 from ganrt.errors import CheckpointError, ConfigError, DataError
 from ganrt.fileio import atomic_write_json, atomic_write_text
 from ganrt.images import save_grid
@@ -183,8 +183,13 @@ def _train(config: TrainConfig, out: Path, resume: bool, progress: bool, world: 
     from tqdm.auto import tqdm
 
     folder = config.data_workers > 0 and Path(config.dataset).expanduser().is_dir()
-    data = (index_folder(config.dataset, config.resolution, config.channels) if folder
-            else load_dataset(config.dataset, config.resolution, config.channels))
+    channels = config.channels
+    if channels is None and resume:
+        # the run's own count: a folder of gray pictures stored as RGB reads as 1 channel in memory (its pixels)
+        # and as 3 with --data-workers (its files' modes), and the two can resume each other
+        channels = read_metadata(out / CHECKPOINT)["spec"]["channels"]
+    data = (index_folder(config.dataset, config.resolution, channels) if folder
+            else load_dataset(config.dataset, config.resolution, channels))
     spec = make_spec(config, data)
     torch.manual_seed(config.seed)
     rng = torch.Generator(device=device).manual_seed(config.seed)
@@ -317,12 +322,9 @@ def _save(trainer: Trainer, config: TrainConfig, spec: GeneratorSpec, data: Imag
         save_checkpoint(out / "checkpoints" / f"step-{step:06d}.safetensors", ckpt)
 
 
-def _same_dataset(saved: dict[str, Any], current: dict[str, Any]) -> bool | None:
-    """Whether two dataset identities name the same data (None: they share no hash to compare)."""
-    for key in ("sha256", "files_sha256"):
-        if key in saved and key in current:
-            return saved[key] == current[key]
-    return None
+def _shared_hash(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The hash two dataset identities both carry (pixels' before files'), or None when they share none."""
+    return next((key for key in ("sha256", "files_sha256") if key in saved and key in current), None)
 
 
 def _restore(trainer: Trainer, config: TrainConfig, spec: GeneratorSpec, data: ImageDataset | FolderIndex,
@@ -339,13 +341,12 @@ def _restore(trainer: Trainer, config: TrainConfig, spec: GeneratorSpec, data: I
         diffs = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in changed)
         raise ConfigError(f"cannot resume {ckpt_path} with changed options ({diffs}); a resumed run must use the "
                           "options it started with (only steps and the logging/sampling intervals may change)")
-    same = _same_dataset(ckpt.dataset, data.identity)
-    if same is False:
-        digest = data.identity.get("sha256") or data.identity.get("files_sha256", "")
+    key = _shared_hash(ckpt.dataset, data.identity)
+    if key is not None and ckpt.dataset[key] != data.identity[key]:
         raise DataError(f"cannot resume {ckpt_path}: it was trained on dataset {ckpt.dataset.get('name')!r} "
-                        f"(sha256 {str(ckpt.dataset.get('sha256') or ckpt.dataset.get('files_sha256'))[:12]}...), "
-                        f"but {config.dataset!r} has sha256 {digest[:12]}...")
-    if same is None:
+                        f"({key} {str(ckpt.dataset[key])[:12]}...), but {config.dataset!r} has {key} "
+                        f"{str(data.identity[key])[:12]}...")
+    if key is None:
         raise DataError(f"cannot resume {ckpt_path}: its dataset was read in memory by an older ganrt (a hash of "
                         "decoded pixels), which --data-workers cannot check without decoding every image; resume "
                         "with --data-workers 0")

@@ -59,3 +59,17 @@ def test_resuming_with_workers_from_another_folder_is_refused(tmp_path, image_fo
     write_png(image_folder / "cat" / "0.png", np.zeros((36, 40, 3), dtype=np.uint8))
     with pytest.raises(DataError, match="cannot resume .* trained on dataset 'images'"):
         train(tiny_config(image_folder, steps=2, data_workers=1), tmp_path / "run", resume=True, progress=False)
+
+
+def test_gray_pictures_stored_as_rgb_resume_with_the_runs_own_channel_count(tmp_path):
+    """In memory such a folder is 1 channel (its pixels), with workers 3 (its files' modes): a run started one
+    way once could not be resumed the other (spec mismatch)."""
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        gray = rng.integers(0, 256, (32, 32), dtype=np.uint8)
+        write_png(tmp_path / "gray" / f"{i}.png", np.stack([gray] * 3, axis=-1))
+    assert load_dataset(tmp_path / "gray", 32).channels == 1 and index_folder(tmp_path / "gray", 32).channels == 3
+    config = tiny_config(tmp_path / "gray", steps=1, checkpoint_every=1)
+    train(config, tmp_path / "run", progress=False)
+    train_in_fresh_process(config.replace(steps=2, data_workers=1), tmp_path / "run", resume=True)
+    assert read_checkpoint(tmp_path / "run" / "checkpoint.safetensors").spec.channels == 1
