@@ -24,7 +24,6 @@ from torch.nn import functional as F
 
 from ganrt.errors import ConfigError
 from ganrt.train.losses import get_loss
-from ganrt.train.regularizers import gradient_penalty
 from ganrt.train.trainer import Batch, Trainer
 
 DRIFT = 1e-3  # epsilon_drift of the paper
@@ -95,8 +94,7 @@ class ProGANTrainer(Trainer):
             d_loss = self.loss.d_loss(real_logits, fake_logits)
             total = d_loss + self.drift * real_logits.square().mean()
             if self.loss.gradient_penalty:
-                gp = gradient_penalty(lambda x: self._autocast_critic(x, labels), real, fake, generator=self.noise,
-                                      scale=self.grad_scale("D"))
+                gp = self.d_gradient_penalty(lambda x: self.D_train(x, labels), real, fake)
                 total = total + c.gp_weight * gp
                 logs["gp"] = gp.item()
             self.optimize("D", total)
@@ -114,10 +112,6 @@ class ProGANTrainer(Trainer):
         self.D.requires_grad_(True)
         logs["g_loss"] = g_loss.item()
         return logs
-
-    def _autocast_critic(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        with self.autocast():
-            return self.D_train(x, labels).float()
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

@@ -45,7 +45,7 @@ mixed precision -- the built-in trainers follow them, and a plain one-process fp
   depend on the number of processes.
 - run forward passes in ``with self.autocast():``, reduce losses in float32 (``.float()``), and update with
   ``self.optimize(name, loss)`` (zero_grad, backward, step; fp16 scales the loss per optimizer); pass
-  ``scale=self.grad_scale(name)`` to ``r1_penalty`` / ``gradient_penalty``.
+  ``scale=self.grad_scale(name)`` to ``r1_penalty``; ``self.d_gradient_penalty`` does all of this for WGAN-GP.
 """
 
 from __future__ import annotations
@@ -195,6 +195,15 @@ class Trainer:
     def grad_scale(self, name: str) -> float:
         return self.precision.grad_scale(name)
 
+    def d_gradient_penalty(self, critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """WGAN-GP's penalty of ``critic`` (x -> logits, D's training forward) for D's loss: the critic run
+        under autocast and reduced in float32, the interpolation drawn as the global batch's, scaled for fp16."""
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with self.autocast():
+                return critic(x).float()
+
+        return gradient_penalty(run, real, fake, generator=self.noise, scale=self.grad_scale("D"))
+
     def optimize(self, name: str, loss: torch.Tensor) -> None:
         """Update ``self.optimizers[name]`` from ``loss``: zero_grad, backward (scaled under fp16), step."""
         self.precision.optimize(name, self.optimizers[name], loss)
@@ -247,8 +256,7 @@ class AdversarialTrainer(Trainer):
                 total = total + (c.r1_gamma / 2) * c.r1_every * r1
                 logs["r1"] = r1.item()
             if self.loss.gradient_penalty:
-                gp = gradient_penalty(lambda x: self._autocast_critic(x, labels), real, fake, generator=self.noise,
-                                      scale=self.grad_scale("D"))
+                gp = self.d_gradient_penalty(lambda x: self._critic(self.D_train, x, labels), real, fake)
                 total = total + c.gp_weight * gp
                 logs["gp"] = gp.item()
             self.optimize("D", total)
@@ -281,10 +289,6 @@ class AdversarialTrainer(Trainer):
         self.D.requires_grad_(True)
         logs["g_loss"] = g_loss.item()
         return logs
-
-    def _autocast_critic(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        with self.autocast():
-            return self._critic(self.D_train, x, labels).float()
 
 
 def trainer_class(family: ModelFamily) -> type[Trainer]:
