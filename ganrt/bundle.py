@@ -53,7 +53,15 @@ from typing import Any
 
 from ganrt import schema as S
 from ganrt.errors import BundleError, SpecError
-from ganrt.fileio import LockBusy, atomic_write_json, exclusive_lock, fsync_path, move_into, sha256_file
+from ganrt.fileio import (
+    LockBusy,
+    atomic_write_json,
+    exclusive_lock,
+    fsync_path,
+    move_into,
+    remove_temp_files,
+    sha256_file,
+)
 from ganrt.precisions import NAMES
 from ganrt.spec import GeneratorSpec
 
@@ -445,8 +453,7 @@ class BundleWriter:
                     _rmdir_if_empty(self.path)
             shutil.rmtree(stage, ignore_errors=True)
             self.log(f"  removed the leftovers of an interrupted export ({stage.name})")
-        for tmp in self.path.glob(f".{MANIFEST}.*.tmp") if self.path.is_dir() else ():
-            tmp.unlink(missing_ok=True)
+        remove_temp_files(self.path, MANIFEST)
 
     def _remove_empty_dirs(self, dirs: list[str]) -> None:
         """Remove the bundle's folders among ``dirs`` that are empty, deepest first (never the bundle itself)."""
@@ -464,8 +471,7 @@ class BundleWriter:
             self.log(f"  not removing {file!r}: {e}")
             return
         path.unlink(missing_ok=True)
-        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
+        remove_temp_files(path.parent, path.name)
 
     def commit(self, *, graph: dict[str, Any], source: dict[str, Any], staged: list[Staged]) -> Bundle:
         """Merge ``staged`` into the bundle (policy: :func:`plan_merge`), crash-safely; returns it re-read.

@@ -20,6 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def remove_temp_files(folder: str | os.PathLike, name: str = "*") -> None:
+    """Remove the temporary files :func:`atomic_path` left in ``folder`` for ``name`` (every name by default)
+    when a kill interrupted a write: ``.<name>.<random>.tmp``."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it over ``path`` with ``os.replace``.

@@ -156,7 +156,9 @@ def train(ctx: click.Context, out_dir: Path, preset: str | None, resume: bool, p
     from ganrt.train.loop import train as run_training
 
     result = run_training(config, out_dir, resume=resume, progress=progress)
-    if result.world_size > 1 and int(os.environ.get("RANK", "0")) != 0:
+    from ganrt.train.world import World
+
+    if not World.from_env().is_main:
         return  # rank 0 reports for the run
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

@@ -33,7 +33,7 @@ import torch
 
 from ganrt.checkpoint import Checkpoint, read_checkpoint, read_metadata, save_checkpoint
 from ganrt.errors import CheckpointError, ConfigError, DataError
-from ganrt.fileio import atomic_write_json, atomic_write_text
+from ganrt.fileio import atomic_write_json, atomic_write_text, remove_temp_files
 from ganrt.images import save_grid
 from ganrt.latents import latents_from_seeds
 from ganrt.models import get
@@ -373,11 +373,9 @@ def _restore(trainer: Trainer, config: TrainConfig, spec: GeneratorSpec, data: I
 
 
 def _remove_stale_temp_files(out: Path) -> None:
-    """Temporary files of writes a kill interrupted (ganrt.fileio names them ``.<name>.<random>.tmp``)."""
+    """Temporary files of writes a kill interrupted."""
     for folder in (out, out / "samples", out / "checkpoints"):
-        if folder.is_dir():
-            for tmp in folder.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
+        remove_temp_files(folder)
 
 
 def _norm(value: Any) -> Any:

@@ -181,6 +181,6 @@ class CheckpointPair:
         unreadable = [p for p, s in found.items() if s is None]
         if not found or unreadable:
             return unreadable[0] if unreadable else self.state  # load_train_state says what is wrong with it
-        seen = ", ".join(f"{p.name}: step {s if s is not None else 'unreadable'}" for p, s in found.items())
+        seen = ", ".join(f"{p.name}: step {s}" for p, s in found.items())  # none unreadable by now
         raise CheckpointError(f"no optimiser state of step {step} (the step of {self.checkpoint}) beside it "
                               f"({seen}); the files were changed by hand or by another program")
