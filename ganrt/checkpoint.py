@@ -24,7 +24,7 @@ from typing import Any
 
 from ganrt import schema as S
 from ganrt.errors import CheckpointError, SpecError
-from ganrt.fileio import save_tensors_json
+from ganrt.fileio import read_tensors_json, save_tensors_json
 from ganrt.spec import GeneratorSpec
 
 FORMAT = "ganrt.checkpoint"
@@ -101,10 +101,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("ganrt")
+        raw = read_tensors_json(path)
     except CheckpointError:
         raise
     except Exception as e:  # safetensors raises its own error types for torn or foreign files

@@ -83,16 +83,23 @@ def save_tensors_json(path: str | os.PathLike, tensors: dict, meta: dict) -> Pat
     return path
 
 
-def load_tensors_json(path: str | os.PathLike) -> tuple[dict, str | None]:
-    """(tensors, the raw 'ganrt' JSON string or None) of a file written by :func:`save_tensors_json`.
+def read_tensors_json(path: str | os.PathLike) -> str | None:
+    """The raw 'ganrt' JSON string (or None) of a file written by :func:`save_tensors_json`, reading no tensor.
 
     Raises the safetensors library's own errors for a torn or foreign file; callers turn them into theirs.
     """
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get("ganrt")
+        return (f.metadata() or {}).get("ganrt")
+
+
+def load_tensors_json(path: str | os.PathLike) -> tuple[dict, str | None]:
+    """(tensors, the raw 'ganrt' JSON string or None) of a file written by :func:`save_tensors_json`; errors
+    as :func:`read_tensors_json`."""
+    from safetensors.torch import load_file
+
+    raw = read_tensors_json(path)
     return load_file(str(path)), raw
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ganrt.errors import CheckpointError
-from ganrt.fileio import load_tensors_json, save_tensors_json
+from ganrt.fileio import load_tensors_json, read_tensors_json, save_tensors_json
 
 FORMAT = "ganrt.train-state"
 FORMAT_VERSION = 1
@@ -67,13 +67,7 @@ def _read_meta(path: Path, tensors: bool) -> tuple[dict, dict[str, Any]]:
         raise CheckpointError(f"{path} is missing: --resume needs the optimiser state written beside "
                               "checkpoint.safetensors; start a new run instead")
     try:
-        if tensors:
-            loaded, raw = load_tensors_json(path)
-        else:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                loaded, raw = {}, (f.metadata() or {}).get("ganrt")
+        loaded, raw = load_tensors_json(path) if tensors else ({}, read_tensors_json(path))
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be truncated") from None
     try:
