@@ -47,11 +47,15 @@ def probe() -> Probe:
     return Probe({"ort_providers": providers or ()}, problem)
 
 
+def _for_onnxruntime(artifacts: dict[str, dict], name: str) -> bool:
+    """Whether the bundle has graph ``name`` made for onnxruntime (onnx-bf16 is made for OpenVINO's bf16 hint)."""
+    return name in artifacts and artifacts[name].get("runtime", "onnxruntime") == "onnxruntime"
+
+
 def onnx_for(artifacts: dict[str, dict], precision: str) -> str | None:
     """The graph onnxruntime runs for ``precision``: the plain graph, else the rewritten one; never a graph
-    made for another runtime (onnx-bf16 is made for OpenVINO's bf16 hint)."""
-    return next((n for n in (f"onnx-{precision}", f"onnx-{precision}-rw")
-                 if n in artifacts and artifacts[n].get("runtime", "onnxruntime") == "onnxruntime"), None)
+    made for another runtime."""
+    return next((n for n in (f"onnx-{precision}", f"onnx-{precision}-rw") if _for_onnxruntime(artifacts, n)), None)
 
 
 def variants(view: BundleView, avail, row: BackendRow) -> tuple[list[Choice], list[Missing]]:
@@ -75,8 +79,7 @@ def variants(view: BundleView, avail, row: BackendRow) -> tuple[list[Choice], li
         if art and ort_trt:  # the TensorRT EP builds engines at load (minutes): only when asked for
             add(precision, "cuda", art, ("trtep",), row.rank + 0.5, auto=False)
         plain = f"onnx-{precision}"
-        if plain in artifacts and artifacts[plain].get("runtime", "onnxruntime") == "onnxruntime" and \
-                PROVIDERS["cpu"] in avail.ort_providers:
+        if _for_onnxruntime(artifacts, plain) and PROVIDERS["cpu"] in avail.ort_providers:
             add(precision, "cpu", plain, (), row.rank + 2)
     if "onnx-fp32-rw" in artifacts and PROVIDERS["cpu"] in avail.ort_providers:
         add("fp32", "cpu", "onnx-fp32-rw", ("rw",), row.rank + 2.1)
