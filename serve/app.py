@@ -185,7 +185,11 @@ def create_app(service: Service | RayFrontend) -> Starlette:
         return error(HTTPError(404, f"no route {request.method} {request.url.path}"))
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
-        return error(HTTPError(405, f"{request.method} is not allowed on {request.url.path}"))
+        # RFC 9110: a 405 names the methods the route takes (Starlette's exception carries them, unordered)
+        allowed = ", ".join(sorted(m.strip() for m in (getattr(exc, "headers", None) or {}).get("Allow", "").split(",")
+                                   if m.strip()))
+        return error(HTTPError(405, f"{request.method} is not allowed on {request.url.path}; use {allowed}",
+                               {"Allow": allowed}))
 
     routes = [
         Route("/", guarded(static), methods=["GET"]),

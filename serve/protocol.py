@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,8 @@ from ganrt.spec import GeneratorSpec
 
 V1_FORMATS = ("npy", "png", "zip")
 HEADER_LENGTH = "Inference-Header-Content-Length"
+MAX_ID_LENGTH = 256  # characters of a request id, echoed in the answer
+MAX_DIM = 2**31 - 1  # one dimension of a declared input shape
 # OIP datatype -> numpy dtype, for the inputs ganrt reads
 DATATYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32,
              "INT16": np.int16, "INT8": np.int8, "UINT64": np.uint64, "UINT32": np.uint32, "UINT16": np.uint16,
@@ -41,6 +44,17 @@ def parse_json(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"the request body is not valid JSON ({e})") from None
+    except RecursionError:
+        raise InputError("the request body is nested too deeply to be a request") from None
+
+
+def check_object(value: Any, what: str) -> dict:
+    """``value`` when it is a JSON object (a missing one is {}); InputError otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 # -- shared checks --------------------------------------------------------------------------------------
@@ -156,32 +170,33 @@ def _split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]
     return body[:n], body[n:]
 
 
-def _tensor(inp: dict, binary: bytes, offset: int) -> tuple[np.ndarray, int]:
-    """One OIP input as a numpy array shaped as declared; the new offset into the binary tail."""
-    name, datatype, shape = inp.get("name"), inp.get("datatype"), inp.get("shape")
-    if datatype not in ACCEPTED[name]:
+def _tensor(inp: dict, binary: bytes, offset: int, limit: int) -> tuple[np.ndarray, int]:
+    """One OIP input as a numpy array shaped as declared; the new offset into the binary tail. ``limit`` bounds
+    the values one input may declare (the largest request this server takes)."""
+    name, datatype, shape = inp["name"], inp.get("datatype"), inp.get("shape")
+    if not isinstance(datatype, str) or datatype not in ACCEPTED[name]:
         raise InputError(f"input {name} must have datatype {' or '.join(ACCEPTED[name])}, got {datatype!r}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM
                                               for d in shape):
-        raise InputError(f"input {name}: shape must be a list of non-negative integers, got {shape!r}")
-    count = int(np.prod(shape)) if shape else 1
+        raise InputError(f"input {name}: shape must be a list of integers in [0, {MAX_DIM}], got {shape!r}"[:300])
+    count = math.prod(shape)  # Python integers: no overflow
+    if count > limit:
+        raise InputError(f"input {name}: shape {shape} declares {count} values; this server takes at most {limit}")
     dtype = np.dtype(DATATYPES[datatype]).newbyteorder("<")
-    params = inp.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise InputError(f"input {name}: parameters must be an object")
+    params = check_object(inp.get("parameters"), f"input {name}: parameters")
     size = params.get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size != count * dtype.itemsize or offset + size > len(binary):
             raise InputError(f"input {name}: binary_data_size {size!r} does not match shape {shape} of {datatype} "
-                             f"({count * dtype.itemsize} bytes) or the bytes sent")
+                             f"({count * dtype.itemsize} bytes) or the bytes sent"[:300])
         arr = np.frombuffer(binary, dtype=dtype, count=count, offset=offset)
         return arr.reshape(shape), offset + size
     if "data" not in inp:
         raise InputError(f"input {name} has no data (and no binary_data_size)")
     try:
         arr = np.asarray(inp["data"])
-    except ValueError as e:  # ragged nesting
-        raise InputError(f"input {name}: data is not a regular array ({e})") from None
+    except (ValueError, RecursionError) as e:  # ragged or absurdly deep nesting
+        raise InputError(f"input {name}: data is not a regular array ({str(e)[:200]})") from None
     if arr.size != count:
         raise InputError(f"input {name}: {arr.size} values for shape {shape} ({count} expected)")
     kind = "f" if datatype.startswith("FP") else "iu"
@@ -204,15 +219,21 @@ def parse_v2(body: bytes, header_length: str | None, spec: GeneratorSpec, max_se
     req = parse_json(head)
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or not req["inputs"]:
         raise InputError('an infer request is a JSON object with "inputs": [{"name", "shape", "datatype", "data"}]')
+    request_id = req.get("id")
+    if request_id is not None and (not isinstance(request_id, str) or len(request_id) > MAX_ID_LENGTH):
+        raise InputError(f"id must be a string of at most {MAX_ID_LENGTH} characters")
+    params = check_object(req.get("parameters"), "the request's parameters")
+    limit = max_seeds * max(spec.latent_dim, 1)
     tensors: dict[str, np.ndarray] = {}
     offset = 0
     for inp in req["inputs"]:
-        if not isinstance(inp, dict) or inp.get("name") not in ACCEPTED:
-            got = inp.get("name") if isinstance(inp, dict) else inp
-            raise InputError(f"unknown input {got!r}; this model takes {', '.join(_input_names(spec))}")
-        if inp["name"] in tensors:
-            raise InputError(f"input {inp['name']} is given twice")
-        tensors[inp["name"]], offset = _tensor(inp, binary, offset)
+        name = inp.get("name") if isinstance(inp, dict) else None
+        if not isinstance(name, str) or name not in ACCEPTED:
+            got = name if isinstance(inp, dict) else inp
+            raise InputError(f"unknown input {got!r}; this model takes {', '.join(_input_names(spec))}"[:300])
+        if name in tensors:
+            raise InputError(f"input {name} is given twice")
+        tensors[name], offset = _tensor(inp, binary, offset, limit)
     if ("z" in tensors) == ("seeds" in tensors):
         raise InputError("give exactly one of z (FP32 [B, latent_dim]) or seeds (INT64 [B])")
     if "seeds" in tensors:
@@ -238,10 +259,9 @@ def parse_v2(body: bytes, header_length: str | None, spec: GeneratorSpec, max_se
     outputs = req.get("outputs") or []
     if not isinstance(outputs, list) or any(not isinstance(o, dict) or o.get("name") != "images" for o in outputs):
         raise InputError('this model has one output, "images"')
-    params = req.get("parameters") or {}
-    binary_out = bool(isinstance(params, dict) and params.get("binary_data_output")) or any(
-        bool((o.get("parameters") or {}).get("binary_data")) for o in outputs)
-    return work, {"id": req.get("id"), "binary": binary_out}
+    binary_out = bool(params.get("binary_data_output")) or any(
+        bool(check_object(o.get("parameters"), "an output's parameters").get("binary_data")) for o in outputs)
+    return work, {"id": request_id, "binary": binary_out}
 
 
 def _input_names(spec: GeneratorSpec) -> list[str]:
@@ -252,8 +272,12 @@ def _input_names(spec: GeneratorSpec) -> list[str]:
 _LEVELS = np.array([str(i) for i in range(256)], dtype=object)
 
 
-def v2_response(images: np.ndarray, *, model_name: str, request_id: Any, binary: bool) -> tuple[bytes, dict]:
-    """(body, headers) of an infer response carrying ``images`` UINT8 [B, H, W, C]."""
+def v2_response(images: np.ndarray, *, model_name: str, request_id: str | None, binary: bool) -> tuple[bytes, dict]:
+    """(body, headers) of an infer response carrying ``images`` UINT8 [B, H, W, C].
+
+    The JSON header is serialized on its own and the pixels are written after it (the binary extension) or
+    into the one place the header leaves for them: no text of the request is ever searched or rewritten, so
+    the answer's size is the images' size plus a header whose size the request cannot inflate."""
     out: dict[str, Any] = {"name": "images", "datatype": "UINT8", "shape": list(images.shape)}
     head: dict[str, Any] = {"model_name": model_name, "model_version": "1"}
     if request_id is not None:
@@ -263,7 +287,9 @@ def v2_response(images: np.ndarray, *, model_name: str, request_id: Any, binary:
         out["parameters"] = {"binary_data_size": len(raw)}
         text = json.dumps({**head, "outputs": [out]}).encode()
         return text + raw, {HEADER_LENGTH: str(len(text)), "content-type": "application/octet-stream"}
-    # uint8 levels as text through a lookup table: much faster than json.dumps of a list of ints
-    data = ",".join(_LEVELS[images.reshape(-1)])
-    text = json.dumps({**head, "outputs": [{**out, "data": None}]})
-    return text.replace('"data": null', f'"data": [{data}]').encode(), {"content-type": "application/json"}
+    # {...head, "outputs": [{...out, "data": [pixels]}]}: the two objects' texts end in "}", which is cut
+    # off so the fields after them can follow; uint8 levels as text through a lookup table (much faster than
+    # json.dumps of a list of ints)
+    pixels = ",".join(_LEVELS[images.reshape(-1)])
+    text = f'{json.dumps(head)[:-1]}, "outputs": [{json.dumps(out)[:-1]}, "data": [{pixels}]}}]}}'
+    return text.encode(), {"content-type": "application/json"}
