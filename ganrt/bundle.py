@@ -55,10 +55,12 @@ from ganrt import schema as S
 from ganrt.errors import BundleError, SpecError
 from ganrt.fileio import (
     LockBusy,
+    NotRegularFile,
     atomic_write_json,
     exclusive_lock,
     fsync_path,
     move_into,
+    read_regular,
     remove_temp_files,
     sha256_file,
 )
@@ -76,6 +78,7 @@ PRECISIONS = NAMES  # ganrt.precisions
 REVISION_PREFIX = "rev-"  # a re-export's files whose usual names the current manifest still uses
 OPEN_ATTEMPTS = 5  # a manifest replaced while it was being read is read again, this many times at most
 JOURNAL = "journal.json"
+MAX_MANIFEST_BYTES = 64 * 2**20  # a manifest is a few KB; a larger file is not one
 
 _TENSOR = {"type": "object", "required": ["name", "dtype"],
            "properties": {"name": S.NAME, "dtype": {"enum": ["float32", "float16", "int64", "int32", "uint8"]},
@@ -250,8 +253,11 @@ class Bundle:
             file = self.artifact_path(name)
             try:
                 digest = sha256_file(file)
-            except (FileNotFoundError, IsADirectoryError):  # also: removed by a re-export after the check above
+            except FileNotFoundError:  # also: removed by a re-export after the check above
                 raise BundleError(f"bundle {self.path}: artifact {name!r} ({entry['file']}) is missing") from None
+            except NotRegularFile as e:
+                raise BundleError(f"bundle {self.path}: artifact {name!r} ({entry['file']}) is {e.kind}, not a "
+                                  "file; re-export the bundle") from None
             if digest != entry["sha256"]:
                 raise BundleError(f"bundle {self.path}: {entry['file']} does not match its recorded sha256 "
                                   f"(tampered or corrupted); re-export the bundle")
@@ -298,11 +304,13 @@ class Bundle:
 
 def _read_manifest(path: Path) -> bytes:
     try:
-        return (path / MANIFEST).read_bytes()
+        return read_regular(path / MANIFEST, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise BundleError(f"{path} has no {MANIFEST}: not a ganrt bundle, or its export did not finish") from None
-    except IsADirectoryError:
-        raise BundleError(f"{path / MANIFEST} is a directory, not a bundle manifest") from None
+    except NotRegularFile as e:
+        raise BundleError(f"{path / MANIFEST} is {e.kind}, not a bundle manifest; refusing to read it") from None
+    except OSError as e:
+        raise BundleError(f"{path / MANIFEST} cannot be read ({e.strerror or e})") from None
 
 
 def _now() -> str:

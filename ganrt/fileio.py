@@ -2,7 +2,9 @@
 
 Also the two primitives crash-safe writers build on: :func:`exclusive_lock` (one writer at a time, across
 processes and threads; released by the kernel when its holder dies) and :func:`move_into` (a finished file
-moved to its final name in one rename, flushed to disk).
+moved to its final name in one rename, flushed to disk); and :func:`open_regular` / :func:`read_regular`, which
+open a file that a bundle or a run ships (a lock, a manifest, a record) only when it is a regular file: never
+through a symlink, never blocking on a FIFO.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -104,8 +107,9 @@ def load_tensors_json(path: str | os.PathLike) -> tuple[dict, str | None]:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The sha256 of a regular file (a FIFO or device in its place is refused, never read forever)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with os.fdopen(open_regular(path, follow=True), "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -134,6 +138,55 @@ def move_into(src: str | os.PathLike, dest: str | os.PathLike) -> None:
     fsync_path(dest)
 
 
+class NotRegularFile(OSError):
+    """A path that must be a regular file is a symlink, a FIFO, a device, a directory or a hard link."""
+
+    def __init__(self, path: str | os.PathLike, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"{path} is {kind}, not a regular file; refusing to open it")
+        self.path, self.kind = Path(path), kind
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def open_regular(path: str | os.PathLike, flags: int = os.O_RDONLY, *, create: bool = False,
+                 single_link: bool = False, follow: bool = False) -> int:
+    """A descriptor of the regular file ``path`` (created when ``create``), opened without following a symlink
+    as its last component (unless ``follow``: a caller that confined the link's target itself) and without
+    blocking on a FIFO; :class:`NotRegularFile` otherwise (also for a file with other hard links when
+    ``single_link``: writing to it would change a file elsewhere)."""
+    flags |= os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW) | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotRegularFile(path, "a symlink") from None
+        if e.errno == errno.EISDIR:
+            raise NotRegularFile(path, "a directory") from None
+        raise
+    st = os.fstat(fd)
+    kind = next((k for test, k in _KINDS if test(st.st_mode)), None)
+    if kind is None and not stat.S_ISREG(st.st_mode):
+        kind = "not a regular file"
+    if kind is None and single_link and st.st_nlink > 1:
+        kind = f"a hard link ({st.st_nlink} names)"
+    if kind is not None:
+        os.close(fd)
+        raise NotRegularFile(path, kind)
+    return fd
+
+
+def read_regular(path: str | os.PathLike, limit: int) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_regular`); OSError (EFBIG) past ``limit`` bytes."""
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"{path} is larger than {limit} bytes")
+    return data
+
+
 class LockBusy(Exception):
     """The lock is held by another process (or another open of it in this process)."""
 
@@ -141,6 +194,9 @@ class LockBusy(Exception):
         super().__init__(f"{path} is held by {holder}")
         self.path = path
         self.holder = holder
+
+
+PID_WIDTH = 20  # bytes of a lock file: its holder's process id, padded with spaces
 
 
 @contextlib.contextmanager
@@ -156,26 +212,28 @@ def exclusive_lock(path: str | os.PathLike, *, timeout: float = 0.0) -> Iterator
     path = Path(path)
     deadline = time.monotonic() + timeout
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        # a lock file is ours to create: never a symlink, FIFO or hard link someone planted (writing the pid
+        # through it would change a file elsewhere)
+        fd = open_regular(path, os.O_RDWR, create=True, single_link=True)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            holder = os.pread(fd, PID_WIDTH, 0).decode("ascii", "replace").strip()
             os.close(fd)
             if time.monotonic() >= deadline:
                 raise LockBusy(path, f"process {holder}" if holder.isdigit() else "another process") from None
             time.sleep(0.05)
             continue
         try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
             same = False
         if same:
             break
         os.close(fd)  # the holder before us removed this file as it released it: lock the one at ``path``
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        # the pid, padded to a fixed width: written over what a killed holder left, never truncating the file
+        os.pwrite(fd, str(os.getpid()).ljust(PID_WIDTH).encode(), 0)
         yield path
     finally:
         with contextlib.suppress(OSError):

@@ -263,6 +263,23 @@ def trt_cache_dir(bundle: Bundle) -> Path:
     """The TensorRT EP's engine/timing cache: inside the bundle, or a user cache dir if it is read-only."""
     inside = bundle.path / TRT_CACHE_DIR
     if os.access(bundle.path, os.W_OK):
+        check_cache_dir(inside)
         return inside
     key = hashlib.sha256(str(bundle.path.resolve()).encode()).hexdigest()[:16]
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ganrt" / "ort-trt" / key
+
+
+def check_cache_dir(cache: Path) -> None:
+    """The TensorRT EP opens and writes its engine and timing caches in ``cache`` itself, following links: a
+    folder shipped in a bundle must hold nothing it could write through to another file (a symlink, a hard
+    link, a FIFO or device). BundleError naming the entry otherwise."""
+    if cache.is_symlink() or (cache.exists() and not cache.is_dir()):
+        raise BundleError(f"{cache} is a symlink or not a folder; onnxruntime's TensorRT cache would be written "
+                          "through it: remove it (the cache is rebuilt)")
+    if not cache.exists():
+        return
+    for entry in os.scandir(cache):
+        st = entry.stat(follow_symlinks=False)
+        if entry.is_symlink() or not entry.is_file(follow_symlinks=False) or st.st_nlink > 1:
+            raise BundleError(f"{entry.path} is a symlink, a hard link or not a regular file; onnxruntime's "
+                              "TensorRT cache would be written through it: remove it (the cache is rebuilt)")

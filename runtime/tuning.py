@@ -51,7 +51,7 @@ from typing import Any
 from ganrt import schema as S
 from ganrt.bundle import TUNING_DIR, confine
 from ganrt.errors import BundleError, ConfigError
-from ganrt.fileio import atomic_write_json, exclusive_lock
+from ganrt.fileio import atomic_write_json, exclusive_lock, read_regular
 
 FORMAT = "ganrt.tuning"
 FORMAT_VERSION = 1
@@ -60,6 +60,7 @@ LIBRARIES = ("ganrt", "torch", "numpy", "onnxruntime", "onnxruntime-gpu", "openv
              "tensorrt-cu13")
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{0,150}$")
 LOCK_WAIT_S = 60.0
+MAX_RECORD_BYTES = 16 * 2**20  # a record is a few KB; a larger file is not one
 
 _BATCH_ROW = {"type": "object", "required": ["median_ms"], "properties": {
     "median_ms": {"type": "number", "exclusiveMinimum": 0},
@@ -141,7 +142,7 @@ def tuning_path(bundle_dir: str | os.PathLike, key: str) -> Path:
 def _load(path: Path) -> dict[str, Any]:
     """The record at ``path`` checked against RECORD_SCHEMA; {} when absent; BundleError when malformed."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_regular(path, MAX_RECORD_BYTES))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
