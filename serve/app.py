@@ -4,11 +4,16 @@
 
 The routes read the service only through its front-facing members (``Service`` documents them), so the Ray
 ingress serves the same routes with a model that lives in Ray replicas (``ray_deployments.RayFrontend``).
+``edges.Edges`` stands in front of every route: API key, request id, access log.
 
-Every error is a JSON ``{"error": message}``: 400 for a bad request (the GanrtError's message), 404 for an
-unknown model or route, 413 for a body over ``max_body_bytes``, 503 with ``Retry-After`` when the queue is
-full, the model is not ready yet or the server is draining, 500 when the backend failed (that batch's
-requests only; the server stays up).
+Every error is a JSON ``{"error": message}``: 400 for a bad request (the GanrtError's message), 401 without
+the API key, 404 for an unknown model, version or route, 405 (with ``Allow``) for a wrong method, 413 for a
+body over ``max_body_bytes``, 503 with ``Retry-After`` when the queue is full, the model is not ready yet or
+the server is draining, 504 when a request's deadline passed (its queued work dropped), 500 only when the
+backend failed (that batch's requests; the server stays up). A request whose client disconnects is dropped
+from the queue (never computed if its batch had not started). A deadline is the server's
+``request_timeout_s``, or less when the client asks (``X-Request-Timeout`` in seconds, or the OIP ``timeout``
+parameter in microseconds, as Triton's clients send it).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -28,7 +34,8 @@ from starlette.routing import Route
 from ganrt import __version__
 from ganrt.errors import ConfigError, GanrtError, InputError
 from ganrt.serve import encode, protocol
-from ganrt.serve.batcher import QueueFull, ShuttingDown
+from ganrt.serve.batcher import DeadlineExceeded, QueueFull, ShuttingDown
+from ganrt.serve.edges import Edges
 from ganrt.serve.service import Service
 
 if TYPE_CHECKING:
@@ -45,22 +52,53 @@ class HTTPError(Exception):
         self.status, self.headers = status, headers or {}
 
 
+class ClientGone(Exception):
+    """The HTTP client disconnected before its answer was ready (its queued work was dropped)."""
+
+
+STATUS = ((HTTPError, None), (QueueFull, 503), (ShuttingDown, 503), (DeadlineExceeded, 504), (InputError, 400),
+          (ConfigError, 400), (ClientGone, 499))  # 499: nginx's "client closed request"; nobody reads it
+
+
 def _status(e: Exception) -> tuple[int, dict[str, str]]:
     if isinstance(e, HTTPError):
         return e.status, e.headers
-    if isinstance(e, (QueueFull, ShuttingDown)):
-        return 503, {"Retry-After": "1"}
-    if isinstance(e, (InputError, ConfigError)):
-        return 400, {}
-    return 500, {}
+    status = next((code for kind, code in STATUS if isinstance(e, kind)), 500)
+    return status, {"Retry-After": "1"} if status == 503 else {}
 
 
-def create_app(service: Service | RayFrontend) -> Starlette:
-    """The app around ``service``; its lifespan starts the service (warm-up, then ready) and drains it."""
+def _timeout_header(request: Request) -> float | None:
+    """``X-Request-Timeout`` in seconds, or None; 400 for anything but a positive number."""
+    text = request.headers.get("x-request-timeout")
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 86_400:
+        raise InputError(f"X-Request-Timeout must be a number of seconds in (0, 86400], got {text[:40]!r}")
+    return seconds
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (the body is already read: the next ASGI message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def create_app(service: Service | RayFrontend, *, on_start_failure=None) -> Starlette:
+    """The app around ``service``; its lifespan starts the service (warm-up, then ready) and drains it.
+    ``on_start_failure()`` is called when the start fails (``ganrt serve`` then stops and exits non-zero)."""
+    import os
+
+    options = service.options
 
     @asynccontextmanager
     async def lifespan(app):
         task = asyncio.get_running_loop().create_task(service.start())  # live at once, ready after warm-up
+        if on_start_failure is not None:
+            task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or on_start_failure())
         try:
             yield
         finally:
@@ -113,15 +151,39 @@ def create_app(service: Service | RayFrontend) -> Starlette:
             known = service.options.model_name if service.loaded else "none yet"
             raise HTTPError(404, f"unknown model {name!r}; this server serves {known!r}")
 
+    def need_version(request: Request) -> None:
+        version = request.path_params.get("version")
+        if version is not None and version != "1":
+            raise HTTPError(404, f"model {service.options.model_name!r} has no version {version[:40]!r}; it has "
+                                 "version 1")
+
     async def off_loop(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(service.executor, fn, *args)
 
+    async def compute(request: Request, work, started: float, asked_s: float | None):
+        """The images of ``work``: dropped from the queue when the client goes away (ClientGone) or the
+        deadline passes (DeadlineExceeded); ``started`` is the request's arrival (event-loop time)."""
+        limits = [t for t in (service.options.request_timeout_s, asked_s, _timeout_header(request)) if t]
+        deadline = started + min(limits) if limits else None
+        loop = asyncio.get_running_loop()
+        images = loop.create_task(service.submit(work, deadline=deadline))
+        gone = loop.create_task(_disconnected(request))
+        try:
+            await asyncio.wait({images, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not images.done():
+                images.cancel()  # the client went away, or this handler was cancelled
+            gone.cancel()
+        if not images.done() or images.cancelled():
+            raise ClientGone("the client disconnected before its images were ready")
+        return images.result()
+
     # -- /v1 ---------------------------------------------------------------------------------------
     async def v1_generate(request: Request) -> Response:
-        t0 = time.perf_counter()
+        t0, arrived = time.perf_counter(), asyncio.get_running_loop().time()
         need_ready()
         work, fmt = protocol.parse_v1(await body(request), service.spec, service.options.max_seeds_per_request)
-        images = await service.submit(work)
+        images = await compute(request, work, arrived, None)
         t1 = time.perf_counter()
         data = await off_loop(lambda: encode.encode(fmt, images, work, bundle_sha256=service.bundle_sha256,
                                                     variant=service.variant))
@@ -141,26 +203,42 @@ def create_app(service: Service | RayFrontend) -> Starlette:
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
 
-    async def ready(request: Request) -> Response:
+    def need_healthy() -> None:
         need_ready()
+        if not service.healthy:
+            service.probe()  # one image through the batcher: ready again as soon as the backend recovers
+            raise HTTPError(503, f"the model is not ready: its last {service.failed_batches} batches failed "
+                                 "(a probe retries it)", {"Retry-After": "1"})
+
+    async def ready(request: Request) -> Response:
+        need_healthy()
         return JSONResponse({"ready": True})
 
     async def model_metadata(request: Request) -> Response:
         need_model(request)
+        need_version(request)
         return JSONResponse(protocol.model_metadata(service.options.model_name, service.spec, service.platform))
+
+    async def model_config(request: Request) -> Response:
+        need_model(request)
+        need_version(request)
+        return JSONResponse(protocol.model_config(service.options.model_name, service.spec, service.options,
+                                                  service.platform, service.device))
 
     async def model_ready(request: Request) -> Response:
         need_model(request)
-        need_ready()
+        need_version(request)
+        need_healthy()
         return JSONResponse({"name": service.options.model_name, "ready": True})
 
     async def infer(request: Request) -> Response:
-        t0 = time.perf_counter()
+        t0, arrived = time.perf_counter(), asyncio.get_running_loop().time()
         need_model(request)
+        need_version(request)
         need_ready()
         work, opts = protocol.parse_v2(await body(request), request.headers.get(protocol.HEADER_LENGTH),
                                        service.spec, service.options.max_seeds_per_request)
-        images = await service.submit(work)
+        images = await compute(request, work, arrived, opts["timeout_s"])
         t1 = time.perf_counter()
         data, headers = await off_loop(lambda: protocol.v2_response(
             images, model_name=service.options.model_name, request_id=opts["id"], binary=opts["binary"]))
@@ -198,11 +276,20 @@ def create_app(service: Service | RayFrontend) -> Starlette:
         Route("/v1/generate", guarded(v1_generate), methods=["POST"]),
         Route("/v1/model", guarded(v1_model), methods=["GET"]),
         Route("/v2", guarded(server_metadata), methods=["GET"]),
+        Route("/v2/", guarded(server_metadata), methods=["GET"]),  # the OIP document's own spelling
         Route("/v2/health/live", guarded(live), methods=["GET"]),
         Route("/v2/health/ready", guarded(ready), methods=["GET"]),
     ]
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         routes += [Route(prefix, guarded(model_metadata), methods=["GET"]),
                    Route(prefix + "/ready", guarded(model_ready), methods=["GET"]),
+                   Route(prefix + "/config", guarded(model_config), methods=["GET"]),
                    Route(prefix + "/infer", guarded(infer), methods=["POST"])]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_allowed})
+    def refused(status: int) -> None:
+        if service.metrics is not None:
+            service.metrics.errors.labels(str(status)).inc()
+
+    edges = Middleware(Edges, api_key=options.api_key or os.environ.get("GANRT_API_KEY") or None,
+                       public=tuple(options.public), log_access=options.access_log, on_refused=refused)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[edges],
+                     exception_handlers={404: not_found, 405: not_allowed})

@@ -4,8 +4,15 @@ A request of n images is split into parts of at most ``max_batch`` images. Parts
 takes parts until it holds ``max_batch`` images or ``max_delay`` has passed since its first part arrived
 (a part that would overflow the batch starts the next one). At most ``inflight`` batches compute at once,
 each in a worker thread (the Generator is thread-safe), so the event loop never blocks; while they compute,
-the queue fills and the next batch forms full. At most ``max_queue`` requests wait: beyond that ``submit``
-raises ``QueueFull`` at once (the server answers 503 with Retry-After) instead of letting latency grow.
+the queue fills and the next batch forms full.
+
+Overload degrades gracefully instead of letting latency grow:
+- At most ``max_queue`` requests and ``max_queue_images`` images wait: beyond either, ``submit`` raises
+  ``QueueFull`` at once (the server answers 503 with Retry-After). A request is admitted into an empty queue
+  whatever its size, so no request is refused for ever.
+- A request whose waiter is cancelled (its HTTP client went away) leaves the queue at once: parts not yet in a
+  batch are never computed. A request past its ``deadline`` leaves the queue the same way and its waiter gets
+  ``DeadlineExceeded`` (504). Parts already computing finish; their images are counted as wasted.
 ``drain()`` refuses new requests and returns when every accepted one is answered.
 
 The queue is a deque and an ``asyncio.Event`` (no ``wait_for`` around ``Queue.get``, which can lose an item
@@ -34,6 +41,10 @@ class ShuttingDown(GanrtError):
     """The server is draining: it answers what it accepted and takes nothing new."""
 
 
+class DeadlineExceeded(GanrtError):
+    """A request's deadline passed before its images were ready: its queued work was dropped (504)."""
+
+
 @dataclass
 class Work:
     """One request's images: latents from ``seeds`` (uint64) or explicit ``z``; labels/truncation per image."""
@@ -58,12 +69,13 @@ class Work:
         return [self.slice(lo, min(lo + max_batch, self.n)) for lo in range(0, self.n, max_batch)]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Part:
     work: Work
     future: asyncio.Future
     enqueued: float
     ticket: "_Ticket"
+    taken: bool = False  # in a formed batch (computing or computed)
 
 
 @dataclass
@@ -81,16 +93,21 @@ class Stats:
     on_queue_wait: Callable[[float], None] = lambda s: None  # seconds a part waited for its batch
     on_compute: Callable[[float], None] = lambda s: None  # seconds a batch computed
     on_depth: Callable[[int], None] = lambda d: None  # requests waiting
+    on_images_waiting: Callable[[int], None] = lambda n: None  # images waiting
+    on_dropped: Callable[[str, int], None] = lambda reason, n: None  # images never computed: reason, count
+    on_wasted: Callable[[int], None] = lambda n: None  # images computed for a request that had gone
 
 
 class Batcher:
     def __init__(self, run: Callable[[list[Work]], np.ndarray], *, max_batch: int, max_delay_s: float,
-                 max_queue: int, inflight: int, executor: Executor, stats: Stats | None = None) -> None:
+                 max_queue: int, inflight: int, executor: Executor, stats: Stats | None = None,
+                 max_queue_images: int | None = None) -> None:
         """``run(works)`` draws the images of the works, concatenated, in a worker thread."""
         self._run = run
         self.max_batch = int(max_batch)
         self.max_delay_s = float(max_delay_s)
         self.max_queue = int(max_queue)
+        self.max_queue_images = int(max_queue_images) if max_queue_images else None
         self._executor = executor
         self._stats = stats or Stats()
         self._parts: collections.deque[_Part] = collections.deque()
@@ -98,6 +115,7 @@ class Batcher:
         self._slots = asyncio.Semaphore(int(inflight))
         self._computing: set[asyncio.Task] = set()
         self._waiting = 0  # requests with parts still queued
+        self._images = 0  # images in queued parts
         self._closing = False
         self._task: asyncio.Task | None = None
 
@@ -105,28 +123,80 @@ class Batcher:
     def waiting(self) -> int:
         return self._waiting
 
+    @property
+    def images_waiting(self) -> int:
+        return self._images
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="ganrt-batcher")
 
-    async def submit(self, work: Work) -> np.ndarray:
-        """The images of ``work``, uint8 (n, H, W, C), once its batch(es) ran."""
+    def _admit(self, work: Work) -> None:
         if self._closing:
             raise ShuttingDown("the server is shutting down and takes no new requests; retry on another replica")
+        full = None
         if self._waiting >= self.max_queue:
-            raise QueueFull(f"the server is at capacity ({self._waiting} requests waiting, --max-queue "
-                            f"{self.max_queue}); retry shortly")
+            full = f"{self._waiting} requests waiting, --max-queue {self.max_queue}"
+        elif self.max_queue_images and self._images and self._images + work.n > self.max_queue_images:
+            full = f"{self._images} images waiting, --max-queue-images {self.max_queue_images}"
+        if full:
+            self._stats.on_dropped("rejected", work.n)
+            raise QueueFull(f"the server is at capacity ({full}); retry shortly")
+
+    async def submit(self, work: Work, *, deadline: float | None = None) -> np.ndarray:
+        """The images of ``work``, uint8 (n, H, W, C), once its batch(es) ran.
+
+        ``deadline`` (event-loop time): past it, the work still queued is dropped and ``DeadlineExceeded``
+        raised. Cancelling the caller drops it the same way. QueueFull / ShuttingDown at once when refused."""
+        self._admit(work)
         loop = asyncio.get_running_loop()
         now = loop.time()
+        if deadline is not None and deadline <= now:
+            self._stats.on_dropped("expired", work.n)
+            raise DeadlineExceeded("the request's deadline had passed before it was queued")
         pieces = work.split(self.max_batch)
         ticket = _Ticket(queued=len(pieces))
         parts = [_Part(piece, loop.create_future(), now, ticket) for piece in pieces]
         self._waiting += 1
-        self._stats.on_depth(self._waiting)
+        self._images += work.n
+        self._report_depth()
         self._parts.extend(parts)
         self._arrived.set()
-        results = await asyncio.gather(*(p.future for p in parts))
+        together = asyncio.gather(*(p.future for p in parts))
+        try:
+            if deadline is None:
+                results = await together
+            else:
+                results = await asyncio.wait_for(together, deadline - now)
+        except asyncio.TimeoutError:  # the builtin TimeoutError only from Python 3.11
+            dropped = self._withdraw(parts, "expired")
+            raise DeadlineExceeded(f"the request's deadline passed after {loop.time() - now:.3f} s in the server "
+                                   f"({dropped} of its {work.n} images not computed)") from None
+        except asyncio.CancelledError:
+            self._withdraw(parts, "cancelled")
+            raise
+        except Exception:  # a batch holding one of its parts failed: the others are not worth computing
+            self._withdraw(parts, "failed")
+            raise
         return results[0] if len(results) == 1 else np.concatenate(results, axis=0)
+
+    def _withdraw(self, parts: list[_Part], reason: str) -> int:
+        """Take a gone request's queued parts out of the queue (never computed); the images dropped."""
+        dropped = 0
+        for part in parts:
+            part.future.cancel()
+            if not part.taken:
+                self._parts.remove(part)
+                part.taken = True
+                dropped += part.work.n
+                self._taken(part)
+        if dropped:
+            self._stats.on_dropped(reason, dropped)
+        return dropped
+
+    def _report_depth(self) -> None:
+        self._stats.on_depth(self._waiting)
+        self._stats.on_images_waiting(self._images)
 
     async def drain(self) -> None:
         """Take no new requests; return when every accepted one is answered."""
@@ -159,10 +229,12 @@ class Batcher:
         return True
 
     def _taken(self, part: _Part) -> None:
+        part.taken = True
+        self._images -= part.work.n
         part.ticket.queued -= 1
         if part.ticket.queued == 0:
             self._waiting -= 1
-            self._stats.on_depth(self._waiting)
+        self._report_depth()
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -196,11 +268,15 @@ class Batcher:
             t0 = time.perf_counter()
             images = await loop.run_in_executor(self._executor, self._run, [p.work for p in batch])
             self._stats.on_compute(time.perf_counter() - t0)
-            offset = 0
+            offset, wasted = 0, 0
             for part in batch:
-                if not part.future.done():
+                if part.future.done():  # its request went away (client gone, deadline) while this batch ran
+                    wasted += part.work.n
+                else:
                     part.future.set_result(images[offset:offset + part.work.n])
                 offset += part.work.n
+            if wasted:
+                self._stats.on_wasted(wasted)
         except BaseException as e:  # the batch's requests fail with it; the server stays up
             for part in batch:
                 if not part.future.done():

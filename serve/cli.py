@@ -4,6 +4,7 @@ BUNDLE --ray`` (a config for ``serve deploy``) and ``ganrt loadtest URL`` (close
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -63,6 +64,24 @@ def serve_options(command):
                           "measured time, else 5 ms)."),
         click.option("--max-queue", default=256, type=click.IntRange(min=1),
                      help="Requests waiting for a batch; more are answered 503 with Retry-After at once."),
+        click.option("--max-queue-images", default=None, type=click.IntRange(min=1),
+                     help="Images waiting for a batch; more are answered 503 at once (default: 16 full batches, "
+                          "or one largest request)."),
+        click.option("--request-timeout-s", default=30.0, type=click.FloatRange(0, 86_400, min_open=True),
+                     help="A request's deadline (clients may ask for less: X-Request-Timeout, or the OIP "
+                          "'timeout' parameter in microseconds); past it: 504, its queued work dropped."),
+        click.option("--unready-after", default=3, type=click.IntRange(min=1),
+                     help="Consecutive failed batches after which /v2/health/ready answers 503 (until one "
+                          "succeeds; the readiness route probes)."),
+        click.option("--api-key", default=None, envvar="GANRT_API_KEY", show_envvar=True,
+                     help="Require this key ('Authorization: Bearer KEY' or 'X-API-Key: KEY') on every route but "
+                          "the --public ones. At least 16 characters."),
+        click.option("--public", default="health,page", show_default=True,
+                     help="Route groups open without the API key: health (/v2/health/*), page (the explorer's "
+                          "files), metrics (/metrics); comma-separated, or 'none'."),
+        click.option("--log-format", default="text", type=click.Choice(["text", "json"]),
+                     help="Log lines (access lines included) as text or as one JSON object each."),
+        click.option("--no-access-log", is_flag=True, help="No access line per request (info level)."),
         click.option("--threads", default=None, type=click.IntRange(min=1),
                      help="Backend CPU threads (default: cores; with --ray: --num-cpus)."),
         click.option("--max-seeds-per-request", default=1024, type=click.IntRange(min=1),
@@ -87,14 +106,14 @@ def serve_options(command):
     return command
 
 
-def _serve_options(host, port, backend, variant, precision, model_name, max_batch, max_delay_ms, max_queue, threads,
-                   max_seeds_per_request, max_body_mb, no_warmup):
-    from ganrt.serve.options import ServeOptions
+def _serve_options(max_body_mb: float, no_warmup: bool, public: str, no_access_log: bool, **fields):
+    from ganrt.serve.options import ServeOptions, check
 
-    return ServeOptions(host=host, port=port, backend=backend, variant=variant, precision=precision,
-                        model_name=model_name, max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
-                        threads=threads, max_seeds_per_request=max_seeds_per_request,
-                        max_body_bytes=int(max_body_mb * 2**20), warmup=not no_warmup)
+    groups = () if public.strip().lower() == "none" else tuple(g.strip() for g in public.split(",") if g.strip())
+    options = ServeOptions(**fields, max_body_bytes=int(max_body_mb * 2**20), warmup=not no_warmup, public=groups,
+                           access_log=not no_access_log)
+    check(options)
+    return options
 
 
 SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
@@ -105,10 +124,15 @@ SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_co
 @serve_options
 @click.option("--address", default=None,
               help="With --ray: join this running cluster (auto, or the head's HOST:6379) instead of starting one.")
+@click.option("--ssl-certfile", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Serve HTTPS with this certificate (PEM; with --ssl-keyfile).")
+@click.option("--ssl-keyfile", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="The certificate's private key (PEM).")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved configuration as JSON on stdout first.")
 def serve(bundle: Path, ray: bool, replicas: int | None, autoscale: str | None, num_cpus: float | None,
-          num_gpus: float | None, address: str | None, log_level: str, as_json: bool, **kwargs) -> None:
+          num_gpus: float | None, address: str | None, ssl_certfile: str | None, ssl_keyfile: str | None,
+          log_level: str, as_json: bool, **kwargs) -> None:
     """Serve BUNDLE over HTTP: Open Inference Protocol v2, /v1/generate, /metrics and a seed explorer at /.
 
     One Generator behind a dynamic batcher: concurrent requests are merged into batches of up to
@@ -119,14 +143,20 @@ def serve(bundle: Path, ray: bool, replicas: int | None, autoscale: str | None, 
     --autoscale MIN:MAX) on a local cluster it starts, or on the cluster at --address; Ctrl-C removes the
     application (and stops the cluster it started).
     """
-    import logging
+
+    from ganrt.serve.edges import configure_logging
 
     options = _serve_options(**kwargs)
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise ConfigError("HTTPS needs both --ssl-certfile and --ssl-keyfile")
     ray_options = _ray_options(ray, replicas, autoscale, num_cpus, num_gpus, address)
     if ray_options is not None:
         from ganrt.serve.ray import run
 
-        logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+        if ssl_certfile:
+            raise ConfigError("with --ray, Ray Serve's proxy takes the connections: terminate TLS in front of it "
+                              "(a load balancer or reverse proxy), not with --ssl-certfile")
+        configure_logging(log_level, options.log_format)
         run(bundle, options, ray_options, echo=click.echo, as_json=as_json, log_level=log_level)
         return
     import uvicorn
@@ -135,18 +165,31 @@ def serve(bundle: Path, ray: bool, replicas: int | None, autoscale: str | None, 
     from ganrt.serve.service import Service
 
     host, port = options.host, options.port
+    scheme = "https" if ssl_certfile else "http"
     service = Service(bundle, options)
     service.load()  # a bad bundle or option: one line, exit 2, before any port is bound
     o = service.options
-    info = {"url": f"http://{host}:{port}", **service.describe()}
+    info = {"url": f"{scheme}://{host}:{port}", **service.describe()}
     if as_json:
         click.echo(json.dumps(info, indent=2))
-    click.echo(f"ganrt serve: {o.model_name} ({service.gen.variant} on {service.gen.device}) at http://{host}:{port}"
-               f"  max batch {o.max_batch}, max delay {o.max_delay_ms:g} ms ({o.tuning['source']}), "
-               f"max queue {o.max_queue}", err=True)
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level, loop="auto", http="auto",
-                timeout_graceful_shutdown=60, access_log=log_level == "debug")
+    key = "API key required" if (o.api_key or os.environ.get("GANRT_API_KEY")) else "no API key"
+    click.echo(f"ganrt serve: {o.model_name} ({service.gen.variant} on {service.gen.device}) at {scheme}://{host}:"
+               f"{port}  max batch {o.max_batch}, max delay {o.max_delay_ms:g} ms ({o.tuning['source']}), "
+               f"max queue {o.max_queue} requests / {o.max_queue_images} images, timeout {o.request_timeout_s:g} s, "
+               f"{key}", err=True)
+    configure_logging(log_level, o.log_format)
+    config = uvicorn.Config(None, host=host, port=port, log_level=log_level, log_config=None, loop="auto",
+                            http="auto", timeout_graceful_shutdown=60, access_log=False, ssl_certfile=ssl_certfile,
+                            ssl_keyfile=ssl_keyfile)
+    server = uvicorn.Server(config)
+
+    def stop_on_failure() -> None:  # the model could not start (warm-up failed): stop serving, exit non-zero
+        server.should_exit = True
+
+    config.app = create_app(service, on_start_failure=stop_on_failure)
+    server.run()
+    if service.failure:
+        raise BackendUnavailable(f"the model could not start: {service.failure}")
 
 
 @click.command("serve-config", context_settings=SETTINGS)
@@ -177,6 +220,8 @@ def serve_config(bundle: Path, ray: bool, replicas: int | None, autoscale: str |
 
     if not ray:
         raise ConfigError("serve-config writes a Ray Serve config: pass --ray")
+    if click.get_current_context().get_parameter_source("api_key") == click.core.ParameterSource.ENVIRONMENT:
+        kwargs["api_key"] = None  # the ingress reads GANRT_API_KEY from its own environment on the cluster
     ray_options = _ray_options(ray, replicas, autoscale, num_cpus, num_gpus, None)
     text = "# ganrt serve-config: deploy with `serve deploy THIS_FILE` on a running Ray cluster\n" + \
         yaml.safe_dump(config(bundle, _serve_options(**kwargs), ray_options), sort_keys=False)

@@ -4,6 +4,12 @@
     ganrt_images_total                    images generated
     ganrt_errors_total{status}            error answers, by HTTP status
     ganrt_queue_depth                     requests waiting for a batch
+    ganrt_queue_images                    images waiting for a batch
+    ganrt_images_dropped_total{reason}    images never computed: rejected (queue full), expired (deadline),
+                                          cancelled (the client went away), failed (another part of the
+                                          request failed)
+    ganrt_images_wasted_total             images computed for a request that had gone (client, deadline)
+    ganrt_backend_failures                consecutive failed batches (0 after a success)
     ganrt_batch_images                    histogram of the images in each formed batch
     ganrt_queue_wait_seconds              histogram: arrival to batch start, per request part
     ganrt_compute_seconds                 histogram: one batch's generate call
@@ -30,6 +36,12 @@ class Metrics:
         self.images = Counter("ganrt_images", "Images generated", registry=r)
         self.errors = Counter("ganrt_errors", "Error answers by HTTP status", ["status"], registry=r)
         self.queue_depth = Gauge("ganrt_queue_depth", "Requests waiting for a batch", registry=r)
+        self.queue_images = Gauge("ganrt_queue_images", "Images waiting for a batch", registry=r)
+        self.dropped = Counter("ganrt_images_dropped", "Images never computed, by reason", ["reason"], registry=r)
+        for reason in ("rejected", "expired", "cancelled", "failed"):
+            self.dropped.labels(reason)  # every series present from the start (rates need the zero)
+        self.wasted = Counter("ganrt_images_wasted", "Images computed for a request that had gone", registry=r)
+        self.backend_failures = Gauge("ganrt_backend_failures", "Consecutive failed batches", registry=r)
         buckets = sorted({1, *(2**k for k in range(16) if 2**k < max_batch), max_batch})
         self.batch_images = Histogram("ganrt_batch_images", "Images in each formed batch", buckets=buckets,
                                       registry=r)
@@ -51,7 +63,9 @@ class Metrics:
 
     def batcher_stats(self) -> Stats:
         return Stats(on_batch=self.batch_images.observe, on_queue_wait=self.queue_wait.observe,
-                     on_compute=self.compute.observe, on_depth=self.queue_depth.set)
+                     on_compute=self.compute.observe, on_depth=self.queue_depth.set,
+                     on_images_waiting=self.queue_images.set,
+                     on_dropped=lambda reason, n: self.dropped.labels(reason).inc(n), on_wasted=self.wasted.inc)
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

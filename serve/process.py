@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -38,10 +39,10 @@ def stop(proc: subprocess.Popen, wait: float = 60.0) -> None:
             proc.wait()
 
 
-def ready(url: str) -> bool:
-    """Whether the server at ``url`` answers its readiness route with 200."""
+def ready(url: str, context: ssl.SSLContext | None = None) -> bool:
+    """Whether the server at ``url`` answers its readiness route with 200 (``context``: for HTTPS)."""
     try:
-        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as r:
+        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2, context=context) as r:
             return r.status == 200
     except OSError:  # refused, not bound yet, or an HTTP error status (503 while warming up)
         return False
@@ -51,10 +52,14 @@ class ServeProcess:
     """``ganrt serve BUNDLE --port <free> --log-level warning *args``, started and waited for until ready."""
 
     def __init__(self, bundle: str | os.PathLike, args: Sequence[str] = (), *, timeout: float = 120.0,
-                 capture: bool = True, port: int | None = None, stop_wait: float = 60.0) -> None:
+                 capture: bool = True, port: int | None = None, stop_wait: float = 60.0,
+                 cafile: str | os.PathLike | None = None) -> None:
+        """``cafile``: the CA that signed the server's certificate, when ``args`` has ``--ssl-certfile``."""
         self.port = port or free_port()
         self.stop_wait = stop_wait  # how long stop() lets it drain before a kill
-        self.url = f"http://127.0.0.1:{self.port}"
+        https = "--ssl-certfile" in args
+        self.url = f"{'https' if https else 'http'}://127.0.0.1:{self.port}"
+        context = ssl.create_default_context(cafile=str(cafile) if cafile else None) if https else None
         self.argv = [sys.executable, "-m", "ganrt", "serve", str(Path(bundle)), "--port", str(self.port),
                      "--log-level", "warning", *args]
         self.lines: list[str] = []
@@ -66,7 +71,7 @@ class ServeProcess:
             self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
             self._reader.start()
         deadline = time.monotonic() + timeout
-        while not ready(self.url):
+        while not ready(self.url, context):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ganrt serve exited with status {self.proc.returncode}:\n{self.output}")
             if time.monotonic() > deadline:

@@ -146,16 +146,52 @@ def parse_v1(body: bytes, spec: GeneratorSpec, max_seeds: int) -> tuple[Work, st
 
 # -- Open Inference Protocol v2 -------------------------------------------------------------------------
 def model_metadata(name: str, spec: GeneratorSpec, platform: str) -> dict[str, Any]:
-    inputs = [{"name": "z", "datatype": "FP32", "shape": [-1, spec.latent_dim]}]
+    """OIP model metadata. ``z`` and ``seeds`` are alternatives (exactly one per request): each is marked
+    ``optional`` with ``alternative_to`` naming the other, in its ``parameters``."""
+    inputs = [{"name": "z", "datatype": "FP32", "shape": [-1, spec.latent_dim],
+               "parameters": {"optional": True, "alternative_to": "seeds",
+                              "description": "latents; give z or seeds, not both"}}]
     if spec.conditional:
-        inputs.append({"name": "labels", "datatype": "INT64", "shape": [-1]})
+        inputs.append({"name": "labels", "datatype": "INT64", "shape": [-1],
+                       "parameters": {"optional": True, "description": f"classes in [0, {spec.num_classes}); "
+                                      "default with seeds: ganrt.latents.labels_from_seeds"}})
     if spec.has_truncation:
-        inputs.append({"name": "truncation", "datatype": "FP32", "shape": [-1]})
+        inputs.append({"name": "truncation", "datatype": "FP32", "shape": [-1],
+                       "parameters": {"optional": True, "description": "1.0 = none (the default)"}})
     inputs.append({"name": "seeds", "datatype": "INT64", "shape": [-1],
-                   "parameters": {"description": "replaces z: latents from ganrt.latents.latents_from_seeds"}})
+                   "parameters": {"optional": True, "alternative_to": "z",
+                                  "description": "replaces z: latents from ganrt.latents.latents_from_seeds"}})
     return {"name": name, "versions": ["1"], "platform": platform, "inputs": inputs,
             "outputs": [{"name": "images", "datatype": "UINT8",
                          "shape": [-1, spec.height, spec.width, spec.channels]}]}
+
+
+def model_config(name: str, spec: GeneratorSpec, options, platform: str, device: str) -> dict[str, Any]:
+    """The model's configuration in Triton's model-config JSON form (``/v2/models/<name>/config``, what
+    perf_analyzer and model_analyzer read): dims without the batch axis, per-image inputs as ``dims: [1]``
+    reshaped to ``[]`` (the [B, 1] Triton's clients send), every input optional (z or seeds), the batcher as
+    ``dynamic_batching``."""
+    def per_image(input_name: str, data_type: str) -> dict[str, Any]:
+        return {"name": input_name, "data_type": data_type, "dims": [1], "reshape": {"shape": []}, "optional": True}
+
+    inputs = [{"name": "z", "data_type": "TYPE_FP32", "dims": [spec.latent_dim], "optional": True},
+              per_image("seeds", "TYPE_INT64")]
+    if spec.conditional:
+        inputs.append(per_image("labels", "TYPE_INT64"))
+    if spec.has_truncation:
+        inputs.append(per_image("truncation", "TYPE_FP32"))
+    delay_us = int(round((options.max_delay_ms or 0) * 1000))
+    return {"name": name, "platform": platform, "backend": "ganrt", "max_batch_size": options.max_batch,
+            "version_policy": {"specific": {"versions": [1]}},
+            "input": inputs,
+            "output": [{"name": "images", "data_type": "TYPE_UINT8", "dims": [spec.height, spec.width, spec.channels]}],
+            "dynamic_batching": {"max_queue_delay_microseconds": delay_us,
+                                 "default_queue_policy": {
+                                     "timeout_action": "REJECT", "allow_timeout_override": True,
+                                     "default_timeout_microseconds": int((options.request_timeout_s or 0) * 1e6),
+                                     "max_queue_size": options.max_queue}},
+            "instance_group": [{"count": options.inflight or 1,
+                                "kind": "KIND_GPU" if device == "cuda" else "KIND_CPU"}]}
 
 
 def _split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -261,7 +297,17 @@ def parse_v2(body: bytes, header_length: str | None, spec: GeneratorSpec, max_se
         raise InputError('this model has one output, "images"')
     binary_out = bool(params.get("binary_data_output")) or any(
         bool(check_object(o.get("parameters"), "an output's parameters").get("binary_data")) for o in outputs)
-    return work, {"id": request_id, "binary": binary_out}
+    return work, {"id": request_id, "binary": binary_out, "timeout_s": _timeout(params.get("timeout"))}
+
+
+def _timeout(micros: Any) -> float | None:
+    """The OIP ``timeout`` parameter (microseconds, as Triton's clients send it; 0 = none) in seconds."""
+    if micros is None or micros == 0:
+        return None
+    if isinstance(micros, bool) or not isinstance(micros, int) or not 0 < micros <= 86_400 * 10**6:
+        raise InputError(f"parameters.timeout is the request's deadline in microseconds, an integer in "
+                         f"[0, {86_400 * 10**6}]; got {str(micros)[:40]}")
+    return micros / 1e6
 
 
 def _input_names(spec: GeneratorSpec) -> list[str]:

@@ -140,6 +140,8 @@ def _coerce(value: Any, annotation: str, key: str) -> Any:
         return tuple(value) if annotation.startswith("tuple") and isinstance(value, list) else value
     if "None" in annotation and value.lower() in ("none", "null", ""):
         return None
+    if annotation.startswith("tuple[str"):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
     try:
         if annotation.startswith("int"):
             return int(value)
@@ -193,6 +195,9 @@ def _changed(obj, skip: tuple[str, ...]) -> dict[str, Any]:
 
 def serve_config(bundle, options: ServeOptions | None = None, ray_options: RayOptions | None = None) -> dict:
     """The config file of ``serve deploy`` (Ray's ServeDeploySchema) for ``bundle`` on an existing cluster."""
+    if options is not None and options.api_key:
+        raise ConfigError("a config file would hold the API key in plain text: leave --api-key out and set "
+                          "GANRT_API_KEY in the cluster's environment (runtime_env env_vars) instead")
     path, options, ray_options, deployments = _prepare(bundle, options, ray_options)
     return {"proxy_location": "EveryNode",
             "http_options": {"host": options.host, "port": options.port},

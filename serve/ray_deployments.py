@@ -32,7 +32,7 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 
 from ganrt.errors import BackendError
-from ganrt.serve.batcher import QueueFull, ShuttingDown, Work
+from ganrt.serve.batcher import DeadlineExceeded, QueueFull, ShuttingDown, Work
 from ganrt.serve.metrics import Metrics
 from ganrt.serve.options import DEFAULT_MAX_BATCH, DEFAULT_MAX_DELAY_MS, ServeOptions
 from ganrt.serve.ray import MAX_INFLIGHT  # @serve.batch's max_concurrent_batches; a replica admits its `inflight`
@@ -124,6 +124,7 @@ class RayFrontend:
 
     loaded = property(lambda self: self.info is not None)
     variant = property(lambda self: self.info["variant"])
+    device = property(lambda self: self.info["device"])
     platform = property(lambda self: f"ganrt_{self.info['backend']}")
     bundle_sha256 = property(lambda self: self.info["bundle_sha256"])
 
@@ -155,14 +156,31 @@ class RayFrontend:
     def describe(self) -> dict[str, Any]:
         return {**self.info, "ready": self.ready, "ray": {**self.scaling, "parts_resent": self.resent}}
 
-    async def submit(self, work: Work) -> np.ndarray:
+    healthy = True  # each replica's health is Ray's to judge: it replaces one that fails its checks
+    failed_batches = 0
+
+    def probe(self) -> None:
+        """Nothing to probe: see ``healthy``."""
+
+    async def submit(self, work: Work, *, deadline: float | None = None) -> np.ndarray:
+        """The images of ``work`` from the replicas; past ``deadline`` (event-loop time) DeadlineExceeded, and
+        cancelling the caller cancels the parts in Ray (a part not yet in a batch is never computed)."""
         if self._closing:
             raise ShuttingDown("the server is shutting down and takes no new requests; retry on another replica")
         self._inflight += 1
         self._idle.clear()
         self.metrics.queue_depth.set(self._inflight)
+        loop = asyncio.get_running_loop()
         try:
-            done = await asyncio.gather(*(self._generate(w) for w in work.split(self.options.max_batch)))
+            parts = asyncio.gather(*(self._generate(w) for w in work.split(self.options.max_batch)))
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            done = await asyncio.wait_for(parts, timeout)
+        except asyncio.TimeoutError:
+            self.metrics.dropped.labels("expired").inc(work.n)
+            raise DeadlineExceeded("the request's deadline passed before the replicas answered") from None
+        except asyncio.CancelledError:
+            self.metrics.dropped.labels("cancelled").inc(work.n)
+            raise
         finally:
             self._inflight -= 1
             self.metrics.queue_depth.set(self._inflight)

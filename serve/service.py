@@ -3,9 +3,13 @@
 ``Service.load()`` opens the bundle and the backend (synchronously: a bad bundle or option fails the command
 before it binds a port); ``start()`` warms every batch bucket in a worker thread, then reports ready;
 ``stop()`` drains (every accepted request answered) and releases the backend. The ASGI app (``app.py``) drives
-one through what the routes read (``loaded``, ``ready``, ``spec``, ``variant``, ``platform``, ``options``,
-``metrics``, ``executor``, ``submit``, ``describe``); each Ray replica (``ray_deployments.py``) owns one
-without its batcher, since Ray Serve's ``@serve.batch`` forms the batches there.
+one through what the routes read (``loaded``, ``ready``, ``healthy``, ``spec``, ``variant``, ``platform``,
+``options``, ``metrics``, ``executor``, ``submit``, ``describe``); each Ray replica (``ray_deployments.py``)
+owns one without its batcher, since Ray Serve's ``@serve.batch`` forms the batches there.
+
+Health: after ``unready_after`` consecutive failed batches the service is not ``healthy`` (the readiness
+route answers 503, so a load balancer stops sending work), while requests are still taken; the readiness
+route itself sends a one-image probe through the batcher (at most once a second) until a batch succeeds.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,6 +57,10 @@ class Service:
         self.ready = False
         self.failure: str | None = None  # why the service could not become ready
         self.started_at = time.time()
+        self.failed_batches = 0  # consecutive; 0 after a batch succeeds
+        self._failures_lock = threading.Lock()
+        self._probe: asyncio.Task | None = None
+        self._probed_at = 0.0
 
     # -- life cycle ----------------------------------------------------------------------------------
     def load(self) -> None:
@@ -81,8 +90,8 @@ class Service:
                 await loop.run_in_executor(None, self.load)
             o = self.options
             self.batcher = Batcher(self.run, max_batch=o.max_batch, max_delay_s=o.max_delay_ms / 1e3,
-                                   max_queue=o.max_queue, inflight=o.inflight, executor=self.executor,
-                                   stats=self.metrics.batcher_stats())
+                                   max_queue=o.max_queue, max_queue_images=o.max_queue_images, inflight=o.inflight,
+                                   executor=self.executor, stats=self.metrics.batcher_stats())
             if o.warmup:
                 await loop.run_in_executor(self.executor, self.warm)
             self.batcher.start()
@@ -106,6 +115,8 @@ class Service:
     async def stop(self) -> None:
         """Drain: take no new requests, answer every accepted one, then release the backend."""
         self.ready = False
+        if self._probe is not None:
+            self._probe.cancel()
         if self.batcher is not None:
             await self.batcher.drain()
         if self.gen is not None:
@@ -120,11 +131,37 @@ class Service:
 
     spec = property(lambda self: self.gen.spec)
     variant = property(lambda self: self.gen.variant)
+    device = property(lambda self: self.gen.device)
     platform = property(lambda self: f"ganrt_{self.gen.backend}", doc="the platform OIP model metadata reports")
 
-    async def submit(self, work: Work) -> np.ndarray:
-        """The images of ``work`` once its batch(es) ran (QueueFull, ShuttingDown)."""
-        return await self.batcher.submit(work)
+    @property
+    def healthy(self) -> bool:
+        """False after ``unready_after`` consecutive failed batches, until one succeeds."""
+        return self.failed_batches < self.options.unready_after
+
+    async def submit(self, work: Work, *, deadline: float | None = None) -> np.ndarray:
+        """The images of ``work`` once its batch(es) ran (QueueFull, ShuttingDown, DeadlineExceeded at
+        ``deadline``, event-loop time); cancelling the caller drops its queued work."""
+        return await self.batcher.submit(work, deadline=deadline)
+
+    def probe(self) -> None:
+        """While unhealthy: one image through the batcher (at most once a second), so a recovered backend
+        makes the service healthy again without waiting for traffic a load balancer no longer sends."""
+        loop = asyncio.get_running_loop()
+        if self.healthy or (self._probe is not None and not self._probe.done()) or loop.time() - self._probed_at < 1:
+            return
+        self._probed_at = loop.time()
+
+        async def one() -> None:
+            try:
+                await self.submit(Work(seeds=np.zeros(1, np.uint64),
+                                       labels=np.zeros(1, np.int64) if self.spec.conditional else None,
+                                       truncation=np.ones(1, np.float32) if self.spec.has_truncation else None),
+                                  deadline=loop.time() + 30)
+            except Exception as e:  # noqa: BLE001 - counted by run(); the next readiness check probes again
+                log.warning("readiness probe failed: %s", e)
+
+        self._probe = loop.create_task(one())
 
     # -- work ----------------------------------------------------------------------------------------
     def run(self, works: list[Work]) -> np.ndarray:
@@ -145,7 +182,24 @@ class Service:
         z = np.concatenate(rows)
         labels = np.concatenate([w.labels for w in works]) if spec.conditional else None
         truncation = np.concatenate([w.truncation for w in works]) if spec.has_truncation else None
-        return self.gen.generate(z=z, labels=labels, truncation=truncation)
+        try:
+            images = self.gen.generate(z=z, labels=labels, truncation=truncation)
+        except Exception:
+            self._count_batch(failed=True)
+            raise
+        self._count_batch(failed=False)
+        return images
+
+    def _count_batch(self, *, failed: bool) -> None:
+        with self._failures_lock:
+            before = self.failed_batches
+            self.failed_batches = before + 1 if failed else 0
+            if self.metrics is not None:
+                self.metrics.backend_failures.set(self.failed_batches)
+        if failed and self.failed_batches == self.options.unready_after:
+            log.error("%d consecutive batches failed: reporting not ready until one succeeds", self.failed_batches)
+        elif not failed and before >= self.options.unready_after:
+            log.warning("a batch succeeded after %d failures: ready again", before)
 
     def describe(self) -> dict[str, Any]:
         """What the page and /v1/model show."""
@@ -156,5 +210,6 @@ class Service:
                          "channels": s.channels, "height": s.height, "width": s.width,
                          "has_truncation": s.has_truncation},
                 "batching": {"max_batch": o.max_batch, "max_delay_ms": o.max_delay_ms, "max_queue": o.max_queue,
+                             "max_queue_images": o.max_queue_images, "request_timeout_s": o.request_timeout_s,
                              "inflight": o.inflight, "tuning": o.tuning},
                 "max_seeds_per_request": o.max_seeds_per_request, "ready": self.ready}

@@ -4,6 +4,24 @@
 const $ = (id) => document.getElementById(id);
 let model = null;
 
+async function api(path, options = {}) {
+  // A server started with --api-key answers 401 without it: ask once, keep it for this tab only.
+  const call = () => {
+    const key = sessionStorage.getItem("ganrt-api-key");
+    const headers = { ...(options.headers || {}), ...(key ? { "X-API-Key": key } : {}) };
+    return fetch(path, { ...options, headers });
+  };
+  let response = await call();
+  if (response.status === 401) {
+    const key = window.prompt("This server needs an API key:");
+    if (key) {
+      sessionStorage.setItem("ganrt-api-key", key);
+      response = await call();
+    }
+  }
+  return response;
+}
+
 function parseNpy(buffer) {
   // numpy's .npy format: magic, version, header length, a Python-dict header, then the raw array
   const bytes = new Uint8Array(buffer);
@@ -71,7 +89,7 @@ async function generate() {
   $("generate").disabled = true;
   const t0 = performance.now();
   try {
-    const response = await fetch("/v1/generate", {
+    const response = await api("/v1/generate", {
       method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
     });
     if (!response.ok) {
@@ -93,7 +111,7 @@ async function generate() {
 
 async function init() {
   try {
-    const response = await fetch("/v1/model");
+    const response = await api("/v1/model");
     if (!response.ok) throw new Error((await response.json()).error);
     model = await response.json();
   } catch (e) {

@@ -49,7 +49,7 @@ def test_overload_answers_only_200_or_503_at_once_and_the_server_stays_up(server
 
 
 def test_sigterm_answers_every_accepted_request_then_exits(server):
-    s = server("--max-batch", "1", "--max-delay-ms", "0", "--max-seeds-per-request", "64")
+    s = server("--max-batch", "1", "--max-delay-ms", "0", "--max-seeds-per-request", "64", "--max-queue-images", "4096")
     sent = {}
 
     async def flood():

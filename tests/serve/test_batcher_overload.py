@@ -1,0 +1,144 @@
+"""The batcher under overload: the queue bounded in images, a cancelled or expired request leaving the queue
+before its images are computed (and counted by reason), work computed for a request that had gone counted as
+wasted."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from ganrt.serve.batcher import Batcher, DeadlineExceeded, QueueFull, Stats, Work
+
+
+def gated_run(seen: list, gate: threading.Event):
+    """Images whose pixel is the seed; blocks on ``gate``; records every seed it computed."""
+    def run(works):
+        gate.wait(10)
+        seeds = np.concatenate([w.seeds for w in works])
+        seen.extend(int(s) for s in seeds)
+        return (seeds % 256).astype(np.uint8).reshape(-1, 1, 1, 1)
+    return run
+
+
+def work(first, n):
+    return Work(seeds=np.arange(first, first + n, dtype=np.uint64))
+
+
+def counting_stats():
+    dropped, wasted = Counter(), []
+    return Stats(on_dropped=lambda reason, n: dropped.update({reason: n}), on_wasted=wasted.append), dropped, wasted
+
+
+def make(run, stats, **kw):
+    opts = dict(max_batch=4, max_delay_s=0.0, max_queue=100, inflight=1, executor=ThreadPoolExecutor(2))
+    opts.update(kw)
+    return Batcher(run, stats=stats, **opts)
+
+
+def test_the_queue_is_bounded_in_images_not_only_requests():
+    seen, gate = [], threading.Event()
+    stats, dropped, _ = counting_stats()
+
+    async def main():
+        b = make(gated_run(seen, gate), stats, max_queue_images=10)
+        b.start()
+        computing = asyncio.ensure_future(b.submit(work(0, 4)))  # taken at once into the computing batch
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(b.submit(work(100, 8)))  # 8 images wait
+        await asyncio.sleep(0.01)
+        assert b.images_waiting == 8
+        with pytest.raises(QueueFull, match="8 images waiting, --max-queue-images 10"):
+            await b.submit(work(200, 3))
+        small = asyncio.ensure_future(b.submit(work(300, 2)))  # 10 fits
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(computing, queued, small)
+        await b.drain()
+
+    asyncio.run(main())
+    assert dropped == {"rejected": 3} and 200 not in seen and 300 in seen
+
+
+def test_an_empty_queue_admits_a_request_larger_than_the_image_bound():
+    seen, gate = [], threading.Event()
+    gate.set()
+
+    async def main():
+        b = make(gated_run(seen, gate), Stats(), max_queue_images=2)
+        b.start()
+        images = await b.submit(work(0, 9))
+        await b.drain()
+        return images
+
+    assert asyncio.run(main()).reshape(-1).tolist() == list(range(9))
+
+
+def test_a_cancelled_request_leaves_the_queue_and_is_never_computed():
+    seen, gate = [], threading.Event()
+    stats, dropped, wasted = counting_stats()
+
+    async def main():
+        b = make(gated_run(seen, gate), stats)
+        b.start()
+        computing = asyncio.ensure_future(b.submit(work(0, 4)))
+        await asyncio.sleep(0.05)
+        gone = asyncio.ensure_future(b.submit(work(100, 12)))  # three parts, all queued
+        stays = asyncio.ensure_future(b.submit(work(200, 2)))
+        await asyncio.sleep(0.01)
+        assert b.images_waiting == 14 and b.waiting == 2
+        gone.cancel()  # its HTTP client disconnected
+        await asyncio.sleep(0.01)
+        assert b.images_waiting == 2 and b.waiting == 1
+        gate.set()
+        got = await asyncio.gather(computing, stays)
+        await b.drain()
+        return got
+
+    computing, stays = asyncio.run(main())
+    assert not any(100 <= s < 112 for s in seen), "a cancelled request's images were computed"
+    assert stays.reshape(-1).tolist() == [200, 201] and dropped == {"cancelled": 12} and wasted == []
+
+
+def test_a_request_past_its_deadline_gets_deadline_exceeded_and_its_images_are_never_computed():
+    seen, gate = [], threading.Event()
+    stats, dropped, _ = counting_stats()
+
+    async def main():
+        b = make(gated_run(seen, gate), stats)
+        b.start()
+        loop = asyncio.get_running_loop()
+        computing = asyncio.ensure_future(b.submit(work(0, 4)))
+        await asyncio.sleep(0.05)
+        with pytest.raises(DeadlineExceeded, match="6 of its 6 images not computed"):
+            await b.submit(work(100, 6), deadline=loop.time() + 0.1)
+        gate.set()
+        await computing
+        with pytest.raises(DeadlineExceeded):
+            await b.submit(work(300, 1), deadline=loop.time() - 1)
+        await b.drain()
+
+    asyncio.run(main())
+    assert not any(100 <= s < 106 for s in seen) and dropped == {"expired": 7}
+
+
+def test_images_computed_for_a_request_that_went_away_are_counted_as_wasted():
+    seen, gate = [], threading.Event()
+    stats, dropped, wasted = counting_stats()
+
+    async def main():
+        b = make(gated_run(seen, gate), stats)
+        b.start()
+        gone = asyncio.ensure_future(b.submit(work(0, 3)))
+        await asyncio.sleep(0.05)  # its batch is computing
+        gone.cancel()
+        await asyncio.sleep(0.01)
+        gate.set()
+        await b.drain()
+
+    asyncio.run(main())
+    assert seen == [0, 1, 2] and wasted == [3] and dropped == {}
