@@ -160,11 +160,13 @@ def create_app(service: Service | RayFrontend, *, on_start_failure=None) -> Star
     async def off_loop(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(service.executor, fn, *args)
 
-    async def compute(request: Request, work, started: float, asked_s: float | None):
+    async def compute(request: Request, work, asked_s: float | None):
         """The images of ``work``: dropped from the queue when the client goes away (ClientGone) or the
-        deadline passes (DeadlineExceeded); ``started`` is the request's arrival (event-loop time)."""
+        deadline passes (DeadlineExceeded), counted from the request's arrival."""
         limits = [t for t in (service.options.request_timeout_s, asked_s, _timeout_header(request)) if t]
-        deadline = started + min(limits) if limits else None
+        deadline = request.state.arrived + min(limits) if limits else None
+        if await request.is_disconnected():  # gone while its body was read: queue nothing
+            raise ClientGone("the client disconnected before its request was queued")
         loop = asyncio.get_running_loop()
         images = loop.create_task(service.submit(work, deadline=deadline))
         gone = loop.create_task(_disconnected(request))
@@ -180,13 +182,13 @@ def create_app(service: Service | RayFrontend, *, on_start_failure=None) -> Star
 
     # -- /v1 ---------------------------------------------------------------------------------------
     async def v1_generate(request: Request) -> Response:
-        t0, arrived = time.perf_counter(), asyncio.get_running_loop().time()
+        t0 = time.perf_counter()
         need_ready()
         work, fmt = protocol.parse_v1(await body(request), service.spec, service.options.max_seeds_per_request)
-        images = await compute(request, work, arrived, None)
+        images = await compute(request, work, None)
         t1 = time.perf_counter()
-        data = await off_loop(lambda: encode.encode(fmt, images, work, bundle_sha256=service.bundle_sha256,
-                                                    variant=service.variant))
+        data = await off_loop(lambda: encode.encode(fmt, images, work.with_labels(service.spec.num_classes),
+                                                    bundle_sha256=service.bundle_sha256, variant=service.variant))
         service.metrics.answered("v1", work.n, started=t0, encoding_started=t1)
         return Response(data, media_type=encode.MEDIA_TYPES[fmt],
                         headers={"X-Ganrt-Variant": service.variant})
@@ -232,13 +234,13 @@ def create_app(service: Service | RayFrontend, *, on_start_failure=None) -> Star
         return JSONResponse({"name": service.options.model_name, "ready": True})
 
     async def infer(request: Request) -> Response:
-        t0, arrived = time.perf_counter(), asyncio.get_running_loop().time()
+        t0 = time.perf_counter()
         need_model(request)
         need_version(request)
         need_ready()
         work, opts = protocol.parse_v2(await body(request), request.headers.get(protocol.HEADER_LENGTH),
                                        service.spec, service.options.max_seeds_per_request)
-        images = await compute(request, work, arrived, opts["timeout_s"])
+        images = await compute(request, work, opts["timeout_s"])
         t1 = time.perf_counter()
         data, headers = await off_loop(lambda: protocol.v2_response(
             images, model_name=service.options.model_name, request_id=opts["id"], binary=opts["binary"]))

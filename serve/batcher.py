@@ -12,7 +12,9 @@ Overload degrades gracefully instead of letting latency grow:
   whatever its size, so no request is refused for ever.
 - A request whose waiter is cancelled (its HTTP client went away) leaves the queue at once: parts not yet in a
   batch are never computed. A request past its ``deadline`` leaves the queue the same way and its waiter gets
-  ``DeadlineExceeded`` (504). Parts already computing finish; their images are counted as wasted.
+  ``DeadlineExceeded`` (504); so does one whose deadline is nearer than a batch's usual compute time when its
+  batch would start (it could not be answered in time). Parts already computing finish; their images are
+  counted as wasted.
 ``drain()`` refuses new requests and returns when every accepted one is answered.
 
 The queue is a deque and an ``asyncio.Event`` (no ``wait_for`` around ``Queue.get``, which can lose an item
@@ -51,12 +53,20 @@ class Work:
 
     seeds: np.ndarray | None = None  # (n,) uint64
     z: np.ndarray | None = None  # (n, latent_dim) float32
-    labels: np.ndarray | None = None  # (n,) int64, conditional generators only
+    labels: np.ndarray | None = None  # (n,) int64; None on a conditional generator: the seeds' documented labels
     truncation: np.ndarray | None = None  # (n,) float32, families with truncation only
 
     @property
     def n(self) -> int:
         return len(self.seeds) if self.seeds is not None else len(self.z)
+
+    def with_labels(self, num_classes: int) -> "Work":
+        """This work with its labels: the given ones, else the seeds' documented labels (drawn here)."""
+        if self.labels is not None or not num_classes:
+            return self
+        from ganrt.latents import labels_from_seeds
+
+        return Work(self.seeds, self.z, labels_from_seeds(self.seeds.tolist(), num_classes), self.truncation)
 
     def slice(self, lo: int, hi: int) -> "Work":
         def cut(a):
@@ -75,7 +85,9 @@ class _Part:
     future: asyncio.Future
     enqueued: float
     ticket: "_Ticket"
+    deadline: float | None = None  # event-loop time by which its request wants its images
     taken: bool = False  # in a formed batch (computing or computed)
+    gone: str | None = None  # why its request went away (cancelled, expired, failed), if it did
 
 
 @dataclass
@@ -95,7 +107,12 @@ class Stats:
     on_depth: Callable[[int], None] = lambda d: None  # requests waiting
     on_images_waiting: Callable[[int], None] = lambda n: None  # images waiting
     on_dropped: Callable[[str, int], None] = lambda reason, n: None  # images never computed: reason, count
-    on_wasted: Callable[[int], None] = lambda n: None  # images computed for a request that had gone
+    on_wasted: Callable[[str, int], None] = lambda reason, n: None  # images computed for a request that had gone
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class Batcher:
@@ -114,6 +131,7 @@ class Batcher:
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(int(inflight))
         self._computing: set[asyncio.Task] = set()
+        self._compute_s = 0.0  # a batch's compute time, a moving average: what a part needs before its deadline
         self._waiting = 0  # requests with parts still queued
         self._images = 0  # images in queued parts
         self._closing = False
@@ -156,13 +174,14 @@ class Batcher:
             raise DeadlineExceeded("the request's deadline had passed before it was queued")
         pieces = work.split(self.max_batch)
         ticket = _Ticket(queued=len(pieces))
-        parts = [_Part(piece, loop.create_future(), now, ticket) for piece in pieces]
+        parts = [_Part(piece, loop.create_future(), now, ticket, deadline) for piece in pieces]
         self._waiting += 1
         self._images += work.n
         self._report_depth()
         self._parts.extend(parts)
         self._arrived.set()
         together = asyncio.gather(*(p.future for p in parts))
+        together.add_done_callback(_retrieved)  # a withdrawn request's gather ends cancelled: nobody reads it
         try:
             if deadline is None:
                 results = await together
@@ -175,8 +194,8 @@ class Batcher:
         except asyncio.CancelledError:
             self._withdraw(parts, "cancelled")
             raise
-        except Exception:  # a batch holding one of its parts failed: the others are not worth computing
-            self._withdraw(parts, "failed")
+        except Exception as e:  # a part failed (its batch, or it could not finish in time): drop the others
+            self._withdraw(parts, "expired" if isinstance(e, DeadlineExceeded) else "failed")
             raise
         return results[0] if len(results) == 1 else np.concatenate(results, axis=0)
 
@@ -185,6 +204,7 @@ class Batcher:
         dropped = 0
         for part in parts:
             part.future.cancel()
+            part.gone = reason
             if not part.taken:
                 self._parts.remove(part)
                 part.taken = True
@@ -212,7 +232,7 @@ class Batcher:
         """True once a part is queued; False when ``deadline`` (loop time) passes first, or when draining and
         nothing is left."""
         loop = asyncio.get_running_loop()
-        while not self._parts:
+        while not self._startable_head(loop.time()):
             if self._closing:
                 return False
             self._arrived.clear()
@@ -227,6 +247,18 @@ class Batcher:
             except asyncio.TimeoutError:  # the builtin TimeoutError only from Python 3.11
                 return False
         return True
+
+    def _startable_head(self, now: float) -> bool:
+        """Whether a part is queued, after failing the parts at the head that could not finish before their
+        deadline anyway (a batch's usual compute time): their requests get DeadlineExceeded at once, uncomputed."""
+        while self._parts and self._parts[0].deadline is not None and self._parts[0].deadline - now < self._compute_s:
+            part = self._parts.popleft()
+            self._taken(part)
+            part.gone = "expired"
+            self._stats.on_dropped("expired", part.work.n)
+            part.future.set_exception(DeadlineExceeded(
+                f"the request could not finish before its deadline (a batch takes about {self._compute_s:.3f} s)"))
+        return bool(self._parts)
 
     def _taken(self, part: _Part) -> None:
         part.taken = True
@@ -267,16 +299,18 @@ class Batcher:
         try:
             t0 = time.perf_counter()
             images = await loop.run_in_executor(self._executor, self._run, [p.work for p in batch])
-            self._stats.on_compute(time.perf_counter() - t0)
-            offset, wasted = 0, 0
+            seconds = time.perf_counter() - t0
+            self._compute_s = seconds if self._compute_s == 0 else 0.8 * self._compute_s + 0.2 * seconds
+            self._stats.on_compute(seconds)
+            offset, wasted = 0, collections.Counter()
             for part in batch:
                 if part.future.done():  # its request went away (client gone, deadline) while this batch ran
-                    wasted += part.work.n
+                    wasted[part.gone or "cancelled"] += part.work.n
                 else:
                     part.future.set_result(images[offset:offset + part.work.n])
                 offset += part.work.n
-            if wasted:
-                self._stats.on_wasted(wasted)
+            for reason, n in wasted.items():
+                self._stats.on_wasted(reason, n)
         except BaseException as e:  # the batch's requests fail with it; the server stays up
             for part in batch:
                 if not part.future.done():

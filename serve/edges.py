@@ -15,6 +15,7 @@ and one access-log line per request.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -65,6 +66,8 @@ class Edges:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # a request's deadline counts from here, before its body is read
+        scope.setdefault("state", {})["arrived"] = asyncio.get_running_loop().time()
         headers = Headers(scope=scope)
         rid = request_id(headers)
         token = REQUEST_ID.set(rid)

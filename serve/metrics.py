@@ -8,7 +8,8 @@
     ganrt_images_dropped_total{reason}    images never computed: rejected (queue full), expired (deadline),
                                           cancelled (the client went away), failed (another part of the
                                           request failed)
-    ganrt_images_wasted_total             images computed for a request that had gone (client, deadline)
+    ganrt_images_wasted_total{reason}     images computed for a request that had gone while its batch ran:
+                                          cancelled (the client), expired (the deadline), failed
     ganrt_backend_failures                consecutive failed batches (0 after a success)
     ganrt_batch_images                    histogram of the images in each formed batch
     ganrt_queue_wait_seconds              histogram: arrival to batch start, per request part
@@ -40,7 +41,10 @@ class Metrics:
         self.dropped = Counter("ganrt_images_dropped", "Images never computed, by reason", ["reason"], registry=r)
         for reason in ("rejected", "expired", "cancelled", "failed"):
             self.dropped.labels(reason)  # every series present from the start (rates need the zero)
-        self.wasted = Counter("ganrt_images_wasted", "Images computed for a request that had gone", registry=r)
+        self.wasted = Counter("ganrt_images_wasted", "Images computed for a request that had gone, by reason",
+                              ["reason"], registry=r)
+        for reason in ("expired", "cancelled", "failed"):
+            self.wasted.labels(reason)
         self.backend_failures = Gauge("ganrt_backend_failures", "Consecutive failed batches", registry=r)
         buckets = sorted({1, *(2**k for k in range(16) if 2**k < max_batch), max_batch})
         self.batch_images = Histogram("ganrt_batch_images", "Images in each formed batch", buckets=buckets,
@@ -65,7 +69,8 @@ class Metrics:
         return Stats(on_batch=self.batch_images.observe, on_queue_wait=self.queue_wait.observe,
                      on_compute=self.compute.observe, on_depth=self.queue_depth.set,
                      on_images_waiting=self.queue_images.set,
-                     on_dropped=lambda reason, n: self.dropped.labels(reason).inc(n), on_wasted=self.wasted.inc)
+                     on_dropped=lambda reason, n: self.dropped.labels(reason).inc(n),
+                     on_wasted=lambda reason, n: self.wasted.labels(reason).inc(n))
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

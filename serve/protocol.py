@@ -83,9 +83,7 @@ def check_labels(labels: Any, n: int, spec: GeneratorSpec, seeds: np.ndarray | N
     if labels is None:
         if seeds is None:
             raise InputError(f"this generator is class-conditional ({spec.num_classes} classes): pass labels")
-        from ganrt.latents import labels_from_seeds
-
-        return labels_from_seeds([int(s) for s in seeds], spec.num_classes)
+        return None  # the seeds' documented labels, drawn with the batch in a worker thread (Work.labels)
     arr = np.asarray(labels, dtype=object) if not isinstance(labels, np.ndarray) else labels
     if arr.ndim == 0:
         arr = np.full(n, arr.item(), dtype=object)

@@ -166,12 +166,18 @@ class Service:
     # -- work ----------------------------------------------------------------------------------------
     def run(self, works: list[Work]) -> np.ndarray:
         """One formed batch (worker thread): latents from seeds, explicit latents, labels, truncation."""
-        from ganrt.latents import latents_from_seeds
+        from ganrt.latents import labels_from_seeds, latents_from_seeds
 
         spec = self.gen.spec
         # the batch's seeds in one call: from 32 seeds it takes the vectorized path (parts of a few seeds each
-        # would each go seed by seed)
+        # would each go seed by seed); so are the labels requests left to their seeds (never on the event loop)
         drawn = latents_from_seeds([s for w in works if w.z is None for s in w.seeds.tolist()], spec.latent_dim)
+        if spec.conditional and any(w.labels is None for w in works):
+            drawn_labels = iter(labels_from_seeds([s for w in works if w.labels is None for s in w.seeds.tolist()],
+                                                  spec.num_classes).tolist())
+            works = [w if w.labels is not None else
+                     Work(w.seeds, w.z, np.array([next(drawn_labels) for _ in range(w.n)], np.int64), w.truncation)
+                     for w in works]
         rows, at = [], 0
         for w in works:
             if w.z is not None:

@@ -31,7 +31,8 @@ def work(first, n):
 
 def counting_stats():
     dropped, wasted = Counter(), []
-    return Stats(on_dropped=lambda reason, n: dropped.update({reason: n}), on_wasted=wasted.append), dropped, wasted
+    return Stats(on_dropped=lambda reason, n: dropped.update({reason: n}),
+                 on_wasted=lambda reason, n: wasted.append((reason, n))), dropped, wasted
 
 
 def make(run, stats, **kw):
@@ -141,4 +142,35 @@ def test_images_computed_for_a_request_that_went_away_are_counted_as_wasted():
         await b.drain()
 
     asyncio.run(main())
-    assert seen == [0, 1, 2] and wasted == [3] and dropped == {}
+    assert seen == [0, 1, 2] and wasted == [("cancelled", 3)] and dropped == {}
+
+
+def test_a_part_that_cannot_finish_before_its_deadline_is_refused_uncomputed_when_its_batch_would_start():
+    import time
+
+    seen = []
+    stats, dropped, _ = counting_stats()
+
+    def slow_run(works):
+        time.sleep(0.2)  # every batch takes 0.2 s: the batcher learns it from the first
+        seeds = np.concatenate([w.seeds for w in works])
+        seen.extend(int(s) for s in seeds)
+        return (seeds % 256).astype(np.uint8).reshape(-1, 1, 1, 1)
+
+    async def main():
+        b = make(slow_run, stats)
+        b.start()
+        loop = asyncio.get_running_loop()
+        await b.submit(work(0, 1))  # teaches the batcher a batch's time
+        busy = asyncio.ensure_future(b.submit(work(10, 4)))
+        await asyncio.sleep(0.01)
+        # queued behind a 0.2 s batch with 0.3 s to go: at its turn 0.1 s are left, less than a batch takes
+        with pytest.raises(DeadlineExceeded, match="could not finish before its deadline"):
+            await b.submit(work(100, 2), deadline=loop.time() + 0.3)
+        await busy
+        ok = await b.submit(work(200, 1), deadline=loop.time() + 5)  # time enough: computed
+        await b.drain()
+        return ok
+
+    assert asyncio.run(main()).reshape(-1).tolist() == [200]
+    assert 100 not in seen and dropped == {"expired": 2}
