@@ -61,3 +61,23 @@ def test_the_page_draws_the_served_images_with_labels_and_latency(server, bundle
         expected = gen.generate(seeds=[40, 41, 42, 43], labels=7)
     for i in range(4):
         np.testing.assert_array_equal(shown[i], np.repeat(expected[i], 3, axis=2))  # gray drawn as RGB
+
+
+def test_behind_an_api_key_the_page_asks_for_it_once_and_draws(server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    key = "page-key-" + "x" * 16
+    s = server("--api-key", key)
+    asked = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.on("dialog", lambda d: (asked.append(d.message), d.accept(key)))
+            page.goto(s.url + "/")  # the page itself is public
+            page.wait_for_selector("#grid canvas", timeout=30_000)
+            assert page.locator("#grid figure").count() == 16
+            page.click("#next")  # the key is kept for the tab: no second question
+            page.wait_for_function("document.querySelector('#grid figure').dataset.seed === '16'")
+        finally:
+            browser.close()
+    assert asked == ["This server needs an API key:"]

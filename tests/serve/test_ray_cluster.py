@@ -123,6 +123,16 @@ def test_routes_and_errors_are_those_of_ganrt_serve(cluster, offline):
     bad = httpx.post(f"{url}/v1/generate", json={"seeds": [1], "labels": 10})
     assert bad.status_code == 400 and "label 10 is out of range" in bad.json()["error"]
     assert httpx.get(f"{url}/v2/models/other").status_code == 404
+    # the ingress builds its answers as ganrt serve does: an id full of '{"data": null}' is refused, not
+    # multiplied into copies of the images; a request past its deadline answers 504
+    seeds_input = {"name": "seeds", "datatype": "INT64", "shape": [1], "data": [1]}
+    evil = httpx.post(f"{url}/v2/models/{APP}/infer", json={"id": '{"data": null}' * 100, "inputs": [seeds_input]})
+    assert evil.status_code == 400 and "256" in evil.json()["error"]
+    short = httpx.post(f"{url}/v2/models/{APP}/infer", json={"id": '"data": null', "inputs": [seeds_input]})
+    assert short.status_code == 200 and len(short.content) < 32 * 32 * 4 + 500
+    late = httpx.post(f"{url}/v1/generate", json={"seeds": list(range(1000, 1600))}, timeout=60,
+                      headers={"X-Request-Timeout": "0.001"})
+    assert late.status_code == 504
     metrics = httpx.get(f"{url}/metrics").text
     assert 'ganrt_requests_total{protocol="v1"}' in metrics and 'ganrt_errors_total{status="400"}' in metrics
 
