@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -56,7 +57,7 @@ class ClientGone(Exception):
     """The HTTP client disconnected before its answer was ready (its queued work was dropped)."""
 
 
-STATUS = ((HTTPError, None), (QueueFull, 503), (ShuttingDown, 503), (DeadlineExceeded, 504), (InputError, 400),
+STATUS = ((QueueFull, 503), (ShuttingDown, 503), (DeadlineExceeded, 504), (InputError, 400),
           (ConfigError, 400), (ClientGone, 499))  # 499: nginx's "client closed request"; nobody reads it
 
 
@@ -90,8 +91,6 @@ async def _disconnected(request: Request) -> None:
 def create_app(service: Service | RayFrontend, *, on_start_failure=None) -> Starlette:
     """The app around ``service``; its lifespan starts the service (warm-up, then ready) and drains it.
     ``on_start_failure()`` is called when the start fails (``ganrt serve`` then stops and exits non-zero)."""
-    import os
-
     options = service.options
 
     @asynccontextmanager
@@ -146,16 +145,13 @@ def create_app(service: Service | RayFrontend, *, on_start_failure=None) -> Star
             raise HTTPError(503, f"the model is not ready{why}", {"Retry-After": "1"})
 
     def need_model(request: Request) -> None:
-        name = request.path_params["name"]
+        """404 unless the route names this server's model (and, on a versioned route, its version 1)."""
+        name, version = request.path_params["name"], request.path_params.get("version")
         if not service.loaded or name != service.options.model_name:
             known = service.options.model_name if service.loaded else "none yet"
-            raise HTTPError(404, f"unknown model {name!r}; this server serves {known!r}")
-
-    def need_version(request: Request) -> None:
-        version = request.path_params.get("version")
+            raise HTTPError(404, f"unknown model {name[:100]!r}; this server serves {known!r}")
         if version is not None and version != "1":
-            raise HTTPError(404, f"model {service.options.model_name!r} has no version {version[:40]!r}; it has "
-                                 "version 1")
+            raise HTTPError(404, f"model {name!r} has no version {version[:40]!r}; it has version 1")
 
     async def off_loop(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(service.executor, fn, *args)
@@ -218,25 +214,21 @@ def create_app(service: Service | RayFrontend, *, on_start_failure=None) -> Star
 
     async def model_metadata(request: Request) -> Response:
         need_model(request)
-        need_version(request)
         return JSONResponse(protocol.model_metadata(service.options.model_name, service.spec, service.platform))
 
     async def model_config(request: Request) -> Response:
         need_model(request)
-        need_version(request)
         return JSONResponse(protocol.model_config(service.options.model_name, service.spec, service.options,
                                                   service.platform, service.device))
 
     async def model_ready(request: Request) -> Response:
         need_model(request)
-        need_version(request)
         need_healthy()
         return JSONResponse({"name": service.options.model_name, "ready": True})
 
     async def infer(request: Request) -> Response:
         t0 = time.perf_counter()
         need_model(request)
-        need_version(request)
         need_ready()
         work, opts = protocol.parse_v2(await body(request), request.headers.get(protocol.HEADER_LENGTH),
                                        service.spec, service.options.max_seeds_per_request)
@@ -287,6 +279,7 @@ def create_app(service: Service | RayFrontend, *, on_start_failure=None) -> Star
                    Route(prefix + "/ready", guarded(model_ready), methods=["GET"]),
                    Route(prefix + "/config", guarded(model_config), methods=["GET"]),
                    Route(prefix + "/infer", guarded(infer), methods=["POST"])]
+
     def refused(status: int) -> None:
         if service.metrics is not None:
             service.metrics.errors.labels(str(status)).inc()
