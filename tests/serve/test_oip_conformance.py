@@ -104,6 +104,30 @@ def test_near_valid_infer_requests_answer_200_or_a_documented_4xx(body, oip_serv
         assert out["name"] == "images" and out["datatype"] == "UINT8" and out["shape"][1:] == [32, 32, 1]
 
 
+_ANY_JSON = st.recursive(st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=False, allow_infinity=False),
+                                   st.booleans(), st.text(max_size=4), st.none()),
+                         lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                 st.dictionaries(st.text(max_size=3), inner, max_size=2)),
+                         max_leaves=12)
+V1_BODIES = st.fixed_dictionaries({}, optional={
+    "seeds": st.one_of(st.lists(st.integers(-5, 2**64 + 5), max_size=5), _ANY_JSON),
+    "labels": st.one_of(st.integers(-2, 12), st.lists(st.integers(-2, 12), max_size=5), _ANY_JSON),
+    "truncation": st.one_of(st.floats(-1, 3), _ANY_JSON), "format": st.one_of(st.sampled_from(["npy", "png", "zip"]),
+                                                                              _ANY_JSON),
+    "extra": _ANY_JSON})
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(body=V1_BODIES)
+def test_v1_bodies_answer_200_or_a_documented_4xx(body, oip_server):
+    import httpx
+
+    response = httpx.post(f"{oip_server.url}/v1/generate", json=body, timeout=60)
+    SENT["v1"] += 1
+    SENT[response.status_code] += 1
+    _check(response)
+
+
 def test_the_fuzzers_sent_at_least_300_requests_and_reached_the_model():
     if not SENT:
         pytest.skip("the fuzzing tests above did not run in this session (deselected)")
