@@ -126,38 +126,20 @@ def write_bundle():
 
 
 # -- every bundle the suite exports lints clean for TensorRT -----------------------------------------------------
-_EXPORTED: list = []  # bundle paths export() returned, in order
-_LINTED = [0]  # how many of them have been linted
-
-
 def pytest_configure(config):
-    """Record every bundle ganrt.export.export returns in this process (the CLI and export_checkpoint call it)."""
+    """Every bundle ganrt.export.export returns in this process (the CLI and export_checkpoint call it) must lint
+    clean for TensorRT as it is written: every graph ganrt exports is one TensorRT is documented to take
+    (ganrt.export.tensorrt_lint)."""
     import ganrt.export
     from ganrt.export import pipeline
+    from ganrt.export.tensorrt_lint import lint_bundle, verdict
 
     original = pipeline.export
 
     def export(*args, **kwargs):
         bundle = original(*args, **kwargs)
-        _EXPORTED.append(bundle.path)
+        report = lint_bundle(bundle)
+        assert report["errors"] == 0, f"bundle {bundle.path}: {verdict(report)}"
         return bundle
 
     pipeline.export = ganrt.export.export = export
-
-
-@pytest.fixture(autouse=True)
-def _tensorrt_lint_of_every_exported_bundle():
-    """After each test, the TensorRT lint of every bundle exported since the last check (this test's, and the
-    session fixtures' it set up) must find no error: every graph ganrt writes is one TensorRT is documented to
-    take (ganrt.export.tensorrt_lint)."""
-    yield
-    from pathlib import Path
-
-    from ganrt.bundle import Bundle
-    from ganrt.export.tensorrt_lint import lint_bundle, verdict
-
-    new, _LINTED[0] = _EXPORTED[_LINTED[0]:], len(_EXPORTED)
-    for path in new:
-        if (Path(path) / "manifest.json").is_file():  # a test may have removed it since
-            report = lint_bundle(Bundle.open(path, verify=False))
-            assert report["errors"] == 0, f"bundle {path}: {verdict(report)}"
