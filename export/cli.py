@@ -349,7 +349,8 @@ def _small_batch_note(entry: dict) -> str:
               help="max_batch_size of every model (default: the bundle's; never above it).")
 @click.option("--ort-tensorrt", type=click.Choice(["none", "fp32", "fp16"]), default="none",
               help="Run the ONNX models on GPU through onnxruntime's TensorRT execution accelerator, in this "
-                   "precision (it builds engines when the model loads).")
+                   "precision (it builds engines when the model loads; fp16 is a TensorRT 10 builder flag: on "
+                   "TensorRT 11 a graph runs in its own types).")
 @click.option("--model-name", default=None, help="Prefix of the model names (default: the bundle directory's name).")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print what was written as JSON.")
 def export_triton(bundle, out, variants, device, instances, max_queue_delay_us, max_batch, ort_tensorrt, model_name,

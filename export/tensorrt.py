@@ -282,6 +282,15 @@ def lint_engine_sources(graphs: dict[str, Path], log) -> str:
     return line
 
 
+def tensorrt_wheels() -> list[str]:
+    """The installed TensorRT distributions ("tensorrt-cu13 11.1.0.106"): which CUDA major a plan's TensorRT
+    was built for is in the wheel's name, not in ``trt.__version__``."""
+    import importlib.metadata as md
+
+    return sorted(f"{d.metadata['Name']} {d.version}" for d in md.distributions()
+                  if str(d.metadata["Name"] or "").lower().startswith("tensorrt"))
+
+
 def current_gpu() -> tuple[tuple[int, int], str]:
     """(compute capability, name) of the current CUDA device: the one the engine is built on."""
     import torch
@@ -372,7 +381,7 @@ def build_engine(onnx_path: str | Path, stage: str | Path, *, precision: str, ma
     entry = {"name": name, "file": file, "kind": "engine", "precision": precision,
              "made_by": {"tensorrt": trt.__version__, "from": onnx_path.name, "strongly_typed": True,
                          "workspace_mb": int(workspace_mb), "tf32": precision != "fp32", "aux_streams": 0,
-                         "timing_cache": cache_note, "gpu": gpu},
+                         "timing_cache": cache_note, "gpu": gpu, "wheels": tensorrt_wheels()},
              "sm": sm_tag(capability), "tensorrt": version_tag(version),
              "hardware_compatibility": hardware_compatibility,
              "profile": {k: {"min": list(v[0]), "opt": list(v[1]), "max": list(v[2])} for k, v in shapes.items()},

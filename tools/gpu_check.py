@@ -251,6 +251,9 @@ def write_report(folder: Path, header: dict, rows: list[dict], batches: list[int
         md += ["", f"Distributions the run imported that ganrt needs: {', '.join(image['imported'])}; carried as "
                f"wheels: {', '.join(image['carried'])}; lacking on the GPU image: "
                f"{', '.join(image['lacking']) or 'none'}"]
+    if header.get("timing_cache"):
+        md += ["", f"Timing cache attached with strict verification (True: used; False/None: refused): "
+               f"{header['timing_cache']}"]
     if header.get("engines"):
         md += ["", "TensorRT engines (inspector layout, first layers):", "```",
                json.dumps(header["engines"], indent=1)[:4000], "```"]
@@ -277,6 +280,24 @@ def engines_inspected(bundle_dir: Path) -> dict:
             info["inspector_error"] = f"{type(e).__name__}: {e}"
         out[name] = info
     return out
+
+
+def timing_cache_probe(bundle_dir: Path) -> dict:
+    """What TensorRT answers when the bundle's timing cache, a truncated copy and an empty one are attached
+    with strict verification (``set_timing_cache(ignore_mismatch=False)``): ganrt's builder attaches a fresh
+    cache whenever the answer is None or False."""
+    try:
+        import tensorrt as trt
+
+        blob = (bundle_dir / "timing.cache").read_bytes()
+        config = trt.Builder(trt.Logger(trt.Logger.WARNING)).create_builder_config()
+        out = {}
+        for label, data in (("own", blob), ("truncated", blob[: len(blob) // 2]), ("empty", b"")):
+            cache = config.create_timing_cache(data)
+            out[label] = None if cache is None else bool(config.set_timing_cache(cache, ignore_mismatch=False))
+        return out
+    except Exception as e:  # noqa: BLE001 - a probe for the report, not a verdict
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def _names(path: Path) -> set[str]:
@@ -385,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         manifest = Bundle.open(bundle).to_dict()
         if not dry:
             rows += engine_rows(manifest, avail)
-            header["engines"] = engines_inspected(bundle) if avail.tensorrt else {}
+            if avail.tensorrt:
+                header["engines"], header["timing_cache"] = engines_inspected(bundle), timing_cache_probe(bundle)
         for name, why in here(manifest, avail)["unavailable"].items():
             print(f"  {name}: {why}")
         if dry:  # what a GPU would run, from the same table; the CPU variants are checked instead
