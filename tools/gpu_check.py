@@ -332,15 +332,17 @@ def requirement_closure(root: str = "ganrt") -> set[str]:
     return seen
 
 
-def image_coverage(tools: Path = TOOLS) -> dict:
-    """The distributions this run imported that ganrt needs, and those of them the GPU image lacks beyond
-    ``gpu_wheels.txt`` (``gpu_image_packages.txt`` lists the image's): the dry run fails on any, as the one-line
-    command would fail there."""
+def image_coverage(tools: Path = TOOLS, modules=None) -> dict:
+    """The distributions this run imported (``modules``: default, every module imported so far) that ganrt
+    needs, and those of them the GPU image lacks beyond ``gpu_wheels.txt`` (``gpu_image_packages.txt`` lists
+    the image's): the dry run fails on any, as the one-line command would fail there."""
     import importlib.metadata as md
 
     from packaging.utils import canonicalize_name
+
     owners = md.packages_distributions()
-    imported = {canonicalize_name(d) for m in list(sys.modules) for d in owners.get(m.split(".")[0], [])}
+    imported = {canonicalize_name(d) for m in (list(sys.modules) if modules is None else modules)
+                for d in owners.get(m.split(".")[0], [])}
     needed = sorted((imported & requirement_closure()) - {"ganrt"})
     have = _names(tools / "gpu_image_packages.txt") | _names(tools / "gpu_wheels.txt")
     return {"imported": needed, "carried": sorted(_names(tools / "gpu_wheels.txt")),
