@@ -67,17 +67,15 @@ class SlotPool(Generic[T]):
 
     def _acquire(self) -> T:
         with self._cond:
-            while not self._free:
+            while True:
                 if self.closed:
                     raise InputError("this generator is closed; load the bundle again")
+                if self._free:
+                    return self._free.pop()
                 if self.created < self.size:
                     self.created += 1
                     break  # make one, outside the lock
                 self._cond.wait()
-            else:
-                if self.closed:
-                    raise InputError("this generator is closed; load the bundle again")
-                return self._free.pop()
         try:
             return self._make()
         except BaseException:
