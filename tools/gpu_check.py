@@ -235,10 +235,13 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def write_json(path: Path, header: dict, rows: list[dict], batches: list[int]) -> None:
+    path.write_text(json.dumps({**header, "batches": batches, "results": rows}, indent=2, default=str))
+
+
 def write_report(folder: Path, header: dict, rows: list[dict], batches: list[int]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps({**header, "batches": batches, "results": rows}, indent=2,
-                                                    default=str))
+    write_json(folder / "results.json", header, rows, batches)
     md = [f"# gpu-check: {header.get('gpu') or 'no GPU'} ({header.get('sm')})", "",
           f"TensorRT {header.get('tensorrt') or 'not installed'}; onnxruntime providers: "
           f"{', '.join(header.get('ort_providers') or []) or 'none'}; torch {header.get('torch')}"
@@ -439,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
                          "error": f"the run imports {', '.join(header['image']['lacking'])}, which the GPU image "
                                   "lacks: add them to tools/gpu_wheels.txt"})
     if args.json:
-        args.json.write_text(json.dumps({**header, "batches": batches, "results": rows}, indent=2, default=str))
+        write_json(args.json, header, rows, batches)
     return _finish(rows, args.report, batches, header)
 
 
