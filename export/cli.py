@@ -115,7 +115,8 @@ class _Progress:
                    "variants (eager, channels_last, CUDA graphs, torch.compile): the GPU path that needs neither "
                    "TensorRT nor onnxruntime-gpu. Each is verified against fp32.")
 @click.option("--tensorrt/--no-tensorrt", default=False, show_default=True,
-              help="Also build TensorRT engines (needs an NVIDIA GPU and pip install 'ganrt[gpu]').")
+              help="Also build TensorRT engines (needs an NVIDIA GPU and pip install 'ganrt[gpu]'; without them the "
+                   "graphs are linted for TensorRT, the rest is written and the command fails saying so).")
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Largest batch the bundle serves (engine profile max; verified up to --verify-batch-cap).")
 @click.option("--opset", type=click.IntRange(17, 23), default=18, show_default=True, help="ONNX opset.")
@@ -152,12 +153,15 @@ class _Progress:
               help="Keep a variant outside its tolerance in the bundle, marked passed=false (for investigations).")
 @click.option("--trt-workspace-mb", type=click.IntRange(16, 1 << 20), default=1024, show_default=True,
               help="TensorRT builder workspace limit in MiB.")
+@click.option("--trt-hardware-compat", type=click.Choice(["none", "same-cc"]), default="none", show_default=True,
+              help="TensorRT hardware compatibility: none (a plan runs on the GPU model that built it) or same-cc "
+                   "(on every GPU of its compute capability).")
 @click.option("--json", "as_json", is_flag=True, default=False, show_default=True,
               help="Print the resulting manifest as JSON (no progress output).")
 def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_calibration_size, torch_weights, tensorrt,
            max_batch, opset, output_format, model, latent_dim, image_shape, num_classes, has_truncation, weights, ema,
            trust_code, wait_for_lock, exporter, int8_ops, int8_calibration, calibration_size, verify_batch_cap,
-           allow_failed_parity, trt_workspace_mb, as_json):
+           allow_failed_parity, trt_workspace_mb, trt_hardware_compat, as_json):
     """Export CHECKPOINT (or --model) to a verified bundle in --out.
 
     \b
@@ -181,7 +185,8 @@ def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_cali
                             tensorrt=tensorrt, exporter=exporter, verify_batch_cap=verify_batch_cap,
                             allow_failed_parity=allow_failed_parity, int8_op_types=ops,
                             int8_calibration=int8_calibration, calibration_size=calibration_size,
-                            trt_workspace_mb=trt_workspace_mb, cpu_rewrite=cpu_rewrite, openvino_int8=openvino_int8,
+                            trt_workspace_mb=trt_workspace_mb, trt_hardware_compatibility=trt_hardware_compat,
+                            cpu_rewrite=cpu_rewrite, openvino_int8=openvino_int8,
                             openvino_calibration_size=openvino_calibration_size, wait_for_lock=wait_for_lock,
                             torch_precisions=tuple(p.strip() for p in torch_weights.split(",") if p.strip()))
     all_precisions = set(precisions) | {"fp32"}
@@ -278,19 +283,37 @@ def _size(n: int) -> str:
               help="Print the manifest as JSON.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Check every artifact's sha256 before showing the bundle.")
-def inspect(bundle, as_json, verify):
+@click.option("--lint", type=click.Choice(["tensorrt"]), default=None,
+              help="Also check every ONNX graph against TensorRT's documented operator and type support (no "
+                   "TensorRT needed); exit status 1 when a graph has an error.")
+@click.option("--trt-version", type=click.Choice(["10", "11", "all"]), default="all", show_default=True,
+              help="With --lint tensorrt: the TensorRT major version to check for.")
+def inspect(bundle, as_json, verify, lint, trt_version):
     """Show a bundle's manifest: inputs, outputs, artifacts (size, precision, sha256), parity, and which of
-    its variants this machine can run (and why a backend cannot)."""
+    its variants this machine can run (and why a backend cannot).
+
+    \b
+    ganrt inspect bundle --lint tensorrt       # will TensorRT 10/11 take these graphs? names every node it would not
+    """
     from ganrt.bundle import Bundle
     from ganrt.runtime.machine import Availability
     from ganrt.runtime.selection import here
 
     b = Bundle.open(bundle, verify=verify)
     machine = here(b.to_dict(), Availability.probe())
+    report = None
+    if lint == "tensorrt":
+        from ganrt.export import tensorrt_lint
+
+        report = tensorrt_lint.lint_bundle(b, tuple(tensorrt_lint.TARGETS) if trt_version == "all" else (trt_version,))
     if as_json:
-        click.echo(json.dumps({**b.to_dict(), "here": machine}, indent=2))
+        click.echo(json.dumps({**b.to_dict(), "here": machine, **({"lint": report} if report else {})}, indent=2))
     else:
         click.echo(render(b) + "\n" + render_here(machine))
+        if report is not None:
+            click.echo(tensorrt_lint.render(report))
+    if report is not None and report["errors"]:
+        sys.exit(1)
 
 
 def render_here(machine: dict) -> str:
@@ -326,7 +349,8 @@ def _small_batch_note(entry: dict) -> str:
               help="max_batch_size of every model (default: the bundle's; never above it).")
 @click.option("--ort-tensorrt", type=click.Choice(["none", "fp32", "fp16"]), default="none",
               help="Run the ONNX models on GPU through onnxruntime's TensorRT execution accelerator, in this "
-                   "precision (it builds engines when the model loads).")
+                   "precision (it builds engines when the model loads; fp16 is a TensorRT 10 builder flag: on "
+                   "TensorRT 11 a graph runs in its own types).")
 @click.option("--model-name", default=None, help="Prefix of the model names (default: the bundle directory's name).")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print what was written as JSON.")
 def export_triton(bundle, out, variants, device, instances, max_queue_delay_us, max_batch, ort_tensorrt, model_name,

@@ -64,7 +64,10 @@ class ExportOptions:
     cpu_rewrite: also ship "onnx-fp32-rw" (the rewritten fp32 graph) when the rewrite changes the graph.
     openvino_int8: also ship "openvino-int8", an NNCF int8 OpenVINO IR of the rewritten graph (needs OpenVINO
         and NNCF), calibrated on ``openvino_calibration_size`` latents; int8 tolerance.
-    tensorrt: also build TensorRT engines for each exported precision (needs a GPU and TensorRT).
+    tensorrt: also build TensorRT engines for each exported precision (needs a GPU and TensorRT; without them
+        the graphs are linted against TensorRT's operator table, the rest is written, and BackendUnavailable
+        says so). trt_hardware_compatibility: "none" (the plan runs on the GPU model that built it) or
+        "same-cc" (every GPU of its compute capability).
     verify_batch_cap: the largest batch verified (batches 1, 3 and min(max_batch, cap)).
     allow_failed_parity: keep a variant outside its tolerance, marked ``passed=false``, instead of failing.
     int8_op_types: the op types int8 quantizes (None: ganrt.export.int8.DEFAULT_OP_TYPES; empty: every op
@@ -88,6 +91,7 @@ class ExportOptions:
     int8_calibration: str = "minmax"
     fp16_safe_max: float | None = None
     trt_workspace_mb: int = 1024
+    trt_hardware_compatibility: str = "none"
     cpu_rewrite: bool = True
     openvino_int8: bool = False
     openvino_calibration_size: int = 128
@@ -112,6 +116,11 @@ class ExportOptions:
                 hint = " (18 is the tested default)" if name == "opset" else ""
                 raise ConfigError(f"{name} must be an integer >= {lo}" + (f" and <= {hi}" if hi < 1 << 20 else "")
                                   + f", got {value!r}{hint}")
+        from ganrt.export.tensorrt import HARDWARE_COMPATIBILITY
+
+        if self.trt_hardware_compatibility not in HARDWARE_COMPATIBILITY:
+            raise ConfigError(f"trt_hardware_compatibility must be one of {', '.join(HARDWARE_COMPATIBILITY)}, "
+                              f"got {self.trt_hardware_compatibility!r}")
         if self.output_format not in OUTPUT_FORMATS:
             raise ConfigError(f"output_format must be one of {OUTPUT_FORMATS}, got {self.output_format!r}")
         if not isinstance(self.wait_for_lock, (int, float)) or self.wait_for_lock < 0:
@@ -127,11 +136,8 @@ def _quiet(_: str) -> None:
 
 
 def _require_libraries(opts: ExportOptions) -> None:
-    """Fail before any work when an option needs a library or device this machine lacks."""
-    if opts.tensorrt:
-        from ganrt.export.tensorrt import require_tensorrt
-
-        require_tensorrt()
+    """Fail before any work when an option needs a library or device this machine lacks (TensorRT excepted:
+    without it the graphs are linted for it, see _build_engines)."""
     if "bf16" in opts.precisions or opts.openvino_int8:
         from ganrt.export.openvino import require_openvino
 
@@ -204,11 +210,17 @@ def export(generator: nn.Module, out_dir: str | os.PathLike, *, spec: GeneratorS
         staged, verifications, reference = _build(module, generator, spec, writer.stage, opts, source, log)
         if not opts.allow_failed_parity:
             raise_if_failed(verifications)
+        engines_missing = None
         if opts.tensorrt:
             cache = current.artifact_path("timing-cache") if current and "timing-cache" in current.artifacts else None
-            staged += _build_engines(writer.stage, staged, spec, reference, opts, cache, log)
+            engines, engines_missing = _build_engines(writer.stage, staged, spec, reference, opts, cache, log)
+            staged += engines
         bundle = writer.commit(graph=graph, source=source, staged=staged)
     log(f"bundle written: {bundle.path}")
+    if engines_missing:
+        from ganrt.errors import BackendUnavailable
+
+        raise BackendUnavailable(f"{bundle.path} was written without TensorRT engines: {engines_missing}")
     return bundle
 
 
@@ -428,21 +440,28 @@ def _openvino_int8(rw_full: Path, small_full: tuple[Path, dict[str, Any]] | None
 
 
 def _build_engines(stage: Path, staged: list[Staged], spec, reference, opts: ExportOptions,
-                   timing_cache: Path | None, log) -> list[Staged]:
+                   timing_cache: Path | None, log) -> tuple[list[Staged], str | None]:
+    """(the engines, None), or ([], why not) when this machine cannot build them; the graphs they come from
+    are linted for TensorRT first either way."""
     from ganrt.errors import ParityError
-    from ganrt.export.tensorrt import build_engine, verify_engine
+    from ganrt.export.tensorrt import build_engine, lint_engine_sources, tensorrt_missing, verify_engine
 
+    sources = [s for s in staged if s.entry["kind"] == "onnx" and s.entry.get("passed")  # the plain graphs
+               and not s.entry.get("rewritten") and s.entry["precision"] != "bf16"]
+    lint = lint_engine_sources({s.name: s.path for s in sources}, log)
+    missing = tensorrt_missing()
+    if missing:
+        return [], f"{missing}. {lint}; build the engines on the target GPU with --tensorrt"
     engines: list[Staged] = []
     cache = stage / "timing.cache"
     if timing_cache is not None:
         shutil.copyfile(timing_cache, cache)  # the bundle's own cache is never written in place
-    for s in list(staged):
+    for s in sources:
         kw = s.entry
-        if kw["kind"] != "onnx" or not kw.get("passed") or kw.get("rewritten") or kw["precision"] == "bf16":
-            continue  # engines come from the plain fp32/fp16/int8 graphs
         log(f"building a TensorRT engine from {s.name}")
         engine_path, entry = build_engine(s.path, stage, precision=kw["precision"], max_batch=opts.max_batch,
-                                          workspace_mb=opts.trt_workspace_mb, timing_cache=cache)
+                                          workspace_mb=opts.trt_workspace_mb, timing_cache=cache,
+                                          hardware_compatibility=opts.trt_hardware_compatibility, log=log)
         check = verify_engine(engine_path, reference, spec, variant=entry["name"],
                               tolerance=opts.tolerances[kw["precision"]])
         entry.update(check)
@@ -457,7 +476,7 @@ def _build_engines(stage: Path, staged: list[Staged], spec, reference, opts: Exp
         trt = engines[0].entry["made_by"]["tensorrt"]
         engines.append(Staged("timing-cache", cache, {"file": "timing.cache", "kind": "timing_cache",
                                                       "precision": None, "made_by": {"tensorrt": trt}}))
-    return engines
+    return engines, None
 
 
 def export_checkpoint(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike, *,

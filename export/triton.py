@@ -491,6 +491,10 @@ def _write(bundle: Bundle, out: Path, options: TritonOptions, models: list[Model
         (stage / "README.md").write_text(_readme(bundle, models, skipped, max_batch))
         progress("checking every config.pbtxt with Triton's schema and against its graph")
         problems, notes = check_repository(stage)
+        if options.ort_tensorrt == "fp16":
+            notes.append("precision_mode FP16 is TensorRT 10's FP16 builder flag, which TensorRT 11 removed (it "
+                         "needs onnxruntime >= 1.27): there every graph runs in its own types, so serve "
+                         "onnxruntime-fp16 for fp16 arithmetic")
         if problems:
             raise ExportError("the Triton repository failed its check, nothing was written: " + "; ".join(problems))
         _replace_dir(stage, out)

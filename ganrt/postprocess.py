@@ -1,7 +1,13 @@
 """The image post-processing that is part of every exported graph and of the torch reference.
 
-``(x - lo) * 255 / (hi - lo)``, clamp to [0, 255], round, cast to uint8, NCHW -> NHWC. Kept as one
+``(x - lo) * 255 / (hi - lo)``, clamp to [0, 255], round, NCHW -> NHWC, cast to uint8. Kept as one
 ``nn.Module`` so the exporter, the torch backend and the parity reference apply the very same ops.
+
+The layout change comes before the cast: the graph ends ``Round -> Transpose -> Cast(UINT8) -> images``, so
+the uint8 tensor exists only as the network's output. TensorRT takes UINT8 only as a network input or output
+(onnx-tensorrt docs/operators.md: "UINT8 is only supported as network input or output tensor types", and its
+Transpose lists no UINT8), so a ``Cast(UINT8) -> Transpose`` tail can be refused when the engine is built.
+Transposing before the cast changes no pixel: a transpose only moves values.
 """
 
 from __future__ import annotations
@@ -21,8 +27,7 @@ class ToUint8NHWC(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) float -> (B, H, W, C) uint8
         x = (x.float() + self.offset) * self.scale
-        x = torch.clamp(x, 0.0, 255.0).round().to(torch.uint8)
-        return x.permute(0, 2, 3, 1)
+        return torch.clamp(x, 0.0, 255.0).round().permute(0, 2, 3, 1).to(torch.uint8)
 
 
 def to_uint8_nhwc(x: torch.Tensor, output_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:

@@ -15,6 +15,10 @@
   per CUDA call). Captured CUDA graphs are not: CUDA graph objects must not be replayed from several
   threads at once (onnxruntime's maintainers advise against multithreaded CUDA-graph runs), so that path
   takes a lock, and pads requests to batch buckets so the graphs it keeps are bounded (one per bucket).
+  onnxruntime's CUDA provider captures in global mode on a thread's third run of a graph (two regular runs
+  first, counted per thread: its graphs live in a per-thread context), so a graph's first
+  ``RUNS_TO_CAPTURE`` runs on each thread hold the process-wide capture lock (ganrt.runtime.capture), and
+  ``warmup()`` runs each bucket that often, capturing it for the warming thread.
 
 onnxruntime is imported only when this backend is loaded.
 """
@@ -34,12 +38,16 @@ from ganrt.errors import BackendUnavailable, BundleError
 from ganrt.runtime.backends import ORT_PROVIDERS as PROVIDERS
 from ganrt.runtime.backends import BackendRow, BundleView, Choice, Missing, Probe
 from ganrt.runtime.base import Backend, LoadOptions, check_graph_output, dummy_feeds, first_line, to_uint8_nhwc
+from ganrt.runtime.capture import CAPTURE_LOCK
 from ganrt.runtime.machine import onnxruntime_probe, physical_cores
 from ganrt.runtime.pool import ShapeCache
 
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
               "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(double)": np.float64}
 TRT_CACHE_DIR = "ort-trt-cache"
+# onnxruntime's CUDA provider captures a graph id on a thread once that thread has made 2 regular runs
+# (min_num_runs_before_cuda_graph_capture_, cuda_execution_provider.h): by a graph's 3rd run there at most
+RUNS_TO_CAPTURE = 3
 
 
 def probe() -> Probe:
@@ -224,6 +232,10 @@ class OnnxRuntimeBackend(Backend):
         self._session.run_with_iobinding(binding)
         return self._finish(binding.get_outputs()[0].numpy())
 
+    def _warm(self, batch: int) -> None:
+        for _ in range(RUNS_TO_CAPTURE if self.cuda_graphs else 1):  # up to the capture, on this thread
+            self._run(dummy_feeds(self.spec, batch))
+
     def _close(self) -> None:
         self._bound.clear()
         self._session = None
@@ -251,11 +263,18 @@ class _BoundBatch:
         self.binding.bind_ortvalue_output(out_meta.name, self.output)
         self.run_options = ort.RunOptions()
         self.run_options.add_run_config_entry("gpu_graph_id", str(graph_id))  # one captured graph per size
+        self._runs = threading.local()  # this graph's runs on each thread, up to RUNS_TO_CAPTURE
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         for k, v in feeds.items():
             self.inputs[k].update_inplace(v)  # same device address: the captured graph reads it
-        self.session.run_with_iobinding(self.binding, self.run_options)
+        runs = getattr(self._runs, "n", 0)
+        if runs < RUNS_TO_CAPTURE:  # this run may capture (or allocate before a capture) in global mode
+            with CAPTURE_LOCK:
+                self.session.run_with_iobinding(self.binding, self.run_options)
+            self._runs.n = runs + 1
+        else:
+            self.session.run_with_iobinding(self.binding, self.run_options)
         return self.output.numpy()
 
 

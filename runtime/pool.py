@@ -3,7 +3,9 @@
 - ``batch_buckets`` / ``bucket_for``: the bounded set of batch sizes a static-shape engine is compiled for
   (1, 2, 4, ..., max_batch plus any exact sizes a backend asks for); a request is padded up to its bucket.
 - ``SlotPool``: N interchangeable single-caller objects (OpenVINO infer requests with their bound buffers,
-  TensorRT execution contexts, captured CUDA graphs), made on first need, each lent to one caller at a time.
+  TensorRT execution contexts, captured CUDA graphs), made on first need, each lent to one caller at a time;
+  ``all()`` (warm-up) takes every slot, one such caller at a time; ``close()`` waits for the lent slots,
+  releases each, and refuses later callers.
 - ``ShapeCache``: state built once per key (a compiled model per batch bucket), every other caller of the
   same key waits for that one build, with a bound on the number of entries and a count of builds (a
   warmed-up backend must not build again).
@@ -18,6 +20,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Generic, TypeVar
+
+from ganrt.errors import InputError
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -57,17 +61,21 @@ class SlotPool(Generic[T]):
         self.size = int(size)
         self._free: list[T] = []
         self._cond = threading.Condition()
+        self._whole = threading.Lock()  # one all() at a time: two, each holding part of the slots, would wait forever
         self.created = 0
+        self.closed = False
 
     def _acquire(self) -> T:
         with self._cond:
-            while not self._free:
+            while True:
+                if self.closed:
+                    raise InputError("this generator is closed; load the bundle again")
+                if self._free:
+                    return self._free.pop()
                 if self.created < self.size:
                     self.created += 1
                     break  # make one, outside the lock
                 self._cond.wait()
-            else:
-                return self._free.pop()
         try:
             return self._make()
         except BaseException:
@@ -94,18 +102,31 @@ class SlotPool(Generic[T]):
         """Every slot at once, waiting for the lent ones. ``make``: all ``size`` of them, made if needed (warm-up
         prepares each one for a batch size); without it, the ones made so far (closing releases those)."""
         items: list[T] = []
-        try:
-            if make:
-                for _ in range(self.size):
-                    items.append(self._acquire())
-            else:
-                with self._cond:
-                    while len(self._free) < self.created:
-                        self._cond.wait()
-                    items, self._free = self._free, []
-            yield items
-        finally:
-            self._release(items)
+        with self._whole:
+            try:
+                if make:
+                    for _ in range(self.size):
+                        items.append(self._acquire())
+                else:
+                    with self._cond:
+                        while len(self._free) < self.created:
+                            self._cond.wait()
+                        items, self._free = self._free, []
+                yield items
+            finally:
+                self._release(items)
+
+    def close(self, release: Callable[[T], None]) -> None:
+        """Refuse new callers, wait for the lent slots to come back, then ``release`` every slot made. A
+        caller that got past the backend's own closed check gets a clear InputError, never a torn slot."""
+        with self._whole, self._cond:
+            self.closed = True
+            self._cond.notify_all()  # callers waiting for a slot now fail instead of waiting
+            while len(self._free) < self.created:
+                self._cond.wait()
+            items, self._free = self._free, []
+        for item in items:
+            release(item)
 
 class ShapeCache(Generic[K, T]):
     """``get(key)`` builds ``build(key)`` once; concurrent callers of that key wait for the one build.

@@ -11,7 +11,8 @@ Threads: eager inference (``inference_mode``, eval-mode modules) is thread-safe 
 is not (pytorch/pytorch#136833, #118260: dynamo and inductor are not thread-safe), so compiled calls take a
 lock and run at batch buckets (a bounded number of compiled shapes, compiled ahead by ``warmup()``). A
 captured CUDA graph serves one caller at a time, so the ``-cudagraph`` variant keeps a ``SlotPool`` of
-slots, each with its own stream, static buffers and one graph per batch bucket; captures are serialized.
+slots, each with its own stream, static buffers and one graph per batch bucket; captures are serialized
+process-wide with the other backends' (ganrt.runtime.capture: one lock, thread-local capture mode).
 
 torch is imported when this backend is loaded (and by its probe), never by ``import ganrt``.
 """
@@ -27,10 +28,10 @@ from ganrt.bundle import Bundle
 from ganrt.errors import BackendUnavailable, BundleError
 from ganrt.runtime.backends import BackendRow, BundleView, Choice, Missing, Probe
 from ganrt.runtime.base import Backend, LoadOptions, dummy_feeds, first_line
+from ganrt.runtime.capture import CAPTURE_LOCK, captured
 from ganrt.runtime.machine import library_probe
 from ganrt.runtime.pool import ShapeCache, SlotPool
 
-_CAPTURE_LOCK = threading.Lock()  # one CUDA graph capture at a time in this process
 # the CUDA variants of each precision: (options after "cuda", default-rank step); "cl": channels_last memory
 CUDA_FORMS = ((), 0.0), (("cl",), 0.05), (("cudagraph",), 0.1), (("cl", "cudagraph"), 0.15), (("compile",), 0.2)
 
@@ -166,9 +167,7 @@ class TorchBackend(Backend):
 
     def _close(self) -> None:
         if self._slots is not None:
-            with self._slots.all(make=False) as slots:
-                for slot in slots:
-                    slot.graphs.clear()
+            self._slots.close(lambda slot: slot.graphs.clear())
         self._module = self._model = None
         if self.device == "cuda":
             self._torch.cuda.empty_cache()
@@ -185,7 +184,7 @@ class _GraphSlot:
 
     def _capture(self, batch: int) -> "_CapturedBatch":
         b = self.backend
-        with _CAPTURE_LOCK:
+        with CAPTURE_LOCK:  # the warm-up runs before the capture too: they allocate
             return _CapturedBatch(b._torch, b._model, b._tensors(dummy_feeds(b.spec, batch)), self.stream)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -208,7 +207,7 @@ class _CapturedBatch:
         torch.cuda.current_stream().wait_stream(side)
         torch.cuda.synchronize()
         self.graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(self.graph, stream=stream):
+        with torch.inference_mode(), captured(torch, self.graph, stream):
             self.output = model(**self.inputs)  # (B, H, W, C) uint8, a static device buffer
         self.host_out = torch.empty(self.output.shape, dtype=self.output.dtype, pin_memory=True)
 

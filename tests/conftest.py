@@ -123,3 +123,23 @@ def commit_bundle(path, spec, files: dict, graph: dict | None = None, source: di
 def write_bundle():
     """The function ``commit_bundle(path, spec, files, graph=None, source=None) -> Bundle``."""
     return commit_bundle
+
+
+# -- every bundle the suite exports lints clean for TensorRT -----------------------------------------------------
+def pytest_configure(config):
+    """Every bundle ganrt.export.export returns in this process (the CLI and export_checkpoint call it) must lint
+    clean for TensorRT as it is written: every graph ganrt exports is one TensorRT is documented to take
+    (ganrt.export.tensorrt_lint)."""
+    import ganrt.export
+    from ganrt.export import pipeline
+    from ganrt.export.tensorrt_lint import lint_bundle, verdict
+
+    original = pipeline.export
+
+    def export(*args, **kwargs):
+        bundle = original(*args, **kwargs)
+        report = lint_bundle(bundle)
+        assert report["errors"] == 0, f"bundle {bundle.path}: {verdict(report)}"
+        return bundle
+
+    pipeline.export = ganrt.export.export = export

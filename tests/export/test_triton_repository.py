@@ -171,7 +171,9 @@ def test_plans_become_one_model_per_precision_and_tensorrt_keyed_by_compute_capa
 
 def test_onnxruntimes_tensorrt_accelerator_is_an_option_of_gpu_instances(bundle_dir, tmp_path):
     repo = tmp_path / "repo"
-    write_repository(Bundle.open(bundle_dir), repo, TritonOptions(ort_tensorrt="fp16", variants=("onnxruntime-fp32",)))
+    result = write_repository(Bundle.open(bundle_dir), repo, TritonOptions(ort_tensorrt="fp16",
+                                                                           variants=("onnxruntime-fp32",)))
+    assert any("TensorRT 11 removed" in note for note in result["notes"])  # fp16 mode is a 10.x builder flag
     (accelerator,) = _config(repo / "bundle-onnxruntime-fp32" / "config.pbtxt") \
         .optimization.execution_accelerators.gpu_execution_accelerator
     assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"

@@ -133,6 +133,57 @@ def test_all_without_make_takes_only_the_slots_made_and_waits_for_lent_ones():
     assert taken == [lent] and len(made) == 1
 
 
+def test_two_warm_ups_at_once_each_get_every_slot_instead_of_waiting_forever():
+    made = []
+
+    def make():
+        time.sleep(0.05)  # both callers are inside all(), each has taken some slots, when the last are made
+        made.append(object())
+        return made[-1]
+
+    pool = SlotPool(make, size=2)
+    got, start = [], threading.Barrier(2)
+
+    def warm():
+        start.wait()
+        with pool.all() as slots:
+            got.append(len(slots))
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=warm, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert not any(t.is_alive() for t in threads), "two concurrent all() calls deadlocked"
+    assert got == [2, 2] and len(made) == 2
+
+
+def test_close_waits_for_lent_slots_releases_each_and_refuses_later_callers():
+    from ganrt.errors import InputError
+
+    pool = SlotPool(lambda: [], size=2)
+    released, lent = [], threading.Event()
+
+    def hold():
+        with pool.slot() as s:
+            lent.set()
+            time.sleep(0.1)
+            s.append("used")
+
+    t = threading.Thread(target=hold)
+    t.start()
+    lent.wait()
+    with pool.slot():
+        pass
+    pool.close(released.append)
+    t.join()
+    assert sorted(map(len, released)) == [0, 1], "close released a slot still lent (or not every slot made)"
+    with pytest.raises(InputError, match="closed"):
+        with pool.slot():
+            pass
+
+
 def test_each_key_is_built_once_even_when_many_callers_ask_at_once():
     builds = []
 
