@@ -1,8 +1,8 @@
 """How a server runs: one options dataclass, with defaults derived from the bundle's tuning record.
 
-``ServeOptions`` holds every knob of ``ganrt serve`` (and of the Ray deployment). ``tuned_batching`` turns a
-variant's measured latency per batch size (``ganrt bench``'s tuning record for this machine and thread count)
-into the dynamic batcher's defaults: the smallest measured batch
+``ServeOptions`` holds every knob of ``ganrt serve`` (and of the Ray deployment). ``tuned_batching``
+(``ganrt.runtime.tuning``) turns a variant's measured latency per batch size (``ganrt bench``'s tuning record for
+this machine and thread count) into the dynamic batcher's defaults: the smallest measured batch
 whose throughput reaches ``THROUGHPUT_PLATEAU`` of the best (where throughput stops growing) becomes
 ``max_batch``, and the time of half such a batch the longest a request waits for company (``max_delay_ms``).
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ganrt.errors import ConfigError
+from ganrt.runtime.tuning import tuned_batching
 
-THROUGHPUT_PLATEAU = 0.9  # a batch whose images/s reach 90% of the best measured is where growth stops
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_DELAY_MS = 5.0
 
@@ -55,16 +55,6 @@ def check(options: ServeOptions) -> None:
             raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
     if options.max_delay_ms is not None and not 0 <= options.max_delay_ms <= 10_000:
         raise ConfigError(f"max_delay_ms must be in [0, 10000], got {options.max_delay_ms!r}")
-
-
-def tuned_batching(median_ms_by_batch: dict[int, float]) -> tuple[int, float] | None:
-    """(max_batch, max_delay_ms) from a variant's median latency per batch size, or None without figures."""
-    rates = {b: b / ms for b, ms in median_ms_by_batch.items() if b >= 1 and ms > 0}
-    if not rates:
-        return None
-    best = max(rates.values())
-    batch = min(b for b, r in rates.items() if r >= THROUGHPUT_PLATEAU * best)
-    return batch, round(max(0.5, min(50.0, median_ms_by_batch[batch] / 2)), 3)
 
 
 def resolve(options: ServeOptions, *, bundle_name: str, variant: str, gen_max_batch: int, device: str,

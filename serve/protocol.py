@@ -201,7 +201,12 @@ def parse_v2(body: bytes, header_length: str | None, spec: GeneratorSpec, max_se
              ) -> tuple[Work, dict[str, Any]]:
     """(the work, response options {"id", "binary"}) of an OIP v2 infer request."""
     head, binary = _split_binary(body, header_length)
-    req = parse_json(head)
+    return parse_v2_request(parse_json(head), binary, spec, max_seeds)
+
+
+def parse_v2_request(req: Any, binary: bytes, spec: GeneratorSpec, max_seeds: int) -> tuple[Work, dict[str, Any]]:
+    """``parse_v2`` of a request already decoded: its JSON header as a dict (``data`` may hold numpy arrays, as
+    the gRPC service passes its typed contents) and the raw bytes its ``binary_data_size`` inputs point into."""
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or not req["inputs"]:
         raise InputError('an infer request is a JSON object with "inputs": [{"name", "shape", "datatype", "data"}]')
     tensors: dict[str, np.ndarray] = {}
@@ -213,6 +218,19 @@ def parse_v2(body: bytes, header_length: str | None, spec: GeneratorSpec, max_se
         if inp["name"] in tensors:
             raise InputError(f"input {inp['name']} is given twice")
         tensors[inp["name"]], offset = _tensor(inp, binary, offset)
+    work = work_from_tensors(tensors, spec, max_seeds)
+    outputs = req.get("outputs") or []
+    if not isinstance(outputs, list) or any(not isinstance(o, dict) or o.get("name") != "images" for o in outputs):
+        raise InputError('this model has one output, "images"')
+    params = req.get("parameters") or {}
+    binary_out = bool(isinstance(params, dict) and params.get("binary_data_output")) or any(
+        bool((o.get("parameters") or {}).get("binary_data")) for o in outputs)
+    return work, {"id": req.get("id"), "binary": binary_out}
+
+
+def work_from_tensors(tensors: dict[str, np.ndarray], spec: GeneratorSpec, max_seeds: int) -> Work:
+    """The work of decoded OIP inputs {name: array}: exactly one of ``z`` or ``seeds``, then labels and
+    truncation as the generator has them (the checks of every OIP front: HTTP, gRPC, Triton's Python backend)."""
     if ("z" in tensors) == ("seeds" in tensors):
         raise InputError("give exactly one of z (FP32 [B, latent_dim]) or seeds (INT64 [B])")
     if "seeds" in tensors:
@@ -235,13 +253,7 @@ def parse_v2(body: bytes, header_length: str | None, spec: GeneratorSpec, max_se
     work.labels = check_labels(None if labels is None else _per_image("labels", labels), n, spec, seeds)
     work.truncation = check_truncation(None if truncation is None else _per_image("truncation", truncation), n,
                                        spec)
-    outputs = req.get("outputs") or []
-    if not isinstance(outputs, list) or any(not isinstance(o, dict) or o.get("name") != "images" for o in outputs):
-        raise InputError('this model has one output, "images"')
-    params = req.get("parameters") or {}
-    binary_out = bool(isinstance(params, dict) and params.get("binary_data_output")) or any(
-        bool((o.get("parameters") or {}).get("binary_data")) for o in outputs)
-    return work, {"id": req.get("id"), "binary": binary_out}
+    return work
 
 
 def _input_names(spec: GeneratorSpec) -> list[str]:

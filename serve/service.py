@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ganrt.runtime.tuning import measured_latencies
 from ganrt.serve.batcher import Batcher, Work
 from ganrt.serve.metrics import Metrics
 from ganrt.serve.options import ServeOptions, resolve
@@ -27,16 +28,26 @@ from ganrt.serve.options import ServeOptions, resolve
 log = logging.getLogger("ganrt.serve")
 
 
-def measured_latencies(bundle, variant: str, threads: int | None) -> dict[int, float] | None:
-    """{batch: median ms} of ``variant`` on this machine and thread count: its tuning record (an older
-    bundle's manifest benchmarks as the fallback), or None when it was not measured here."""
-    from ganrt.runtime.machine import Availability
-    from ganrt.runtime.selection import measured_timings
-    from ganrt.runtime.tuning import machine_key, read_tuning
+def generate_works(gen, works: list[Work]) -> np.ndarray:
+    """The images of a formed batch, in order (a worker thread): latents from seeds, explicit latents, labels,
+    truncation. Triton's Python backend (``triton_model``) runs its batches through this too."""
+    from ganrt.latents import latents_from_seeds
 
-    table, _, _ = measured_timings(bundle.to_dict(), Availability.probe(),
-                                   read_tuning(bundle.path, machine_key(threads)))
-    return table.get(variant)
+    spec = gen.spec
+    # the batch's seeds in one call: from 32 seeds it takes the vectorized path (parts of a few seeds each
+    # would each go seed by seed)
+    drawn = latents_from_seeds([s for w in works if w.z is None for s in w.seeds.tolist()], spec.latent_dim)
+    rows, at = [], 0
+    for w in works:
+        if w.z is not None:
+            rows.append(w.z)
+        else:
+            rows.append(drawn[at:at + w.n])
+            at += w.n
+    z = np.concatenate(rows)
+    labels = np.concatenate([w.labels for w in works]) if spec.conditional else None
+    truncation = np.concatenate([w.truncation for w in works]) if spec.has_truncation else None
+    return gen.generate(z=z, labels=labels, truncation=truncation)
 
 
 class Service:
@@ -128,24 +139,8 @@ class Service:
 
     # -- work ----------------------------------------------------------------------------------------
     def run(self, works: list[Work]) -> np.ndarray:
-        """One formed batch (worker thread): latents from seeds, explicit latents, labels, truncation."""
-        from ganrt.latents import latents_from_seeds
-
-        spec = self.gen.spec
-        # the batch's seeds in one call: from 32 seeds it takes the vectorized path (parts of a few seeds each
-        # would each go seed by seed)
-        drawn = latents_from_seeds([s for w in works if w.z is None for s in w.seeds.tolist()], spec.latent_dim)
-        rows, at = [], 0
-        for w in works:
-            if w.z is not None:
-                rows.append(w.z)
-            else:
-                rows.append(drawn[at:at + w.n])
-                at += w.n
-        z = np.concatenate(rows)
-        labels = np.concatenate([w.labels for w in works]) if spec.conditional else None
-        truncation = np.concatenate([w.truncation for w in works]) if spec.has_truncation else None
-        return self.gen.generate(z=z, labels=labels, truncation=truncation)
+        """One formed batch (worker thread)."""
+        return generate_works(self.gen, works)
 
     def describe(self) -> dict[str, Any]:
         """What the page and /v1/model show."""
