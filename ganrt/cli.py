@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("ganrt.serve.cli:serve", "Serve a bundle over HTTP (OIP v2, /v1/generate, metrics, a seed explorer)."),
     "serve-config": ("ganrt.serve.cli:serve_config", "Write a Ray Serve config that deploys a bundle on a cluster."),
     "loadtest": ("ganrt.serve.cli:loadtest", "Load a ganrt, Ray or Triton server; img/s and latency per concurrency."),
+    "triton": ("ganrt.serve.triton_server:triton",
+               "Serve a bundle with a real Triton server (the nvidia-pytriton wheel's, Python backend)."),
 }
 
 
