@@ -105,10 +105,14 @@ SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_co
 @serve_options
 @click.option("--address", default=None,
               help="With --ray: join this running cluster (auto, or the head's HOST:6379) instead of starting one.")
+@click.option("--grpc-port", default=None, type=click.IntRange(1, 65535),
+              help="Also serve the Open Inference Protocol over gRPC (inference.GRPCInferenceService) on this port, "
+                   "on the same batcher (pip install 'ganrt[triton]').")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved configuration as JSON on stdout first.")
 def serve(bundle: Path, ray: bool, replicas: int | None, autoscale: str | None, num_cpus: float | None,
-          num_gpus: float | None, address: str | None, log_level: str, as_json: bool, **kwargs) -> None:
+          num_gpus: float | None, address: str | None, grpc_port: int | None, log_level: str, as_json: bool,
+          **kwargs) -> None:
     """Serve BUNDLE over HTTP: Open Inference Protocol v2, /v1/generate, /metrics and a seed explorer at /.
 
     One Generator behind a dynamic batcher: concurrent requests are merged into batches of up to
@@ -123,6 +127,8 @@ def serve(bundle: Path, ray: bool, replicas: int | None, autoscale: str | None, 
 
     options = _serve_options(**kwargs)
     ray_options = _ray_options(ray, replicas, autoscale, num_cpus, num_gpus, address)
+    if grpc_port is not None and (ray_options is not None or grpc_port == options.port):
+        raise ConfigError("--grpc-port is a port of its own beside --port, for ganrt serve without --ray")
     if ray_options is not None:
         from ganrt.serve.ray import run
 
@@ -138,14 +144,21 @@ def serve(bundle: Path, ray: bool, replicas: int | None, autoscale: str | None, 
     service = Service(bundle, options)
     service.load()  # a bad bundle or option: one line, exit 2, before any port is bound
     o = service.options
-    info = {"url": f"http://{host}:{port}", **service.describe()}
+    app = create_app(service)
+    grpc = ""
+    if grpc_port is not None:
+        from ganrt.serve.grpc_service import attach
+
+        attach(app, service, host=host, port=grpc_port)
+        grpc = f", gRPC at {host}:{grpc_port}"
+    info = {"url": f"http://{host}:{port}", **({"grpc": f"{host}:{grpc_port}"} if grpc else {}), **service.describe()}
     if as_json:
         click.echo(json.dumps(info, indent=2))
     click.echo(f"ganrt serve: {o.model_name} ({service.gen.variant} on {service.gen.device}) at http://{host}:{port}"
-               f"  max batch {o.max_batch}, max delay {o.max_delay_ms:g} ms ({o.tuning['source']}), "
+               f"{grpc}  max batch {o.max_batch}, max delay {o.max_delay_ms:g} ms ({o.tuning['source']}), "
                f"max queue {o.max_queue}", err=True)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level, loop="auto", http="auto",
+    uvicorn.run(app, host=host, port=port, log_level=log_level, loop="auto", http="auto",
                 timeout_graceful_shutdown=60, access_log=log_level == "debug")
 
 
