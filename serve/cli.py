@@ -205,9 +205,11 @@ def serve_config(bundle: Path, ray: bool, replicas: int | None, autoscale: str |
 @click.option("--concurrency", default="1,8,64", help="Concurrent clients, one level each (comma-separated).")
 @click.option("--seeds-per-request", default=16, type=click.IntRange(min=1), help="Images per request.")
 @click.option("--duration", default=10.0, type=click.FloatRange(min=0.1), help="Seconds per level.")
-@click.option("--protocol", default="v1", type=click.Choice(["v1", "v2"]),
-              help="v1: /v1/generate with seeds; v2: OIP infer with latents (ganrt serve, Ray, Triton).")
-@click.option("--model", default=None, help="Model name for v2 (default: what a ganrt server reports).")
+@click.option("--protocol", default="v1", type=click.Choice(["v1", "v2", "grpc"]),
+              help="v1: /v1/generate with seeds; v2: OIP infer over HTTP with latents (ganrt serve, Ray, Triton); "
+                   "grpc: the same over gRPC, URL host:port (ganrt serve --grpc-port, Triton).")
+@click.option("--model", default=None,
+              help="Model name for v2/grpc (default: what a ganrt server reports, else the bundle's name).")
 @click.option("--check", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="BUNDLE: compare every answer with offline generation of the same seeds, and measure the "
                    "same variant offline at the server's max batch (served/offline ratio).")
