@@ -336,18 +336,20 @@ def prepare(source: Path, options: TritonServerOptions, repository_options, work
     from ganrt.bundle import MANIFEST, Bundle
     from ganrt.export.triton import write_repository
 
-    python = find_python(options.python)
     if (source / MANIFEST).is_file():
+        python = find_python(options.python)
         repo = workspace / "repository"
         progress(f"writing the Python-backend repository of {source}")
         write_repository(Bundle.open(source), repo, repository_options, progress=progress)
+        models = python_models(repo)
     else:
         if repository_options.variants or repository_options.model_name:
             raise ConfigError("--variants and --model-name shape the repository written from a bundle; "
                               f"{source} is a repository already")
         repo = source.resolve()
-    return TritonServer(repository=repo, models=python_models(repo), python=python, workspace=workspace,
-                        options=options)
+        models = python_models(repo)
+        python = find_python(options.python)
+    return TritonServer(repository=repo, models=models, python=python, workspace=workspace, options=options)
 
 
 def run(source: Path, options: TritonServerOptions, repository_options, *, echo=click.echo,
@@ -385,8 +387,9 @@ def run(source: Path, options: TritonServerOptions, repository_options, *, echo=
 
 
 class TritonProcess(ServeProcess):
-    """``ganrt triton SOURCE --json`` as a child process on free ports of 127.0.0.1, for tools/ and the tests:
-    ready once every model is (``/v2/health/ready``); ``grpc`` is its gRPC address."""
+    """``ganrt triton SOURCE --quiet`` as a child process on free ports of 127.0.0.1, for tools/ and the tests:
+    returns once every model is ready and ``ganrt triton`` said so (its ``--json`` line printed before);
+    ``grpc`` is its gRPC address."""
 
     command, port_option, default_args = "triton", "--http-port", ("--quiet",)
 
@@ -395,6 +398,12 @@ class TritonProcess(ServeProcess):
         self.grpc = f"127.0.0.1:{self.grpc_port}"
         super().__init__(source, ["--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port),
                                   *args], **kwargs)
+        deadline = time.monotonic() + 30
+        while " ready: HTTP " not in self.output:  # Triton is ready a poll before ganrt triton says so
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"ganrt triton did not say it was ready:\n{self.output}")
+            time.sleep(0.05)
 
 
 # -- the command ----------------------------------------------------------------------------------------------
