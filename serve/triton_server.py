@@ -237,6 +237,8 @@ class TritonServer:
     def start(self, stopping: threading.Event) -> None:
         """Link the stub into the workspace, start tritonserver, wait until every model is ready (or
         ``stopping`` is set: return early)."""
+        if stopping.is_set():  # a signal while the repository was written: start nothing
+            return
         backend = self.workspace / "backends" / "python"
         backend.mkdir(parents=True, exist_ok=True)
         shipped = self.python.server / "backends" / "python"
@@ -365,7 +367,7 @@ def run(source: Path, options: TritonServerOptions, repository_options, *, echo=
         server = prepare(source, options, repository_options, workspace,
                          progress=lambda s: echo(f"ganrt triton: {s}", err=True))
         server.start(stopping)
-        if not stopping.is_set():
+        if server.proc is not None and not stopping.is_set():
             info = {**server.urls, "models": server.models, "repository": str(server.repository),
                     "workspace": str(workspace), "pid": server.proc.pid, "python": str(server.python.executable),
                     "numpy": server.python.numpy, "ganrt": server.python.ganrt}
@@ -375,7 +377,7 @@ def run(source: Path, options: TritonServerOptions, repository_options, *, echo=
                  f"{info['metrics']} (tritonserver pid {info['pid']}; Ctrl-C or SIGTERM stops it)", err=True)
         while not stopping.is_set() and server.proc.poll() is None:
             stopping.wait(0.5)
-        if not stopping.is_set():
+        if not stopping.is_set():  # tritonserver exited on its own
             raise GanrtError(f"tritonserver exited with status {server.proc.returncode}:\n{server.tail()}")
     finally:
         status = server.stop() if server is not None else None
