@@ -55,6 +55,32 @@ def _status(e: Exception) -> tuple[int, dict[str, str]]:
     return 500, {}
 
 
+def failure(service: Service | RayFrontend, e: Exception) -> tuple[int, dict[str, str], str]:
+    """(HTTP status, headers, message) of a failed request, counted in the metrics: the answer of the routes,
+    and of the gRPC service (``grpc_service``) as a status code."""
+    status, headers = _status(e)
+    if status == 500 and not isinstance(e, GanrtError):
+        log.exception("internal error")
+        message = f"internal error ({type(e).__name__}: {e})"
+    else:
+        message = str(e)
+    if service.metrics is not None:
+        service.metrics.errors.labels(str(status)).inc()
+    return status, headers, message
+
+
+def check_ready(service: Service | RayFrontend) -> None:
+    if not service.ready:
+        why = f": {service.failure}" if service.failure else " (warming up)"
+        raise HTTPError(503, f"the model is not ready{why}", {"Retry-After": "1"})
+
+
+def check_model(service: Service | RayFrontend, name: str) -> None:
+    if not service.loaded or name != service.options.model_name:
+        known = service.options.model_name if service.loaded else "none yet"
+        raise HTTPError(404, f"unknown model {name!r}; this server serves {known!r}")
+
+
 def create_app(service: Service | RayFrontend) -> Starlette:
     """The app around ``service``; its lifespan starts the service (warm-up, then ready) and drains it."""
 
@@ -71,14 +97,7 @@ def create_app(service: Service | RayFrontend) -> Starlette:
             await service.stop()
 
     def error(e: Exception) -> Response:
-        status, headers = _status(e)
-        if status == 500 and not isinstance(e, GanrtError):
-            log.exception("internal error")
-            message = f"internal error ({type(e).__name__}: {e})"
-        else:
-            message = str(e)
-        if service.metrics is not None:
-            service.metrics.errors.labels(str(status)).inc()
+        status, headers, message = failure(service, e)
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     def guarded(handler):
@@ -103,15 +122,10 @@ def create_app(service: Service | RayFrontend) -> Starlette:
         return b"".join(chunks)
 
     def need_ready() -> None:
-        if not service.ready:
-            why = f": {service.failure}" if service.failure else " (warming up)"
-            raise HTTPError(503, f"the model is not ready{why}", {"Retry-After": "1"})
+        check_ready(service)
 
     def need_model(request: Request) -> None:
-        name = request.path_params["name"]
-        if not service.loaded or name != service.options.model_name:
-            known = service.options.model_name if service.loaded else "none yet"
-            raise HTTPError(404, f"unknown model {name!r}; this server serves {known!r}")
+        check_model(service, request.path_params["name"])
 
     async def off_loop(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(service.executor, fn, *args)

@@ -22,7 +22,6 @@ then the service drains.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ganrt import __version__
-from ganrt.errors import BackendUnavailable, ConfigError, GanrtError, InputError
+from ganrt.errors import BackendUnavailable, ConfigError, InputError
 from ganrt.serve import protocol
 
 if TYPE_CHECKING:
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
 
     from ganrt.serve.service import Service
 
-log = logging.getLogger("ganrt.serve")
 GRACE_S = 60.0
 # an OIP datatype -> the InferTensorContents field that carries it (FP16 and BF16 travel raw only)
 CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
@@ -98,32 +96,15 @@ def servicer(service: Service):
     import grpc
     from google.protobuf import json_format
 
-    from ganrt.serve.app import HTTPError, _status
+    from ganrt.serve.app import HTTPError, check_model, check_ready, failure
 
     pb, pb_grpc, config_pb2 = stubs()
 
     class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         async def _fail(self, context, e: Exception) -> None:
-            """Abort the RPC with the status the HTTP route would answer, as a gRPC code."""
-            status, _ = _status(e)
-            if status == 500 and not isinstance(e, GanrtError):
-                log.exception("internal error")
-                message = f"internal error ({type(e).__name__}: {e})"
-            else:
-                message = str(e)
-            if service.metrics is not None:
-                service.metrics.errors.labels(str(status)).inc()
+            """Abort the RPC with the status the HTTP route would answer, as a gRPC code, and its message."""
+            status, _, message = failure(service, e)
             await context.abort(getattr(grpc.StatusCode, HTTP_TO_GRPC.get(status, "UNKNOWN")), message)
-
-        def _need_model(self, name: str) -> None:
-            if not service.loaded or name != service.options.model_name:
-                known = service.options.model_name if service.loaded else "none yet"
-                raise HTTPError(404, f"unknown model {name!r}; this server serves {known!r}")
-
-        def _need_ready(self) -> None:
-            if not service.ready:
-                why = f": {service.failure}" if service.failure else " (warming up)"
-                raise HTTPError(503, f"the model is not ready{why}")
 
         async def _submit(self, work, context) -> np.ndarray:
             # the one call into the batcher: a deadline (context.time_remaining()) and cancellation (the RPC's
@@ -138,7 +119,7 @@ def servicer(service: Service):
 
         async def ModelReady(self, request, context):
             try:
-                self._need_model(request.name)
+                check_model(service, request.name)
             except HTTPError as e:
                 await self._fail(context, e)
             return pb.ModelReadyResponse(ready=bool(service.ready))
@@ -148,7 +129,7 @@ def servicer(service: Service):
 
         async def ModelMetadata(self, request, context):
             try:
-                self._need_model(request.name)
+                check_model(service, request.name)
             except HTTPError as e:
                 await self._fail(context, e)
             meta = protocol.model_metadata(service.options.model_name, service.spec, service.platform)
@@ -156,7 +137,7 @@ def servicer(service: Service):
 
         async def ModelConfig(self, request, context):
             try:
-                self._need_model(request.name)
+                check_model(service, request.name)
             except HTTPError as e:
                 await self._fail(context, e)
             config = json_format.ParseDict(model_config(service), config_pb2.ModelConfig())
@@ -165,8 +146,8 @@ def servicer(service: Service):
         async def ModelInfer(self, request, context):
             t0 = time.perf_counter()
             try:
-                self._need_model(request.model_name)
-                self._need_ready()
+                check_model(service, request.model_name)
+                check_ready(service)
                 head, binary = v2_request(request)
                 work, _ = protocol.parse_v2_request(head, binary, service.spec, service.options.max_seeds_per_request)
                 images = await self._submit(work, context)

@@ -33,23 +33,7 @@ def served(bundle_dir):
         yield server
 
 
-@pytest.fixture(scope="module")
-def offline(bundle_dir):
-    from ganrt.runtime import load
-
-    with load(bundle_dir) as gen:
-        yield gen
-
-
-def _inputs(module, **arrays):
-    out = []
-    for name, a in arrays.items():
-        out.append(module.InferInput(name, list(a.shape), {np.float32: "FP32", np.int64: "INT64"}[a.dtype.type]))
-        out[-1].set_data_from_numpy(a)
-    return out
-
-
-def test_a_triton_grpc_client_gets_the_offline_images_for_seeds_and_latents(served, offline):
+def test_a_triton_grpc_client_gets_the_offline_images_for_seeds_and_latents(served, offline, oip_inputs):
     client = grpc_client.InferenceServerClient(served.grpc)
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("bundle")
     assert client.get_server_metadata().name == "ganrt"
@@ -58,11 +42,11 @@ def test_a_triton_grpc_client_gets_the_offline_images_for_seeds_and_latents(serv
                                                                    ("seeds", "INT64")]
     assert meta["outputs"][0]["shape"] == ["-1", "32", "32", "1"]
     seeds = [5, 6, 7]
-    by_seed = client.infer("bundle", _inputs(grpc_client, seeds=np.array(seeds, np.int64).reshape(-1, 1)))
+    by_seed = client.infer("bundle", oip_inputs(grpc_client, seeds=np.array(seeds, np.int64).reshape(-1, 1)))
     np.testing.assert_array_equal(by_seed.as_numpy("images"),
                                   offline.generate(seeds=seeds, labels=labels_from_seeds(seeds, 10)))
     z, labels = latents_from_seeds([40, 41], 16), np.array([[9], [0]], np.int64)
-    by_z = client.infer("bundle", _inputs(grpc_client, z=z, labels=labels), request_id="r-1")
+    by_z = client.infer("bundle", oip_inputs(grpc_client, z=z, labels=labels), request_id="r-1")
     np.testing.assert_array_equal(by_z.as_numpy("images"), offline.generate(z=z, labels=[9, 0]))
     assert by_z.get_response().id == "r-1" and by_z.get_response().model_name == "bundle"
 
@@ -112,13 +96,14 @@ def _raw_request(**fields):
     ("bundle", {"z": np.zeros((1, 16), np.float32)}, "INVALID_ARGUMENT", "class-conditional"),
     ("bundle", {"seeds": np.arange(1025, dtype=np.int64).reshape(-1, 1)}, "INVALID_ARGUMENT", "at most 1024"),
 ])
-def test_a_bad_request_is_a_status_code_with_the_message_of_the_http_path(served, model, arrays, code, message):
+def test_a_bad_request_is_a_status_code_with_the_message_of_the_http_path(served, oip_inputs, model, arrays, code,
+                                                                          message):
     with pytest.raises(InferenceServerException, match=message) as e:
-        grpc_client.InferenceServerClient(served.grpc).infer(model, _inputs(grpc_client, **arrays))
+        grpc_client.InferenceServerClient(served.grpc).infer(model, oip_inputs(grpc_client, **arrays))
     assert e.value.status() == f"StatusCode.{code}"
     with pytest.raises(InferenceServerException) as h:  # the same request over HTTP: the same words
         http_client.InferenceServerClient(served.url.removeprefix("http://")).infer(model,
-                                                                                   _inputs(http_client, **arrays))
+                                                                                   oip_inputs(http_client, **arrays))
     assert h.value.message() == e.value.message()
 
 
@@ -138,14 +123,14 @@ def test_raw_contents_that_do_not_fit_the_inputs_are_refused_with_the_reason(ser
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in e.value.details()
 
 
-def test_grpc_shares_the_metrics_of_the_http_routes(served):
+def test_grpc_shares_the_metrics_of_the_http_routes(served, oip_inputs):
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
     client = grpc_client.InferenceServerClient(served.grpc)
-    client.infer("bundle", _inputs(grpc_client, seeds=np.array([[11], [12]], np.int64)))
+    client.infer("bundle", oip_inputs(grpc_client, seeds=np.array([[11], [12]], np.int64)))
     with pytest.raises(InferenceServerException):
-        client.infer("bundle", _inputs(grpc_client, seeds=np.array([[-1]], np.int64)))
+        client.infer("bundle", oip_inputs(grpc_client, seeds=np.array([[-1]], np.int64)))
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in text_string_to_metric_families(httpx.get(f"{served.url}/metrics").text) for s in f.samples}
     assert samples[("ganrt_requests_total", (("protocol", "grpc"),))] >= 1
@@ -153,7 +138,7 @@ def test_grpc_shares_the_metrics_of_the_http_routes(served):
     assert samples[("ganrt_request_seconds_count", (("protocol", "grpc"),))] >= 1
 
 
-def test_eight_threads_get_what_one_thread_gets(served, offline):
+def test_eight_threads_get_what_one_thread_gets(served, offline, oip_inputs):
     results, errors = {}, []
 
     def worker(k):
@@ -161,7 +146,7 @@ def test_eight_threads_get_what_one_thread_gets(served, offline):
         try:
             for i in range(4):
                 seeds = list(range(1000 * k + 10 * i, 1000 * k + 10 * i + 1 + (k + i) % 5))
-                out = client.infer("bundle", _inputs(grpc_client, seeds=np.array(seeds, np.int64).reshape(-1, 1)))
+                out = client.infer("bundle", oip_inputs(grpc_client, seeds=np.array(seeds, np.int64).reshape(-1, 1)))
                 results[tuple(seeds)] = out.as_numpy("images")
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
@@ -188,7 +173,7 @@ def test_loadtest_over_grpc_checks_every_answer(served, bundle_dir):
     assert result["server"]["variant"] and level["served_vs_offline"] > 0
 
 
-def test_sigterm_answers_every_rpc_in_flight_then_exits(bundle_dir):
+def test_sigterm_answers_every_rpc_in_flight_then_exits(bundle_dir, oip_inputs):
     import tritonclient.grpc.aio as aio
 
     port = free_port()
@@ -202,7 +187,7 @@ def test_sigterm_answers_every_rpc_in_flight_then_exits(bundle_dir):
         async def one(i):
             seeds = np.arange(i * 64, i * 64 + 64, dtype=np.int64).reshape(-1, 1)
             try:
-                await client.infer("bundle", _inputs(grpc_client, seeds=seeds))
+                await client.infer("bundle", oip_inputs(grpc_client, seeds=seeds))
                 return "OK", time.perf_counter()
             except InferenceServerException as e:
                 return e.status(), time.perf_counter()

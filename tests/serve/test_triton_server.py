@@ -60,29 +60,13 @@ def triton(repo):
         yield server
 
 
-@pytest.fixture(scope="module")
-def offline(bundle_dir):
-    from ganrt.runtime import load
-
-    with load(bundle_dir) as gen:
-        yield gen
-
-
-def _inputs(module, **arrays):
-    out = []
-    for name, a in arrays.items():
-        out.append(module.InferInput(name, list(a.shape), {np.float32: "FP32", np.int64: "INT64"}[a.dtype.type]))
-        out[-1].set_data_from_numpy(a)
-    return out
-
-
-def test_the_real_triton_serves_the_exported_repository_and_both_clients_get_the_offline_images(triton, repo,
-                                                                                                offline):
+def test_the_real_triton_serves_the_exported_repository_and_both_clients_get_the_offline_images(
+        triton, repo, offline, oip_inputs):
     http = http_client.InferenceServerClient(triton.url.removeprefix("http://"))
     assert http.is_server_ready() and http.is_model_ready("bundle")
     assert http.get_server_metadata()["version"] == "2.51.0"  # the real server, not ganrt's
     z, labels = latents_from_seeds([70, 71, 72], 16), np.array([[1], [2], [3]], np.int64)
-    by_http = http.infer("bundle", _inputs(http_client, z=z, labels=labels),
+    by_http = http.infer("bundle", oip_inputs(http_client, z=z, labels=labels),
                          outputs=[http_client.InferRequestedOutput("images", binary_data=True)])
     np.testing.assert_array_equal(by_http.as_numpy("images"), offline.generate(z=z, labels=[1, 2, 3]))
     # the repository README's client, as written: tritonclient.grpc with seeds
@@ -92,29 +76,30 @@ def test_the_real_triton_serves_the_exported_repository_and_both_clients_get_the
     seeds = scope["seeds"].reshape(-1).tolist()
     np.testing.assert_array_equal(scope["images"], offline.generate(seeds=seeds, labels=scope["labels"].reshape(-1)))
     grpc = grpc_client.InferenceServerClient(triton.grpc)
-    default_labels = grpc.infer("bundle", _inputs(grpc_client, seeds=np.array([[8], [9]], np.int64)))
+    default_labels = grpc.infer("bundle", oip_inputs(grpc_client, seeds=np.array([[8], [9]], np.int64)))
     np.testing.assert_array_equal(default_labels.as_numpy("images"),
                                   offline.generate(seeds=[8, 9], labels=labels_from_seeds([8, 9], 10)))
 
 
-def test_a_bad_request_fails_alone_with_its_message(triton):
+def test_a_bad_request_fails_alone_with_its_message(triton, oip_inputs):
     grpc = grpc_client.InferenceServerClient(triton.grpc)
     with pytest.raises(InferenceServerException, match="label 30 is out of range") as e:
-        grpc.infer("bundle", _inputs(grpc_client, seeds=np.array([[1]], np.int64), labels=np.array([[30]], np.int64)))
+        grpc.infer("bundle", oip_inputs(grpc_client, seeds=np.array([[1]], np.int64),
+                                        labels=np.array([[30]], np.int64)))
     assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
     http = http_client.InferenceServerClient(triton.url.removeprefix("http://"))
     with pytest.raises(InferenceServerException, match="give exactly one of z"):
-        http.infer("bundle", _inputs(http_client, seeds=np.array([[1]], np.int64), z=np.zeros((1, 16), np.float32)))
-    assert http.infer("bundle", _inputs(http_client, seeds=np.array([[1]], np.int64))).as_numpy("images").shape == \
+        http.infer("bundle", oip_inputs(http_client, seeds=np.array([[1]], np.int64), z=np.zeros((1, 16), np.float32)))
+    assert http.infer("bundle", oip_inputs(http_client, seeds=np.array([[1]], np.int64))).as_numpy("images").shape == \
         (1, 32, 32, 1)  # the model is still up
 
 
-def test_the_models_config_and_tritons_metrics_answer(triton):
+def test_the_models_config_and_tritons_metrics_answer(triton, oip_inputs):
     config = httpx.get(f"{triton.url}/v2/models/bundle/config").json()
     assert config["backend"] == "python" and config["max_batch_size"] == 16
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 2000
     assert config["parameters"]["variant"]["string_value"] == "auto"
-    grpc_client.InferenceServerClient(triton.grpc).infer("bundle", _inputs(grpc_client, seeds=np.array([[3]],
+    grpc_client.InferenceServerClient(triton.grpc).infer("bundle", oip_inputs(grpc_client, seeds=np.array([[3]],
                                                                                                         np.int64)))
     metrics = httpx.get(f"http://127.0.0.1:{triton.metrics_port}/metrics").text
     success = re.search(r'nv_inference_request_success\{model="bundle",version="1"\} (\d+)', metrics)
