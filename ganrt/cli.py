@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("ganrt.train.cli:train", "Train a GAN (or VAE) on a dataset; writes checkpoints and sample grids."),
     "export": ("ganrt.export.cli:export", "Export a checkpoint or your own generator to a verified bundle."),
     "export-triton": ("ganrt.export.cli:export_triton",
-                      "Write a Triton model repository of a bundle (ONNX, TensorRT plans, OpenVINO IR)."),
+                      "Write a Triton model repository of a bundle (ONNX, TensorRT, OpenVINO, or ganrt in Python)."),
     "inspect": ("ganrt.export.cli:inspect", "Show a bundle's manifest: inputs, outputs, artifacts, parity."),
     "generate": ("ganrt.runtime.cli:generate", "Draw images from a bundle with any backend."),
     "bench": ("ganrt.benchmarks.cli:bench", "Benchmark every variant of a bundle against peers, with parity."),
