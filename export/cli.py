@@ -340,11 +340,15 @@ def _small_batch_note(entry: dict) -> str:
 @click.option("--variants", default=None,
               help="Comma-separated ganrt variants to export, e.g. onnxruntime-fp16,tensorrt-fp16,openvino-int8 "
                    "(default: every one Triton can run on --device).")
+@click.option("--backend", type=click.Choice(["native", "python"]), default="native",
+              help="native: Triton's onnxruntime/TensorRT/OpenVINO backends run the graphs; python: Triton's Python "
+                   "backend runs ganrt's runtime (seeds in; serve it with `ganrt triton`).")
 @click.option("--device", type=click.Choice(["gpu", "cpu"]), default="gpu",
-              help="Instances of the ONNX models (OpenVINO models run on CPU, TensorRT plans on GPU).")
+              help="Instances of the ONNX and Python models (OpenVINO models run on CPU, TensorRT plans on GPU).")
 @click.option("--instances", type=click.IntRange(1, 64), default=1, help="Instances of each model (per GPU on GPU).")
-@click.option("--max-queue-delay-us", type=click.IntRange(0, 10_000_000), default=5000,
-              help="Dynamic batching: the longest a request waits for others to fill its batch.")
+@click.option("--max-queue-delay-us", type=click.IntRange(0, 10_000_000), default=None,
+              help="Dynamic batching: the longest a request waits for others to fill its batch (default: 5000; "
+                   "Python models: half the batch's time in the bundle's tuning record for this machine).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=None,
               help="max_batch_size of every model (default: the bundle's; never above it).")
 @click.option("--ort-tensorrt", type=click.Choice(["none", "fp32", "fp16"]), default="none",
@@ -353,14 +357,15 @@ def _small_batch_note(entry: dict) -> str:
                    "TensorRT 11 a graph runs in its own types).")
 @click.option("--model-name", default=None, help="Prefix of the model names (default: the bundle directory's name).")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print what was written as JSON.")
-def export_triton(bundle, out, variants, device, instances, max_queue_delay_us, max_batch, ort_tensorrt, model_name,
-                  as_json):
+def export_triton(bundle, out, variants, backend, device, instances, max_queue_delay_us, max_batch, ort_tensorrt,
+                  model_name, as_json):
     """Write a Triton Inference Server model repository of BUNDLE: one model per variant Triton can run.
 
     \b
     ganrt export-triton bundle --out repo                  # ONNX on GPU, TensorRT plans, OpenVINO on CPU
     ganrt export-triton bundle --out repo --device cpu --variants onnxruntime-fp32,openvino-int8
     tritonserver --model-repository=repo                   # repo/README.md: the command, a client, a load test
+    ganrt export-triton bundle --out repo --backend python --device cpu && ganrt triton repo
 
     Every config.pbtxt is checked with Triton's own schema and against the graph it serves before the
     repository is moved into place. Needs pip install 'ganrt[triton]'.
@@ -371,8 +376,9 @@ def export_triton(bundle, out, variants, device, instances, max_queue_delay_us, 
     names = tuple(v.strip() for v in variants.split(",") if v.strip()) if variants is not None else None
     if names is not None and not names:
         raise ConfigError("--variants takes comma-separated variant names, e.g. onnxruntime-fp32,openvino-int8")
-    options = TritonOptions(variants=names, device=device, instances=instances, max_queue_delay_us=max_queue_delay_us,
-                            max_batch=max_batch, ort_tensorrt=ort_tensorrt, model_name=model_name)
+    options = TritonOptions(variants=names, backend=backend, device=device, instances=instances,
+                            max_queue_delay_us=max_queue_delay_us, max_batch=max_batch, ort_tensorrt=ort_tensorrt,
+                            model_name=model_name)
     result = write_repository(Bundle.open(bundle), out, options,
                               progress=(lambda s: None) if as_json else (lambda s: click.echo(f"  {s}", err=True)))
     if as_json:
@@ -385,4 +391,5 @@ def export_triton(bundle, out, variants, device, instances, max_queue_delay_us, 
         click.echo(f"  not exported: {variant}: {why}")
     for note in result["notes"]:
         click.echo(f"  note: {note}")
-    click.echo(f"serve it: tritonserver --model-repository={out}   (see {out / 'README.md'})")
+    serve = f"ganrt triton {out}" if backend == "python" else f"tritonserver --model-repository={out}"
+    click.echo(f"serve it: {serve}   (see {out / 'README.md'})")

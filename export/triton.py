@@ -1,8 +1,10 @@
 """A Triton Inference Server model repository from a bundle: one model per variant Triton can run.
 
     ganrt export-triton bundle --out repo                       # then: tritonserver --model-repository=repo
+    ganrt export-triton bundle --out repo --backend python      # then: ganrt triton repo
     write_repository(Bundle.open("bundle"), "repo", TritonOptions(device="cpu", instances=2))
 
+With ``backend="native"`` (the default), Triton's own backends run the bundle's graphs:
 - ONNX graphs (onnx-fp32/fp16/int8, and the rewritten fp32 graph on a CPU) as ``platform: "onnxruntime_onnx"``,
   on CPU or GPU instances; on a GPU optionally through onnxruntime's TensorRT execution accelerator.
 - TensorRT plans as ``platform: "tensorrt_plan"``, one model per precision holding every GPU architecture's
@@ -17,6 +19,13 @@ and the max batch. Configs are built as Triton's own ``ModelConfig`` protobuf (`
 parses with that schema, names its model, and its inputs, outputs, dtypes and dims match the graph it serves
 (read from the ONNX file or the OpenVINO IR; a plan's I/O from the bundle's manifest, since reading a plan
 needs TensorRT and its GPU). Only variants whose parity passed are exported.
+
+With ``backend="python"``, Triton's Python backend runs ganrt's own runtime (``ganrt.serve.triton_model``): one
+model running ``auto`` (or one per variant named), its version directory holding ``model.py`` and a copy of the
+bundle, taking ``seeds`` INT64 or ``z``, plus ``labels``/``truncation`` as the generator has them, batched by
+Triton's dynamic batcher as the bundle's tuning record for this machine says (``tuned_batching``, as
+``ganrt serve`` batches). ``ganrt triton`` serves such a repository with the Triton server of the
+nvidia-pytriton wheel.
 """
 
 from __future__ import annotations
@@ -32,13 +41,22 @@ from typing import Any
 
 import numpy as np
 
-from ganrt.bundle import Bundle
-from ganrt.errors import BackendUnavailable, BundleError, ConfigError, ExportError
+from ganrt.bundle import MANIFEST, TUNING_DIR, Bundle, confine
+from ganrt.errors import BackendUnavailable, BundleError, ConfigError, ExportError, GanrtError
 from ganrt.fileio import LockBusy, exclusive_lock
 
 MARKER = "ganrt-triton.json"  # at the repository root: what it was made from (and that it may be replaced)
 INSTALL_HINT = "pip install 'ganrt[triton]'"
 DEVICES = ("gpu", "cpu")
+BACKENDS = ("native", "python")  # Triton's onnxruntime/TensorRT/OpenVINO backends, or ganrt's runtime in Python
+DEFAULT_QUEUE_DELAY_US = 5000
+PYTHON_MODEL = "model.py"  # a Python-backend model's code, in its version directory
+BUNDLE_COPY = "bundle"  # beside it: the copy of the bundle it runs
+# what a Python-backend model.py holds: the model is ganrt's, installed in the backend's Python
+MODEL_PY = """# Written by `ganrt export-triton --backend python`. Triton's Python backend runs ganrt's runtime on the
+# bundle copied beside this file (./bundle); the backend's Python needs ganrt installed: see the repository's README.
+from ganrt.serve.triton_model import TritonPythonModel  # noqa: F401
+"""
 ORT_TENSORRT = ("none", "fp32", "fp16")
 PER_IMAGE = ("labels", "truncation")  # [B] in the graph; [B, 1] on the wire
 # ganrt variant -> the artifacts that can serve it, in order (the runtime picks the same ones)
@@ -52,9 +70,11 @@ CPU_ONLY = ("onnxruntime-fp32-rw",)  # the ConvTranspose rewrite is a CPU optimi
 @dataclass(frozen=True)
 class TritonOptions:
     variants: tuple[str, ...] | None = None  # ganrt variant names (default: every one Triton can run)
-    device: str = "gpu"  # instances of the ONNX models: "gpu" or "cpu" (OpenVINO: CPU; plans: GPU)
+    backend: str = "native"  # "native": Triton's backends on the graphs; "python": ganrt's runtime in Python
+    device: str = "gpu"  # instances of the ONNX and Python models: "gpu" or "cpu" (OpenVINO: CPU; plans: GPU)
     instances: int = 1  # instances per model (per GPU for KIND_GPU)
-    max_queue_delay_us: int = 5000  # dynamic batching: the longest a request waits for others
+    max_queue_delay_us: int | None = None  # dynamic batching: the longest a request waits for others (default:
+    # the tuning record's for Python models, else DEFAULT_QUEUE_DELAY_US)
     max_batch: int | None = None  # default: the bundle's (never above it)
     ort_tensorrt: str = "none"  # ONNX models on a GPU through onnxruntime's TensorRT accelerator: fp32, fp16
     model_name: str | None = None  # prefix of every model name (default: the bundle directory's name)
@@ -153,6 +173,86 @@ def plan_models(bundle: Bundle, device: str, prefix: str) -> tuple[list[Model], 
     return models, skipped
 
 
+# -- ganrt's runtime in Triton's Python backend -----------------------------------------------------------
+def python_io(spec, graph: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(inputs, outputs) of ganrt's own model in ModelConfig's field names: ``z`` or ``seeds`` (a request gives
+    one of them, so both are optional), ``labels`` (optional: seeds have default labels) and ``truncation`` as
+    the generator has them, the per-image ones ``dims: [1]`` reshaped to [B]; the graph's output. The Python
+    backend's model and ``ganrt serve``'s gRPC ModelConfig describe themselves with this."""
+    per_image = {"dims": [1], "reshape": {"shape": []}, "optional": True}
+    inputs = [{"name": "z", "data_type": "TYPE_FP32", "dims": [spec.latent_dim], "optional": True},
+              {"name": "seeds", "data_type": "TYPE_INT64", **per_image}]
+    if spec.conditional:
+        inputs.append({"name": "labels", "data_type": "TYPE_INT64", **per_image})
+    if spec.has_truncation:
+        inputs.append({"name": "truncation", "data_type": "TYPE_FP32", **per_image})
+    return inputs, [_tensor(t, False) for t in graph["outputs"]]
+
+
+def plan_python_models(bundle: Bundle, options: TritonOptions, prefix: str) -> list[Model]:
+    """One model named ``prefix`` running ``auto``; with ``variants``, one per variant (``prefix-variant``),
+    each checked against what runs here when the instances are CPUs (a GPU's variants load on the GPU)."""
+    if options.variants is None:
+        return [Model(prefix, "auto", sorted(bundle.artifacts), {})]
+    if options.device == "cpu":
+        from ganrt.runtime.machine import Availability
+        from ganrt.runtime.selection import here
+
+        runnable = here(bundle.to_dict(), Availability.probe())["runnable"]
+        unknown = sorted(set(options.variants) - set(runnable))
+        if unknown:
+            raise ConfigError(f"--variants {', '.join(unknown)}: not a variant of {bundle.path} that runs here; it "
+                              f"has {', '.join(runnable) or 'none'}")
+    return [Model(f"{prefix}-{v}", v, sorted(bundle.artifacts), {}) for v in options.variants]
+
+
+def python_batching(bundle: Bundle, variant: str, device: str) -> tuple[int, float] | None:
+    """(batch, delay ms) from the bundle's tuning record for this machine, of ``variant`` (``auto``: the one
+    auto picks here), as ``ganrt serve`` batches; None when it was not measured here."""
+    from ganrt.runtime.machine import Availability
+    from ganrt.runtime.selection import select
+    from ganrt.runtime.tuning import machine_key, measured_latencies, read_tuning, tuned_batching
+
+    if variant == "auto":
+        try:
+            variant = select(bundle.to_dict(), Availability.probe(), device="cuda" if device == "gpu" else "cpu",
+                             tuning=read_tuning(bundle.path, machine_key(None))).variant
+        except GanrtError:  # nothing of that device runs here: the defaults
+            return None
+    return tuned_batching(measured_latencies(bundle, variant, None) or {})
+
+
+def python_config(model: Model, bundle: Bundle, options: TritonOptions, max_batch: int) -> dict[str, Any]:
+    """The config of a Python-backend model running ganrt's runtime on ``model.variant``."""
+    from ganrt import __version__
+
+    inputs, outputs = python_io(bundle.spec, bundle.graph)
+    tuned = python_batching(bundle, model.variant, options.device)
+    batching: dict[str, Any] = {"max_queue_delay_microseconds": options.max_queue_delay_us if
+                                options.max_queue_delay_us is not None else
+                                round(tuned[1] * 1000) if tuned else DEFAULT_QUEUE_DELAY_US}
+    if tuned and tuned[0] < max_batch:
+        batching["preferred_batch_size"] = [tuned[0]]
+    params = {"variant": model.variant, "device": options.device, "ganrt_version": __version__,
+              "batching": "this machine's tuning record" if tuned else "defaults (no timings here: `ganrt bench`)"}
+    return {"name": model.name, "backend": "python", "max_batch_size": max_batch, "input": inputs, "output": outputs,
+            "instance_group": [{"kind": "KIND_GPU" if options.device == "gpu" else "KIND_CPU",
+                                "count": options.instances}],
+            "dynamic_batching": batching, "parameters": {k: {"string_value": v} for k, v in params.items()}}
+
+
+def copy_bundle(bundle: Bundle, dest: Path) -> None:
+    """The bundle's manifest, artifacts and tuning records under ``dest`` (the files a runtime reads)."""
+    files = [MANIFEST, *sorted(bundle.files())]
+    tuning = bundle.path / TUNING_DIR
+    if tuning.is_dir():
+        files += [f"{TUNING_DIR}/{p.name}" for p in sorted(tuning.glob("*.json")) if p.is_file()]
+    for file in files:
+        target = dest / file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(confine(bundle.path, file, where=f"bundle {bundle.path}"), target)
+
+
 # -- one config ------------------------------------------------------------------------------------------
 def _tensor(t: dict[str, Any], per_image: bool) -> dict[str, Any]:
     dims = [int(d) for d in t["shape"][1:]]  # the graph's shape without its batch axis
@@ -170,6 +270,8 @@ def _warmup(inputs: list[dict[str, Any]], batch: int) -> dict[str, Any]:
 
 def build_config(model: Model, bundle: Bundle, options: TritonOptions, max_batch: int) -> dict[str, Any]:
     """The model's config as a dict in the field names of Triton's ModelConfig."""
+    if options.backend == "python":
+        return python_config(model, bundle, options, max_batch)
     graph = bundle.graph
     inputs = [_tensor(t, t["name"] in PER_IMAGE) for t in graph["inputs"]]
     outputs = [_tensor(t, False) for t in graph["outputs"]]
@@ -196,7 +298,8 @@ def build_config(model: Model, bundle: Bundle, options: TritonOptions, max_batch
             params["HINT_BF16"] = "YES"
         config["parameters"] = {k: {"string_value": v} for k, v in params.items()}
     config["instance_group"] = [{"kind": kind, "count": options.instances}]
-    config["dynamic_batching"] = {"max_queue_delay_microseconds": options.max_queue_delay_us}
+    delay = options.max_queue_delay_us
+    config["dynamic_batching"] = {"max_queue_delay_microseconds": DEFAULT_QUEUE_DELAY_US if delay is None else delay}
     config["model_warmup"] = [_warmup(inputs, b) for b in sorted({1, max_batch})]
     return config
 
@@ -274,6 +377,20 @@ def _compare(config, io: dict[str, dict[str, tuple[str, list[int]]]], source: st
     return problems
 
 
+def _check_python_model(config, version: Path) -> list[str]:
+    """A Python-backend model: its model.py, its bundle copy intact (every sha256), its I/O that of ganrt's
+    model of that bundle."""
+    if not (version / PYTHON_MODEL).is_file():
+        return [f"{config.name}: version 1 lacks {PYTHON_MODEL}"]
+    try:
+        copy = Bundle.open(version / BUNDLE_COPY)
+    except BundleError as e:
+        return [f"{config.name}: its copy of the bundle: {e}"]
+    io = _manifest_io(copy.graph)
+    io["input"]["seeds"] = ("TYPE_INT64", [-1])
+    return _compare(config, io, "ganrt's model of the bundle")
+
+
 def check_repository(repo: str | os.PathLike) -> tuple[list[str], list[str]]:
     """(problems, notes) of a model repository written by :func:`write_repository`: every config.pbtxt parses
     with Triton's schema, is named after its directory, its files are there, and its I/O matches its graph."""
@@ -299,6 +416,9 @@ def check_repository(repo: str | os.PathLike) -> tuple[list[str], list[str]]:
         if config.name != d.name:
             problems.append(f"{d.name}: config.pbtxt names the model {config.name!r}")
         version = d / "1"
+        if config.backend == "python":
+            problems += _check_python_model(config, version)
+            continue
         if config.platform == "tensorrt_plan":
             files = list(config.cc_model_filenames.values())
         elif config.backend == "openvino" and not config.default_model_filename:
@@ -423,6 +543,80 @@ def _readme(bundle: Bundle, models: list[Model], skipped: dict[str, str], max_ba
     return "\n".join(lines) + "\n"
 
 
+def _python_readme(bundle: Bundle, models: list[Model], max_batch: int) -> str:
+    """The README of a Python-backend repository: what runs, how to serve it (``ganrt triton`` or your own
+    Triton), call it (seeds in) and load it."""
+    s = bundle.spec
+    first = models[0].name
+    rows = []
+    for m in models:
+        batching = m.config["dynamic_batching"]
+        preferred = batching.get("preferred_batch_size")
+        group, source = m.config["instance_group"][0], m.config["parameters"]["batching"]["string_value"]
+        rows.append(f"| `{m.name}` | {m.variant} | {group['kind']} x {group['count']} | "
+                    f"{preferred[0] if preferred else max_batch} | {batching['max_queue_delay_microseconds']} us "
+                    f"({source}) |")
+    inputs = ["`seeds` INT64 [B, 1] (latents from `ganrt.latents`, as `ganrt generate` draws them) or `z` FP32 "
+              f"[B, {s.latent_dim}]"]
+    if s.conditional:
+        inputs.append(f"`labels` INT64 [B, 1] (0 to {s.num_classes - 1}; with seeds, default: the seeds' own labels)")
+    if s.has_truncation:
+        inputs.append("`truncation` FP32 [B, 1] (0 to 2, default 1 = none)")
+    out = bundle.graph["outputs"][0]
+    labels = (f"labels = np.full((len(seeds), 1), {s.num_classes - 1}, np.int64)  # optional with seeds\n"
+              "inputs.append(triton.InferInput(\"labels\", list(labels.shape), \"INT64\"))\n"
+              "inputs[-1].set_data_from_numpy(labels)\n") if s.conditional else ""
+    lines = [
+        f"# Triton model repository of `{bundle.path.resolve().name}` (Python backend)", "",
+        f"Written by `ganrt export-triton --backend python` from the bundle at `{bundle.path.resolve()}` (manifest "
+        f"sha256 `{bundle.sha256()[:16]}`): a {s.arch} generator, z {s.latent_dim}, "
+        f"{f'{s.num_classes} classes' if s.conditional else 'unconditional'}, images {s.channels}x{s.height}x"
+        f"{s.width}. Triton's Python backend runs ganrt's own runtime (`ganrt.runtime.load`, the same variants, "
+        f"batch buckets and parity as `ganrt generate` and `ganrt serve`) on the copy of the bundle in each model's "
+        f"`1/bundle/`. Every model takes {'; '.join(inputs)}, and returns `{out['name']}` "
+        f"{out['dtype'].upper().replace('FLOAT32', 'FP32')} [B, {', '.join(map(str, out['shape'][1:]))}]; at most "
+        f"{max_batch} images a request and a batch, formed by Triton's dynamic batcher.", "",
+        "| model | ganrt variant | instances | preferred batch | max queue delay |", "|---|---|---|---|---|",
+        *rows, "",
+        "`auto` is chosen when the model loads, on the machine that serves it, by that Python environment's tuning "
+        "record (`ganrt bench`, keyed by its library versions) or ganrt's default order; Triton's log says which "
+        "variant runs and why.", "",
+        "## Serve it", "",
+        "```sh",
+        "ganrt triton $PWD     # the Triton server of the nvidia-pytriton wheel: HTTP 8000, gRPC 8001, metrics 8002",
+        "```", "",
+        "`ganrt triton` starts `tritonserver` with the Python backend's stub set up and a backend Python that has "
+        "ganrt with `numpy<2` (`--python`, `GANRT_TRITON_PYTHON`, or the `.venv-triton` beside your virtual "
+        "environment: see ganrt's README), and stops it on Ctrl-C or SIGTERM leaving nothing behind.", "",
+        "With your own Triton (NVIDIA's container, r24.10 or a release with the same Python backend), install ganrt "
+        "into the Python its Python backend runs, with numpy below 2 (under numpy 2 that backend returns empty "
+        "outputs without an error), then serve the repository as usual:", "",
+        "```sh",
+        "pip install 'ganrt[cpu]' 'numpy<2'          # or 'ganrt[gpu]' for CUDA variants",
+        "tritonserver --model-repository=$PWD",
+        "```", "",
+        "## Call it", "",
+        "```python",
+        "import numpy as np",
+        "import tritonclient.grpc as triton", "",
+        "seeds = np.array([[0], [1], [2], [3]], np.int64)",
+        "inputs = [triton.InferInput(\"seeds\", list(seeds.shape), \"INT64\")]",
+        "inputs[0].set_data_from_numpy(seeds)",
+        labels.rstrip("\n"),
+        "client = triton.InferenceServerClient(\"localhost:8001\")",
+        f"images = client.infer(\"{first}\", inputs).as_numpy(\"{out['name']}\")   # the images of ganrt generate",
+        "```", "",
+        "## Load it", "",
+        "```sh",
+        f"ganrt loadtest localhost:8001 --protocol grpc --model {first} --check {bundle.path.resolve()} "
+        "--concurrency 1,8,64 --out lt/",
+        f"ganrt loadtest http://localhost:8000 --protocol v2 --model {first} --check {bundle.path.resolve()}",
+        "```", "",
+        "`--check BUNDLE` compares every answer with offline generation of the same seeds by the model's variant.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def write_repository(bundle: Bundle, out: str | os.PathLike, options: TritonOptions | None = None,
                      progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Write (atomically: staged beside ``out``, checked, then moved in) the model repository of ``bundle``;
@@ -440,8 +634,11 @@ def write_repository(bundle: Bundle, out: str | os.PathLike, options: TritonOpti
         raise BundleError(f"bundle {bundle.path} records no max batch; re-export it")
     max_batch = min(options.max_batch or bundle_max, bundle_max)
     prefix = options.model_name or bundle.path.resolve().name
-    models, skipped = plan_models(bundle, options.device, prefix)
-    if options.variants is not None:
+    if options.backend == "python":
+        models, skipped = plan_python_models(bundle, options, prefix), {}
+    else:
+        models, skipped = plan_models(bundle, options.device, prefix)
+    if options.variants is not None and options.backend == "native":
         known = {m.variant for m in models}
         unknown = sorted(set(options.variants) - known)
         if unknown:
@@ -479,16 +676,20 @@ def _write(bundle: Bundle, out: Path, options: TritonOptions, models: list[Model
             version.mkdir(parents=True)
             for file, artifact in m.files.items():
                 shutil.copyfile(bundle.artifact_path(artifact), version / file)
+            if options.backend == "python":
+                (version / PYTHON_MODEL).write_text(MODEL_PY)
+                copy_bundle(bundle, version / BUNDLE_COPY)
             (stage / m.name / "config.pbtxt").write_text(to_pbtxt(m.config))
         summary = {m.name: {"variant": m.variant, "artifacts": m.artifacts,
                             "sha256": {a: bundle.artifacts[a]["sha256"] for a in m.artifacts},
                             "runs_on": m.config.get("platform") or m.config.get("backend"),
                             "instances": m.config["instance_group"][0]["kind"]} for m in models}
         (stage / MARKER).write_text(json.dumps({
-            "format": "ganrt.triton-repository", "bundle": str(bundle.path.resolve()),
+            "format": "ganrt.triton-repository", "backend": options.backend, "bundle": str(bundle.path.resolve()),
             "bundle_sha256": bundle.sha256(), "spec": bundle.spec.to_dict(), "graph": graph,
             "max_batch": max_batch, "models": summary}, indent=2))
-        (stage / "README.md").write_text(_readme(bundle, models, skipped, max_batch))
+        (stage / "README.md").write_text(_python_readme(bundle, models, max_batch) if options.backend == "python"
+                                         else _readme(bundle, models, skipped, max_batch))
         progress("checking every config.pbtxt with Triton's schema and against its graph")
         problems, notes = check_repository(stage)
         if options.ort_tensorrt == "fp16":
@@ -527,16 +728,21 @@ def _recover(out: Path) -> None:
 
 
 def _check_options(o: TritonOptions) -> None:
+    if o.backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {o.backend!r}")
     if o.device not in DEVICES:
         raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {o.device!r}")
     if o.ort_tensorrt not in ORT_TENSORRT:
         raise ConfigError(f"ort_tensorrt must be one of {', '.join(ORT_TENSORRT)}, got {o.ort_tensorrt!r}")
+    if o.ort_tensorrt != "none" and o.backend == "python":
+        raise ConfigError("--ort-tensorrt configures Triton's onnxruntime backend: drop it with --backend python")
     if o.ort_tensorrt != "none" and o.device != "gpu":
         raise ConfigError("the TensorRT accelerator of onnxruntime runs on GPU instances: drop it or use --device gpu")
     for name in ("instances", "max_batch"):
         value = getattr(o, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    if isinstance(o.max_queue_delay_us, bool) or not isinstance(o.max_queue_delay_us, int) or \
-            not 0 <= o.max_queue_delay_us <= 10_000_000:
+    if o.max_queue_delay_us is not None and (isinstance(o.max_queue_delay_us, bool) or
+                                             not isinstance(o.max_queue_delay_us, int) or
+                                             not 0 <= o.max_queue_delay_us <= 10_000_000):
         raise ConfigError(f"max_queue_delay_us must be an integer in [0, 10000000], got {o.max_queue_delay_us!r}")

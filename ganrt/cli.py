@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("ganrt.train.cli:train", "Train a GAN (or VAE) on a dataset; writes checkpoints and sample grids."),
     "export": ("ganrt.export.cli:export", "Export a checkpoint or your own generator to a verified bundle."),
     "export-triton": ("ganrt.export.cli:export_triton",
-                      "Write a Triton model repository of a bundle (ONNX, TensorRT plans, OpenVINO IR)."),
+                      "Write a Triton model repository of a bundle (ONNX, TensorRT, OpenVINO, or ganrt in Python)."),
     "inspect": ("ganrt.export.cli:inspect", "Show a bundle's manifest: inputs, outputs, artifacts, parity."),
     "generate": ("ganrt.runtime.cli:generate", "Draw images from a bundle with any backend."),
     "bench": ("ganrt.benchmarks.cli:bench", "Benchmark every variant of a bundle against peers, with parity."),
@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("ganrt.serve.cli:serve", "Serve a bundle over HTTP (OIP v2, /v1/generate, metrics, a seed explorer)."),
     "serve-config": ("ganrt.serve.cli:serve_config", "Write a Ray Serve config that deploys a bundle on a cluster."),
     "loadtest": ("ganrt.serve.cli:loadtest", "Load a ganrt, Ray or Triton server; img/s and latency per concurrency."),
+    "triton": ("ganrt.serve.triton_server:triton",
+               "Serve a bundle with a real Triton server (the nvidia-pytriton wheel's, Python backend)."),
 }
 
 

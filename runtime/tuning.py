@@ -202,3 +202,31 @@ def tuning_table(record: dict[str, Any], artifacts: dict[str, dict[str, Any]]) -
         if ms:
             table[name] = ms
     return table
+
+
+# -- what a server makes of a record -------------------------------------------------------------------------
+THROUGHPUT_PLATEAU = 0.9  # a batch whose images/s reach 90% of the best measured is where growth stops
+
+
+def measured_latencies(bundle, variant: str, threads: int | None) -> dict[int, float] | None:
+    """{batch: median ms} of ``variant`` on this machine and thread count: its tuning record (an older
+    bundle's manifest benchmarks as the fallback), or None when it was not measured here."""
+    from ganrt.runtime.machine import Availability
+    from ganrt.runtime.selection import measured_timings
+
+    table, _, _ = measured_timings(bundle.to_dict(), Availability.probe(),
+                                   read_tuning(bundle.path, machine_key(threads)))
+    return table.get(variant)
+
+
+def tuned_batching(median_ms_by_batch: dict[int, float]) -> tuple[int, float] | None:
+    """(max_batch, max_delay_ms) a dynamic batcher should use, from a variant's median latency per batch size
+    (None without figures): the smallest batch whose throughput reaches ``THROUGHPUT_PLATEAU`` of the best, and
+    half its time as the longest a request waits for company. ``ganrt serve``, its Ray replicas and the Triton
+    Python-backend model all batch by this."""
+    rates = {b: b / ms for b, ms in median_ms_by_batch.items() if b >= 1 and ms > 0}
+    if not rates:
+        return None
+    best = max(rates.values())
+    batch = min(b for b, r in rates.items() if r >= THROUGHPUT_PLATEAU * best)
+    return batch, round(max(0.5, min(50.0, median_ms_by_batch[batch] / 2)), 3)

@@ -88,6 +88,35 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
+def failure(service: Service | RayFrontend, e: Exception) -> tuple[int, dict[str, str], str]:
+    """(HTTP status, headers, message) of a failed request, counted in the metrics: the answer of the routes,
+    and of the gRPC service (``grpc_service``) as a status code."""
+    status, headers = _status(e)
+    if status == 500 and not isinstance(e, GanrtError):
+        log.exception("internal error")
+        message = f"internal error ({type(e).__name__}: {e})"
+    else:
+        message = str(e)
+    if service.metrics is not None:
+        service.metrics.errors.labels(str(status)).inc()
+    return status, headers, message
+
+
+def check_ready(service: Service | RayFrontend) -> None:
+    if not service.ready:
+        why = f": {service.failure}" if service.failure else " (warming up)"
+        raise HTTPError(503, f"the model is not ready{why}", {"Retry-After": "1"})
+
+
+def check_model(service: Service | RayFrontend, name: str, version: str | None = None) -> None:
+    """404 unless ``name`` is this server's model (and ``version``, when a route names one, its version 1)."""
+    if not service.loaded or name != service.options.model_name:
+        known = service.options.model_name if service.loaded else "none yet"
+        raise HTTPError(404, f"unknown model {name[:100]!r}; this server serves {known!r}")
+    if version and version != "1":
+        raise HTTPError(404, f"model {name!r} has no version {version[:40]!r}; it has version 1")
+
+
 def create_app(service: Service | RayFrontend, *, on_start_failure=None) -> Starlette:
     """The app around ``service``; its lifespan starts the service (warm-up, then ready) and drains it.
     ``on_start_failure()`` is called when the start fails (``ganrt serve`` then stops and exits non-zero)."""
@@ -108,14 +137,7 @@ def create_app(service: Service | RayFrontend, *, on_start_failure=None) -> Star
             await service.stop()
 
     def error(e: Exception) -> Response:
-        status, headers = _status(e)
-        if status == 500 and not isinstance(e, GanrtError):
-            log.exception("internal error")
-            message = f"internal error ({type(e).__name__}: {e})"
-        else:
-            message = str(e)
-        if service.metrics is not None:
-            service.metrics.errors.labels(str(status)).inc()
+        status, headers, message = failure(service, e)
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     def guarded(handler):
@@ -140,18 +162,10 @@ def create_app(service: Service | RayFrontend, *, on_start_failure=None) -> Star
         return b"".join(chunks)
 
     def need_ready() -> None:
-        if not service.ready:
-            why = f": {service.failure}" if service.failure else " (warming up)"
-            raise HTTPError(503, f"the model is not ready{why}", {"Retry-After": "1"})
+        check_ready(service)
 
     def need_model(request: Request) -> None:
-        """404 unless the route names this server's model (and, on a versioned route, its version 1)."""
-        name, version = request.path_params["name"], request.path_params.get("version")
-        if not service.loaded or name != service.options.model_name:
-            known = service.options.model_name if service.loaded else "none yet"
-            raise HTTPError(404, f"unknown model {name[:100]!r}; this server serves {known!r}")
-        if version is not None and version != "1":
-            raise HTTPError(404, f"model {name!r} has no version {version[:40]!r}; it has version 1")
+        check_model(service, request.path_params["name"], request.path_params.get("version"))
 
     async def off_loop(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(service.executor, fn, *args)

@@ -124,6 +124,9 @@ SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_co
 @serve_options
 @click.option("--address", default=None,
               help="With --ray: join this running cluster (auto, or the head's HOST:6379) instead of starting one.")
+@click.option("--grpc-port", default=None, type=click.IntRange(1, 65535),
+              help="Also serve the Open Inference Protocol over gRPC (inference.GRPCInferenceService) on this port, "
+                   "on the same batcher (pip install 'ganrt[triton]').")
 @click.option("--ssl-certfile", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Serve HTTPS with this certificate (PEM; with --ssl-keyfile).")
 @click.option("--ssl-keyfile", default=None, type=click.Path(exists=True, dir_okay=False),
@@ -131,8 +134,8 @@ SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_co
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved configuration as JSON on stdout first.")
 def serve(bundle: Path, ray: bool, replicas: int | None, autoscale: str | None, num_cpus: float | None,
-          num_gpus: float | None, address: str | None, ssl_certfile: str | None, ssl_keyfile: str | None,
-          log_level: str, as_json: bool, **kwargs) -> None:
+          num_gpus: float | None, address: str | None, grpc_port: int | None, ssl_certfile: str | None,
+          ssl_keyfile: str | None, log_level: str, as_json: bool, **kwargs) -> None:
     """Serve BUNDLE over HTTP: Open Inference Protocol v2, /v1/generate, /metrics and a seed explorer at /.
 
     One Generator behind a dynamic batcher: concurrent requests are merged into batches of up to
@@ -143,13 +146,14 @@ def serve(bundle: Path, ray: bool, replicas: int | None, autoscale: str | None, 
     --autoscale MIN:MAX) on a local cluster it starts, or on the cluster at --address; Ctrl-C removes the
     application (and stops the cluster it started).
     """
-
     from ganrt.serve.edges import configure_logging
 
     options = _serve_options(**kwargs)
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise ConfigError("HTTPS needs both --ssl-certfile and --ssl-keyfile")
     ray_options = _ray_options(ray, replicas, autoscale, num_cpus, num_gpus, address)
+    if grpc_port is not None and (ray_options is not None or grpc_port == options.port):
+        raise ConfigError("--grpc-port is a port of its own beside --port, for ganrt serve without --ray")
     if ray_options is not None:
         from ganrt.serve.ray import run
 
@@ -169,15 +173,6 @@ def serve(bundle: Path, ray: bool, replicas: int | None, autoscale: str | None, 
     service = Service(bundle, options)
     service.load()  # a bad bundle or option: one line, exit 2, before any port is bound
     o = service.options
-    info = {"url": f"{scheme}://{host}:{port}", **service.describe()}
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-    key = "API key required" if (o.api_key or os.environ.get("GANRT_API_KEY")) else "no API key"
-    click.echo(f"ganrt serve: {o.model_name} ({service.gen.variant} on {service.gen.device}) at {scheme}://{host}:"
-               f"{port}  max batch {o.max_batch}, max delay {o.max_delay_ms:g} ms ({o.tuning['source']}), "
-               f"max queue {o.max_queue} requests / {o.max_queue_images} images, timeout {o.request_timeout_s:g} s, "
-               f"{key}", err=True)
-    configure_logging(log_level, o.log_format)
     config = uvicorn.Config(None, host=host, port=port, log_level=log_level, log_config=None, loop="auto",
                             http="auto", timeout_graceful_shutdown=60, access_log=False, ssl_certfile=ssl_certfile,
                             ssl_keyfile=ssl_keyfile)
@@ -186,7 +181,24 @@ def serve(bundle: Path, ray: bool, replicas: int | None, autoscale: str | None, 
     def stop_on_failure() -> None:  # the model could not start (warm-up failed): stop serving, exit non-zero
         server.should_exit = True
 
-    config.app = create_app(service, on_start_failure=stop_on_failure)
+    app = create_app(service, on_start_failure=stop_on_failure)
+    grpc = ""
+    if grpc_port is not None:
+        from ganrt.serve.grpc_service import attach
+
+        attach(app, service, host=host, port=grpc_port)
+        grpc = f", gRPC at {host}:{grpc_port}"
+    info = {"url": f"{scheme}://{host}:{port}", **({"grpc": f"{host}:{grpc_port}"} if grpc else {}),
+            **service.describe()}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    key = "API key required" if (o.api_key or os.environ.get("GANRT_API_KEY")) else "no API key"
+    click.echo(f"ganrt serve: {o.model_name} ({service.gen.variant} on {service.gen.device}) at {scheme}://{host}:"
+               f"{port}{grpc}  max batch {o.max_batch}, max delay {o.max_delay_ms:g} ms ({o.tuning['source']}), "
+               f"max queue {o.max_queue} requests / {o.max_queue_images} images, timeout {o.request_timeout_s:g} s, "
+               f"{key}", err=True)
+    configure_logging(log_level, o.log_format)
+    config.app = app
     server.run()
     if service.failure:
         raise BackendUnavailable(f"the model could not start: {service.failure}")
@@ -237,9 +249,11 @@ def serve_config(bundle: Path, ray: bool, replicas: int | None, autoscale: str |
 @click.option("--concurrency", default="1,8,64", help="Concurrent clients, one level each (comma-separated).")
 @click.option("--seeds-per-request", default=16, type=click.IntRange(min=1), help="Images per request.")
 @click.option("--duration", default=10.0, type=click.FloatRange(min=0.1), help="Seconds per level.")
-@click.option("--protocol", default="v1", type=click.Choice(["v1", "v2"]),
-              help="v1: /v1/generate with seeds; v2: OIP infer with latents (ganrt serve, Ray, Triton).")
-@click.option("--model", default=None, help="Model name for v2 (default: what a ganrt server reports).")
+@click.option("--protocol", default="v1", type=click.Choice(["v1", "v2", "grpc"]),
+              help="v1: /v1/generate with seeds; v2: OIP infer over HTTP with latents (ganrt serve, Ray, Triton); "
+                   "grpc: the same over gRPC, URL host:port (ganrt serve --grpc-port, Triton).")
+@click.option("--model", default=None,
+              help="Model name for v2/grpc (default: what a ganrt server reports, else the bundle's name).")
 @click.option("--check", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="BUNDLE: compare every answer with offline generation of the same seeds, and measure the "
                    "same variant offline at the server's max batch (served/offline ratio).")

@@ -1,16 +1,18 @@
-"""``ganrt loadtest URL``: closed-loop load on any server speaking /v1/generate or OIP v2 (ganrt serve, its
-Ray deployment, Triton), at several concurrency levels.
+"""``ganrt loadtest URL``: closed-loop load on any server speaking /v1/generate or OIP v2 over HTTP or gRPC
+(ganrt serve, its Ray deployment, Triton), at several concurrency levels.
 
 At each level, ``concurrency`` clients send requests of ``seeds_per_request`` fresh seeds back to back for
 ``duration`` seconds; every answer's latency, status and (with ``check``) pixels are kept. Throughput counts
 the images answered within the window (the requests still in flight when it closes are answered and checked,
 but the drain, when fewer clients are left, does not dilute the figure). v1 sends seeds and
 reads npy; v2 sends latents ``z`` drawn from the seeds with ``ganrt.latents`` (so it needs no ganrt-specific
-input and works against Triton), labels ``[B, 1]`` and asks for the binary output. Formed batch sizes come
-from the server's ``/metrics`` when it has ganrt's. With ``check`` a bundle, every answer is compared with
-offline generation of the same seeds by the same variant, after the load (so checking does not steal the
-server's CPU), and the offline throughput of that variant at the server's max batch is measured in the same
-run: the served-vs-offline ratio.
+input and works against Triton), labels ``[B, 1]`` and asks for the binary output; grpc sends the same tensors
+through ``tritonclient.grpc.aio`` (URL ``host:port``; one channel per client) and reads ``raw_output_contents``.
+Formed batch sizes come from the server's ``/metrics`` when it has ganrt's (HTTP only). With ``check`` a
+bundle, every answer is compared with offline generation of the same seeds by the same variant (what a ganrt
+server reports, or the ``variant`` parameter of the model's Triton config), after the load (so checking does not
+steal the server's CPU), and the offline throughput of that variant at the server's max batch is measured in the
+same run: the served-vs-offline ratio.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from ganrt.errors import ConfigError
+
+PROTOCOLS = ("v1", "v2", "grpc")
 
 
 @dataclass
@@ -53,44 +57,52 @@ class Level:
                 "errors": dict(self.errors), "batch_images": self.batches}
 
 
+class Failed(Exception):
+    """A request that got no images; its text is how the report counts it ("HTTP 503", "gRPC UNAVAILABLE")."""
+
+
 class Client:
-    """How to ask one server for the images of some seeds (v1 or v2)."""
+    """How to ask one server for the images of some seeds (v1, v2 or grpc), over one connection per worker."""
 
     def __init__(self, url: str, protocol: str, spec: dict[str, Any], model: str | None) -> None:
-        self.url = url.rstrip("/")
+        self.url = self.address(url, protocol)
         self.protocol = protocol
         self.spec = spec
         self.model = model
+
+    @staticmethod
+    def address(url: str, protocol: str) -> str:
+        """``url`` as the protocol's client takes it: http://host:port, or host:port for gRPC."""
+        return url.rstrip("/").removeprefix("grpc://") if protocol == "grpc" else url.rstrip("/")
 
     def labels(self, seeds: list[int]) -> list[int] | None:
         from ganrt.latents import labels_from_seeds
 
         return labels_from_seeds(seeds, self.spec["num_classes"]).tolist() if self.spec["num_classes"] else None
 
+    def tensors(self, seeds: list[int]) -> list[tuple[str, str, np.ndarray]]:
+        """(name, OIP datatype, array) of an OIP request for ``seeds``: z from the seeds, labels and truncation
+        [B, 1] as the generator has them (the shapes Triton's clients send)."""
+        from ganrt.latents import latents_from_seeds
+
+        out = [("z", "FP32", latents_from_seeds(seeds, self.spec["latent_dim"]))]
+        labels = self.labels(seeds)
+        if labels is not None:
+            out.append(("labels", "INT64", np.asarray(labels, np.int64).reshape(-1, 1)))
+        if self.spec["has_truncation"]:
+            out.append(("truncation", "FP32", np.ones((len(seeds), 1), np.float32)))
+        return out
+
     def request(self, seeds: list[int]) -> tuple[str, bytes, dict[str, str]]:
         if self.protocol == "v1":
             return (f"{self.url}/v1/generate", json.dumps({"seeds": seeds, "format": "npy"}).encode(),
                     {"content-type": "application/json"})
-        from ganrt.latents import latents_from_seeds
-
-        z = latents_from_seeds(seeds, self.spec["latent_dim"])
-        inputs = [{"name": "z", "datatype": "FP32", "shape": list(z.shape),
-                   "parameters": {"binary_data_size": z.nbytes}}]
-        tails = [z.tobytes()]
-        labels = self.labels(seeds)
-        if labels is not None:
-            lab = np.asarray(labels, np.int64).reshape(-1, 1)
-            inputs.append({"name": "labels", "datatype": "INT64", "shape": list(lab.shape),
-                           "parameters": {"binary_data_size": lab.nbytes}})
-            tails.append(lab.tobytes())
-        if self.spec["has_truncation"]:
-            t = np.ones((len(seeds), 1), np.float32)
-            inputs.append({"name": "truncation", "datatype": "FP32", "shape": list(t.shape),
-                           "parameters": {"binary_data_size": t.nbytes}})
-            tails.append(t.tobytes())
+        tensors = self.tensors(seeds)
+        inputs = [{"name": name, "datatype": datatype, "shape": list(a.shape),
+                   "parameters": {"binary_data_size": a.nbytes}} for name, datatype, a in tensors]
         head = json.dumps({"inputs": inputs, "outputs": [{"name": "images", "parameters": {"binary_data": True}}]
                           }).encode()
-        return (f"{self.url}/v2/models/{self.model}/infer", head + b"".join(tails),
+        return (f"{self.url}/v2/models/{self.model}/infer", head + b"".join(a.tobytes() for _, _, a in tensors),
                 {"content-type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))})
 
     def images(self, body: bytes, headers) -> np.ndarray:
@@ -103,28 +115,105 @@ class Client:
             return np.asarray(out["data"], np.uint8).reshape(out["shape"])
         return np.frombuffer(body, np.uint8, offset=n).reshape(out["shape"])
 
+    # -- one worker's connection ----------------------------------------------------------------------------
+    def open(self):
+        if self.protocol == "grpc":
+            from tritonclient.grpc.aio import InferenceServerClient
 
-async def _discover(url: str, protocol: str, model: str | None, spec: dict[str, Any] | None):
-    """(spec, model name, server description) from a ganrt server's /v1/model, or what the caller gave."""
+            return InferenceServerClient(self.url)
+        import httpx
+
+        return httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=1))
+
+    async def close(self, conn) -> None:
+        await (conn.close() if self.protocol == "grpc" else conn.aclose())
+
+    async def call(self, conn, seeds: list[int], decode: bool) -> np.ndarray | None:
+        """The images of ``seeds`` (None unless ``decode``); Failed when the server answered an error."""
+        if self.protocol == "grpc":
+            from tritonclient.grpc import InferInput, InferRequestedOutput
+            from tritonclient.utils import InferenceServerException
+
+            inputs = []
+            for name, datatype, a in self.tensors(seeds):
+                inputs.append(InferInput(name, list(a.shape), datatype))
+                inputs[-1].set_data_from_numpy(a)
+            try:
+                result = await conn.infer(self.model, inputs, outputs=[InferRequestedOutput("images")],
+                                          client_timeout=60)
+            except InferenceServerException as e:
+                raise Failed(f"gRPC {str(e.status()).removeprefix('StatusCode.')}") from None
+            return result.as_numpy("images") if decode else None
+        import httpx
+
+        url, body, headers = self.request(seeds)
+        try:
+            r = await conn.post(url, content=body, headers=headers)
+        except httpx.HTTPError as e:
+            raise Failed(type(e).__name__) from None
+        if r.status_code != 200:
+            raise Failed(f"HTTP {r.status_code}")
+        return self.images(r.content, r.headers) if decode else None
+
+
+async def _discover(url: str, protocol: str, model: str | None, spec: dict[str, Any] | None,
+                    default_model: str | None = None):
+    """(spec, model name, server description): a ganrt server's /v1/model, else what the caller gave (the model
+    named after the bundle by default), with the variant and batch of the model's Triton config when it has one
+    (ganrt serve's gRPC ModelConfig, a ganrt Python-backend model on Triton)."""
     import httpx
 
-    async with httpx.AsyncClient(timeout=10) as client:
-        info = None
-        try:
-            r = await client.get(f"{url}/v1/model")
-            if r.status_code == 200:
-                info = r.json()
-        except httpx.HTTPError:
-            info = None
-        if spec is None:
-            if info is None:
-                raise ConfigError(f"{url} is not a ganrt server (no /v1/model): pass --bundle BUNDLE (or --check "
-                                  "BUNDLE) so the load tester knows the generator's inputs")
-            spec = info["spec"]
-        model = model or (info or {}).get("name")
-        if protocol == "v2" and not model:
-            raise ConfigError("--protocol v2 needs the model's name: pass --model NAME")
-        return spec, model, info
+    info = None
+    if protocol != "grpc":
+        async with httpx.AsyncClient(timeout=10) as client:
+            try:
+                r = await client.get(f"{url}/v1/model")
+                if r.status_code == 200:
+                    info = r.json()
+            except httpx.HTTPError:
+                info = None
+    if spec is None:
+        if info is None:
+            raise ConfigError(f"{url} is not a ganrt server (no /v1/model): pass --bundle BUNDLE (or --check "
+                              "BUNDLE) so the load tester knows the generator's inputs")
+        spec = info["spec"]
+    model = model or (info or {}).get("name") or (default_model if protocol != "v1" else None)
+    if protocol in ("v2", "grpc") and not model:
+        raise ConfigError(f"--protocol {protocol} needs the model's name: pass --model NAME")
+    if info is None and protocol != "v1":
+        info = _described(await _triton_config(url, protocol, model))
+    return spec, model, info
+
+
+async def _triton_config(url: str, protocol: str, model: str) -> dict[str, Any] | None:
+    """The model's config from Triton's model-configuration extension (HTTP or gRPC), or None."""
+    try:
+        if protocol == "grpc":
+            from tritonclient.grpc.aio import InferenceServerClient
+
+            client = InferenceServerClient(url)
+            try:
+                return (await client.get_model_config(model, as_json=True, client_timeout=10))["config"]
+            finally:
+                await client.close()
+        import httpx
+
+        async with httpx.AsyncClient(timeout=10) as client:
+            r = await client.get(f"{url}/v2/models/{model}/config")
+            return r.json() if r.status_code == 200 else None
+    except Exception:  # noqa: BLE001 - a server without the extension
+        return None
+
+
+def _described(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a load test needs of a Triton config: the ganrt variant it runs (None for auto) and its batch."""
+    if not config:
+        return None
+    variant = ((config.get("parameters") or {}).get("variant") or {}).get("string_value")
+    preferred = (config.get("dynamic_batching") or {}).get("preferred_batch_size") or []
+    batch = int(preferred[0]) if preferred else int(config.get("max_batch_size") or 0) or None
+    return {"variant": None if variant in (None, "", "auto") else variant, "batching": {"max_batch": batch},
+            "triton_config": True}
 
 
 async def _metrics(client, url: str) -> dict[str, float]:
@@ -143,30 +232,26 @@ async def run_level(client_spec: Client, concurrency: int, seeds_per_request: in
 
     level = Level(concurrency)
     async with httpx.AsyncClient(timeout=60) as http:
-        before = await _metrics(http, client_spec.url)
-        # one client (one keep-alive connection) per worker: a pool of 64 shared connections spent more time in
-        # httpx's pool bookkeeping than the server spent answering (64 clients measured below 8's rate). They are
-        # built before the window opens: building 64 took most of a 2 s window on a loaded machine, and the late
-        # clients never sent a request.
-        clients = [httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=1)) for _ in range(concurrency)]
+        before = await _metrics(http, client_spec.url) if client_spec.protocol != "grpc" else {}
+        # one client (one keep-alive connection, or one gRPC channel) per worker: a pool of 64 shared connections
+        # spent more time in httpx's pool bookkeeping than the server spent answering (64 clients measured below
+        # 8's rate). They are built before the window opens: building 64 took most of a 2 s window on a loaded
+        # machine, and the late clients never sent a request.
+        clients = [client_spec.open() for _ in range(concurrency)]
         deadline = time.perf_counter() + duration
 
-        async def work(http):
+        async def work(conn):
             while time.perf_counter() < deadline:
                 first = next_seed[0]
                 next_seed[0] += seeds_per_request
                 seeds = list(range(first, first + seeds_per_request))
-                url, body, headers = client_spec.request(seeds)
                 t0 = time.perf_counter()
                 try:
-                    r = await http.post(url, content=body, headers=headers)
-                except httpx.HTTPError as e:
-                    level.errors[type(e).__name__] += 1
+                    images = await client_spec.call(conn, seeds, keep)
+                except Failed as e:
+                    level.errors[str(e)] += 1
                     continue
                 ms = (time.perf_counter() - t0) * 1e3
-                if r.status_code != 200:
-                    level.errors[f"HTTP {r.status_code}"] += 1
-                    continue
                 level.latencies_ms.append(ms)
                 level.requests += 1
                 level.images += seeds_per_request
@@ -174,15 +259,14 @@ async def run_level(client_spec: Client, concurrency: int, seeds_per_request: in
                     level.in_window += seeds_per_request
                     level.requests_in_window += 1
                 if keep:
-                    images = client_spec.images(r.content, r.headers)
                     level.answers.append((first, seeds_per_request, hashlib.sha1(images.tobytes()).hexdigest()))
 
         try:
             await asyncio.gather(*(work(own) for own in clients))
         finally:
-            await asyncio.gather(*(own.aclose() for own in clients))
+            await asyncio.gather(*(client_spec.close(own) for own in clients))
         level.seconds = duration
-        after = await _metrics(http, client_spec.url)
+        after = await _metrics(http, client_spec.url) if client_spec.protocol != "grpc" else {}
         level.batches = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     return level
 
@@ -218,15 +302,16 @@ def loadtest(url: str, *, concurrency: list[int], seeds_per_request: int = 16, d
              bundle: Path | None = None, progress=lambda s: None) -> dict[str, Any]:
     """Run every level; the results dict (see ``write_report``). ``bundle``: where the generator's inputs come
     from for a server that does not describe them (Triton), without comparing pixels as ``check`` does."""
-    if protocol not in ("v1", "v2"):
-        raise ConfigError(f"protocol must be v1 or v2, got {protocol!r}")
-    spec = None
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    spec = default_model = None
     if check is not None or bundle is not None:
         from ganrt.bundle import Bundle
 
         spec = Bundle.open(check or bundle).spec.to_dict()
-    url = url.rstrip("/")
-    spec, model, info = asyncio.run(_discover(url, protocol, model, spec))
+        default_model = Path(check or bundle).resolve().name  # what ganrt serve and ganrt triton call it
+    url = Client.address(url, protocol)
+    spec, model, info = asyncio.run(_discover(url, protocol, model, spec, default_model))
     client = Client(url, protocol, spec, model)
     offline = None
     gen = None
@@ -284,7 +369,9 @@ def write_report(out: Path, results: dict[str, Any]) -> list[Path]:
              f"request, {results['duration_s']:g} s per level."
              + (f" Server: `{server.get('variant')}` on {server.get('device')}, max batch "
                 f"{(server.get('batching') or {}).get('max_batch')}, max delay "
-                f"{(server.get('batching') or {}).get('max_delay_ms')} ms." if server else ""), "",
+                f"{(server.get('batching') or {}).get('max_delay_ms')} ms." if server.get("device") else "")
+             + (f" Model config (Triton's): variant `{server.get('variant') or 'auto'}`, batch "
+                f"{(server.get('batching') or {}).get('max_batch')}." if server.get("triton_config") else ""), "",
              "| clients | img/s | req/s | p50 ms | p90 ms | p99 ms | p99/p50 | errors | served/offline |",
              "|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:

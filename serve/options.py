@@ -1,9 +1,9 @@
 """How a server runs: one options dataclass, with defaults derived from the bundle's tuning record.
 
-``ServeOptions`` holds every knob of ``ganrt serve`` (and of the Ray deployment). ``tuned_batching`` turns a
-variant's measured latency per batch size (``ganrt bench``'s tuning record for this machine and thread count)
-into the dynamic batcher's defaults: the smallest measured batch
-whose throughput reaches ``THROUGHPUT_PLATEAU`` of the best (where throughput stops growing) becomes
+``ServeOptions`` holds every knob of ``ganrt serve`` (and of the Ray deployment). ``tuned_batching``
+(``ganrt.runtime.tuning``) turns a variant's measured latency per batch size (``ganrt bench``'s tuning record for
+this machine and thread count) into the dynamic batcher's defaults: the smallest measured batch
+whose throughput reaches ``runtime.tuning.THROUGHPUT_PLATEAU`` of the best (where throughput stops growing) becomes
 ``max_batch``, and the time of half such a batch the longest a request waits for company (``max_delay_ms``).
 """
 
@@ -13,11 +13,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ganrt.errors import ConfigError
+from ganrt.runtime.tuning import tuned_batching
 
 PUBLIC_GROUPS = ("health", "metrics", "page")  # route groups that may be open when an API key is set
 LOG_FORMATS = ("text", "json")
 QUEUE_BATCHES = 16  # default image bound of the queue: this many full batches (or one largest request)
-THROUGHPUT_PLATEAU = 0.9  # a batch whose images/s reach 90% of the best measured is where growth stops
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_DELAY_MS = 5.0
 
@@ -79,16 +79,6 @@ def check(options: ServeOptions) -> None:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {options.log_format!r}")
     if options.api_key is not None and (not isinstance(options.api_key, str) or len(options.api_key) < 16):
         raise ConfigError("an API key must be at least 16 characters (e.g. `openssl rand -hex 32`)")
-
-
-def tuned_batching(median_ms_by_batch: dict[int, float]) -> tuple[int, float] | None:
-    """(max_batch, max_delay_ms) from a variant's median latency per batch size, or None without figures."""
-    rates = {b: b / ms for b, ms in median_ms_by_batch.items() if b >= 1 and ms > 0}
-    if not rates:
-        return None
-    best = max(rates.values())
-    batch = min(b for b, r in rates.items() if r >= THROUGHPUT_PLATEAU * best)
-    return batch, round(max(0.5, min(50.0, median_ms_by_batch[batch] / 2)), 3)
 
 
 def resolve(options: ServeOptions, *, bundle_name: str, variant: str, gen_max_batch: int, device: str,

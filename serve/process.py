@@ -51,6 +51,10 @@ def ready(url: str, context: ssl.SSLContext | None = None) -> bool:
 class ServeProcess:
     """``ganrt serve BUNDLE --port <free> --log-level warning *args``, started and waited for until ready."""
 
+    # the command line: `ganrt <command> BUNDLE <port_option> <port> *default_args *args` (``ganrt triton``'s
+    # subclass: triton_server.TritonProcess)
+    command, port_option, default_args = "serve", "--port", ("--log-level", "warning")
+
     def __init__(self, bundle: str | os.PathLike, args: Sequence[str] = (), *, timeout: float = 120.0,
                  capture: bool = True, port: int | None = None, stop_wait: float = 60.0,
                  cafile: str | os.PathLike | None = None) -> None:
@@ -60,8 +64,8 @@ class ServeProcess:
         https = "--ssl-certfile" in args
         self.url = f"{'https' if https else 'http'}://127.0.0.1:{self.port}"
         context = ssl.create_default_context(cafile=str(cafile) if cafile else None) if https else None
-        self.argv = [sys.executable, "-m", "ganrt", "serve", str(Path(bundle)), "--port", str(self.port),
-                     "--log-level", "warning", *args]
+        self.argv = [sys.executable, "-m", "ganrt", self.command, str(Path(bundle)), self.port_option, str(self.port),
+                     *self.default_args, *args]
         self.lines: list[str] = []
         self.proc = subprocess.Popen(self.argv, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                                      stdout=subprocess.PIPE if capture else None,
@@ -73,10 +77,10 @@ class ServeProcess:
         deadline = time.monotonic() + timeout
         while not ready(self.url, context):
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ganrt serve exited with status {self.proc.returncode}:\n{self.output}")
+                raise RuntimeError(f"ganrt {self.command} exited with status {self.proc.returncode}:\n{self.output}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"ganrt serve did not become ready in {timeout:g} s:\n{self.output}")
+                raise RuntimeError(f"ganrt {self.command} did not become ready in {timeout:g} s:\n{self.output}")
             time.sleep(0.2)
 
     @property

@@ -248,9 +248,14 @@ def _per_image(name: str, arr: np.ndarray) -> np.ndarray:
 
 def parse_v2(body: bytes, header_length: str | None, spec: GeneratorSpec, max_seeds: int
              ) -> tuple[Work, dict[str, Any]]:
-    """(the work, response options {"id", "binary"}) of an OIP v2 infer request."""
+    """(the work, response options {"id", "binary", "timeout_s"}) of an OIP v2 infer request."""
     head, binary = _split_binary(body, header_length)
-    req = parse_json(head)
+    return parse_v2_request(parse_json(head), binary, spec, max_seeds)
+
+
+def parse_v2_request(req: Any, binary: bytes, spec: GeneratorSpec, max_seeds: int) -> tuple[Work, dict[str, Any]]:
+    """``parse_v2`` of a request already decoded: its JSON header as a dict (``data`` may hold numpy arrays, as
+    the gRPC service passes its typed contents) and the raw bytes its ``binary_data_size`` inputs point into."""
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or not req["inputs"]:
         raise InputError('an infer request is a JSON object with "inputs": [{"name", "shape", "datatype", "data"}]')
     request_id = req.get("id")
@@ -268,6 +273,28 @@ def parse_v2(body: bytes, header_length: str | None, spec: GeneratorSpec, max_se
         if name in tensors:
             raise InputError(f"input {name} is given twice")
         tensors[name], offset = _tensor(inp, binary, offset, limit)
+    work = work_from_tensors(tensors, spec, max_seeds)
+    outputs = req.get("outputs") or []
+    if not isinstance(outputs, list) or any(not isinstance(o, dict) or o.get("name") != "images" for o in outputs):
+        raise InputError('this model has one output, "images"')
+    binary_out = bool(params.get("binary_data_output")) or any(
+        bool(check_object(o.get("parameters"), "an output's parameters").get("binary_data")) for o in outputs)
+    return work, {"id": request_id, "binary": binary_out, "timeout_s": _timeout(params.get("timeout"))}
+
+
+def _timeout(micros: Any) -> float | None:
+    """The OIP ``timeout`` parameter (microseconds, as Triton's clients send it; 0 = none) in seconds."""
+    if micros is None or micros == 0:
+        return None
+    if isinstance(micros, bool) or not isinstance(micros, int) or not 0 < micros <= 86_400 * 10**6:
+        raise InputError(f"parameters.timeout is the request's deadline in microseconds, an integer in "
+                         f"[0, {86_400 * 10**6}]; got {str(micros)[:40]}")
+    return micros / 1e6
+
+
+def work_from_tensors(tensors: dict[str, np.ndarray], spec: GeneratorSpec, max_seeds: int) -> Work:
+    """The work of decoded OIP inputs {name: array}: exactly one of ``z`` or ``seeds``, then labels and
+    truncation as the generator has them (the checks of every OIP front: HTTP, gRPC, Triton's Python backend)."""
     if ("z" in tensors) == ("seeds" in tensors):
         raise InputError("give exactly one of z (FP32 [B, latent_dim]) or seeds (INT64 [B])")
     if "seeds" in tensors:
@@ -290,22 +317,7 @@ def parse_v2(body: bytes, header_length: str | None, spec: GeneratorSpec, max_se
     work.labels = check_labels(None if labels is None else _per_image("labels", labels), n, spec, seeds)
     work.truncation = check_truncation(None if truncation is None else _per_image("truncation", truncation), n,
                                        spec)
-    outputs = req.get("outputs") or []
-    if not isinstance(outputs, list) or any(not isinstance(o, dict) or o.get("name") != "images" for o in outputs):
-        raise InputError('this model has one output, "images"')
-    binary_out = bool(params.get("binary_data_output")) or any(
-        bool(check_object(o.get("parameters"), "an output's parameters").get("binary_data")) for o in outputs)
-    return work, {"id": request_id, "binary": binary_out, "timeout_s": _timeout(params.get("timeout"))}
-
-
-def _timeout(micros: Any) -> float | None:
-    """The OIP ``timeout`` parameter (microseconds, as Triton's clients send it; 0 = none) in seconds."""
-    if micros is None or micros == 0:
-        return None
-    if isinstance(micros, bool) or not isinstance(micros, int) or not 0 < micros <= 86_400 * 10**6:
-        raise InputError(f"parameters.timeout is the request's deadline in microseconds, an integer in "
-                         f"[0, {86_400 * 10**6}]; got {str(micros)[:40]}")
-    return micros / 1e6
+    return work
 
 
 def _input_names(spec: GeneratorSpec) -> list[str]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ganrt.runtime.tuning import measured_latencies
 from ganrt.serve.batcher import Batcher, Work
 from ganrt.serve.metrics import Metrics
 from ganrt.serve.options import ServeOptions, resolve
@@ -32,16 +33,32 @@ from ganrt.serve.options import ServeOptions, resolve
 log = logging.getLogger("ganrt.serve")
 
 
-def measured_latencies(bundle, variant: str, threads: int | None) -> dict[int, float] | None:
-    """{batch: median ms} of ``variant`` on this machine and thread count: its tuning record (an older
-    bundle's manifest benchmarks as the fallback), or None when it was not measured here."""
-    from ganrt.runtime.machine import Availability
-    from ganrt.runtime.selection import measured_timings
-    from ganrt.runtime.tuning import machine_key, read_tuning
+def generate_works(gen, works: list[Work]) -> np.ndarray:
+    """The images of a formed batch, in order (a worker thread): latents from seeds, explicit latents, labels,
+    truncation. Triton's Python backend (``triton_model``) runs its batches through this too."""
+    from ganrt.latents import labels_from_seeds, latents_from_seeds
 
-    table, _, _ = measured_timings(bundle.to_dict(), Availability.probe(),
-                                   read_tuning(bundle.path, machine_key(threads)))
-    return table.get(variant)
+    spec = gen.spec
+    # the batch's seeds in one call: from 32 seeds it takes the vectorized path (parts of a few seeds each
+    # would each go seed by seed); so are the labels requests left to their seeds (never on the event loop)
+    drawn = latents_from_seeds([s for w in works if w.z is None for s in w.seeds.tolist()], spec.latent_dim)
+    if spec.conditional and any(w.labels is None for w in works):
+        drawn_labels = iter(labels_from_seeds([s for w in works if w.labels is None for s in w.seeds.tolist()],
+                                              spec.num_classes).tolist())
+        works = [w if w.labels is not None else
+                 Work(w.seeds, w.z, np.array([next(drawn_labels) for _ in range(w.n)], np.int64), w.truncation)
+                 for w in works]
+    rows, at = [], 0
+    for w in works:
+        if w.z is not None:
+            rows.append(w.z)
+        else:
+            rows.append(drawn[at:at + w.n])
+            at += w.n
+    z = np.concatenate(rows)
+    labels = np.concatenate([w.labels for w in works]) if spec.conditional else None
+    truncation = np.concatenate([w.truncation for w in works]) if spec.has_truncation else None
+    return gen.generate(z=z, labels=labels, truncation=truncation)
 
 
 class Service:
@@ -165,31 +182,9 @@ class Service:
 
     # -- work ----------------------------------------------------------------------------------------
     def run(self, works: list[Work]) -> np.ndarray:
-        """One formed batch (worker thread): latents from seeds, explicit latents, labels, truncation."""
-        from ganrt.latents import labels_from_seeds, latents_from_seeds
-
-        spec = self.gen.spec
-        # the batch's seeds in one call: from 32 seeds it takes the vectorized path (parts of a few seeds each
-        # would each go seed by seed); so are the labels requests left to their seeds (never on the event loop)
-        drawn = latents_from_seeds([s for w in works if w.z is None for s in w.seeds.tolist()], spec.latent_dim)
-        if spec.conditional and any(w.labels is None for w in works):
-            drawn_labels = iter(labels_from_seeds([s for w in works if w.labels is None for s in w.seeds.tolist()],
-                                                  spec.num_classes).tolist())
-            works = [w if w.labels is not None else
-                     Work(w.seeds, w.z, np.array([next(drawn_labels) for _ in range(w.n)], np.int64), w.truncation)
-                     for w in works]
-        rows, at = [], 0
-        for w in works:
-            if w.z is not None:
-                rows.append(w.z)
-            else:
-                rows.append(drawn[at:at + w.n])
-                at += w.n
-        z = np.concatenate(rows)
-        labels = np.concatenate([w.labels for w in works]) if spec.conditional else None
-        truncation = np.concatenate([w.truncation for w in works]) if spec.has_truncation else None
+        """One formed batch (worker thread), its success or failure counted for the readiness route."""
         try:
-            images = self.gen.generate(z=z, labels=labels, truncation=truncation)
+            images = generate_works(self.gen, works)
         except Exception:
             self._count_batch(failed=True)
             raise

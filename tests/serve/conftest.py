@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import numpy as np
 import pytest
 
 from ganrt.serve import ServeOptions
@@ -55,3 +56,27 @@ def server(bundle_dir):
     yield make
     for s in started:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def offline(bundle_dir):
+    """The variant a server of the tiny bundle picks, generating offline."""
+    from ganrt.runtime import load
+
+    with load(bundle_dir) as gen:
+        yield gen
+
+
+def _oip_inputs(module, **arrays):
+    """InferInputs of a Triton client module (tritonclient.http or .grpc) holding ``arrays`` (FP32/INT64)."""
+    out = []
+    for name, a in arrays.items():
+        out.append(module.InferInput(name, list(a.shape), {np.float32: "FP32", np.int64: "INT64"}[a.dtype.type]))
+        out[-1].set_data_from_numpy(a)
+    return out
+
+
+@pytest.fixture(scope="session")
+def oip_inputs():
+    """``oip_inputs(tritonclient.grpc, seeds=..., labels=...)`` -> the InferInputs of a Triton client."""
+    return _oip_inputs
