@@ -110,11 +110,6 @@ class Stats:
     on_wasted: Callable[[str, int], None] = lambda reason, n: None  # images computed for a request that had gone
 
 
-def _retrieved(future: asyncio.Future) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
 class Batcher:
     def __init__(self, run: Callable[[list[Work]], np.ndarray], *, max_batch: int, max_delay_s: float,
                  max_queue: int, inflight: int, executor: Executor, stats: Stats | None = None,
@@ -180,23 +175,25 @@ class Batcher:
         self._report_depth()
         self._parts.extend(parts)
         self._arrived.set()
-        together = asyncio.gather(*(p.future for p in parts))
-        together.add_done_callback(_retrieved)  # a withdrawn request's gather ends cancelled: nobody reads it
+        # asyncio.wait, not gather or wait_for: it cancels nothing itself, so a part's future is cancelled only
+        # by _withdraw, in the same step that takes the part out of the queue (the batcher never meets a
+        # queued part whose request has gone)
+        futures = [p.future for p in parts]
         try:
-            if deadline is None:
-                results = await together
-            else:
-                results = await asyncio.wait_for(together, deadline - now)
-        except asyncio.TimeoutError:  # the builtin TimeoutError only from Python 3.11
-            dropped = self._withdraw(parts, "expired")
-            raise DeadlineExceeded(f"the request's deadline passed after {loop.time() - now:.3f} s in the server "
-                                   f"({dropped} of its {work.n} images not computed)") from None
+            _, pending = await asyncio.wait(futures, timeout=None if deadline is None else deadline - now,
+                                            return_when=asyncio.FIRST_EXCEPTION)
         except asyncio.CancelledError:
             self._withdraw(parts, "cancelled")
             raise
-        except Exception as e:  # a part failed (its batch, or it could not finish in time): drop the others
-            self._withdraw(parts, "expired" if isinstance(e, DeadlineExceeded) else "failed")
-            raise
+        failed = next((f.exception() for f in futures if f.done() and f.exception() is not None), None)
+        if failed is not None:  # a part failed (its batch, or it could not finish in time): drop the others
+            self._withdraw(parts, "expired" if isinstance(failed, DeadlineExceeded) else "failed")
+            raise failed
+        if pending:
+            dropped = self._withdraw(parts, "expired")
+            raise DeadlineExceeded(f"the request's deadline passed after {loop.time() - now:.3f} s in the server "
+                                   f"({dropped} of its {work.n} images not computed)")
+        results = [f.result() for f in futures]
         return results[0] if len(results) == 1 else np.concatenate(results, axis=0)
 
     def _withdraw(self, parts: list[_Part], reason: str) -> int:

@@ -140,6 +140,9 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []  # through the root handler, in the same format
         logging.getLogger(name).propagate = True
+    uvicorn_access = logging.getLogger("uvicorn.access")  # Edges writes the access lines, with the request id
+    uvicorn_access.handlers[:] = []
+    uvicorn_access.propagate = False

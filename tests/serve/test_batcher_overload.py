@@ -174,3 +174,36 @@ def test_a_part_that_cannot_finish_before_its_deadline_is_refused_uncomputed_whe
 
     assert asyncio.run(main()).reshape(-1).tolist() == [200]
     assert 100 not in seen and dropped == {"expired": 2}
+
+
+@pytest.mark.parametrize("gone", ["deadline", "cancel"])
+def test_the_batcher_survives_requests_leaving_while_it_forms_a_batch(gone):
+    """A request leaving (deadline or cancel) while the batcher takes its parts must not leave the batcher with a
+    queued part whose request is gone: the batcher once died on one (InvalidStateError) and served nothing more."""
+    import time
+
+    def run(works):
+        time.sleep(0.002)
+        seeds = np.concatenate([w.seeds for w in works])
+        return (seeds % 256).astype(np.uint8).reshape(-1, 1, 1, 1)
+
+    async def main():
+        b = make(run, Stats(), max_batch=16, max_delay_s=0.002, max_queue_images=4096)
+        b.start()
+        loop = asyncio.get_running_loop()
+        for i in range(30):
+            big = work(10_000 * (i + 1), 1024)
+            if gone == "deadline":
+                with pytest.raises(DeadlineExceeded):
+                    await b.submit(big, deadline=loop.time() + 0.005)
+            else:
+                task = asyncio.ensure_future(b.submit(big))
+                await asyncio.sleep(0.005)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            small = await asyncio.wait_for(b.submit(work(i, 2)), 5)  # the batcher still serves
+            assert small.reshape(-1).tolist() == [i, i + 1]
+        await b.drain()
+
+    asyncio.run(main())

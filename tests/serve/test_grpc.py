@@ -178,7 +178,8 @@ def test_sigterm_answers_every_rpc_in_flight_then_exits(bundle_dir, oip_inputs):
 
     port = free_port()
     server = ServeProcess(bundle_dir, ["--threads", "1", "--grpc-port", str(port), "--max-batch", "1",
-                                       "--max-delay-ms", "0", "--max-seeds-per-request", "64"])
+                                       "--max-delay-ms", "0", "--max-seeds-per-request", "64",
+                                       "--max-queue-images", "4096"])
     sent = {}
 
     async def flood():
@@ -208,3 +209,50 @@ def test_sigterm_answers_every_rpc_in_flight_then_exits(bundle_dir, oip_inputs):
         assert server.proc.wait(60) in (0, -signal.SIGTERM)
     finally:
         server.stop()
+
+
+def _dropped(url: str) -> dict[str, float]:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics").text
+    return {s.labels.get("reason", ""): s.value for f in text_string_to_metric_families(text)
+            for s in f.samples if s.name == "ganrt_images_dropped_total"}
+
+
+@pytest.mark.parametrize("how", ["oip-timeout-parameter", "grpc-deadline"])
+def test_a_deadline_drops_the_queued_work_and_answers_deadline_exceeded(served, oip_inputs, how):
+    import grpc
+
+    client = grpc_client.InferenceServerClient(served.grpc)
+    before = _dropped(served.url)
+    seeds = np.arange(10_000, 11_024, dtype=np.int64).reshape(-1, 1)  # 64 batches of 16: far more than 5 ms
+    with pytest.raises(InferenceServerException) as e:
+        if how == "oip-timeout-parameter":
+            client.infer("bundle", oip_inputs(grpc_client, seeds=seeds), timeout=5_000)  # microseconds
+        else:
+            client.infer("bundle", oip_inputs(grpc_client, seeds=seeds), client_timeout=0.005)
+    assert e.value.status() == f"StatusCode.{grpc.StatusCode.DEADLINE_EXCEEDED.name}"
+    for _ in range(50):  # the server sees the client's deadline pass (or its cancel) and drops the queued work
+        after = _dropped(served.url)
+        if after["expired"] + after["cancelled"] > before["expired"] + before["cancelled"]:
+            break
+        time.sleep(0.1)
+    assert after["expired"] + after["cancelled"] - before["expired"] - before["cancelled"] > 0
+    assert client.infer("bundle", oip_inputs(grpc_client, seeds=seeds[:2])).as_numpy("images").shape[0] == 2
+
+
+def test_behind_an_api_key_grpc_wants_it_in_the_metadata(bundle_dir, oip_inputs):
+    key = "grpc-key-" + "y" * 16
+    port = free_port()
+    with ServeProcess(bundle_dir, ["--threads", "1", "--grpc-port", str(port), "--api-key", key]):
+        client = grpc_client.InferenceServerClient(f"127.0.0.1:{port}")
+        assert client.is_server_live() and client.is_server_ready()  # health is public by default
+        inputs = oip_inputs(grpc_client, seeds=np.array([[1]], np.int64))
+        with pytest.raises(InferenceServerException) as e:
+            client.infer("bundle", inputs)
+        assert "UNAUTHENTICATED" in e.value.status() and "API key" in e.value.message()
+        with pytest.raises(InferenceServerException):
+            client.infer("bundle", inputs, headers={"x-api-key": key + "x"})
+        for headers in ({"authorization": f"Bearer {key}"}, {"x-api-key": key}):
+            assert client.infer("bundle", inputs, headers=headers).as_numpy("images").shape == (1, 32, 32, 1)
