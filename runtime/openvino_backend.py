@@ -86,6 +86,15 @@ def variants(view: BundleView, avail, row: BackendRow) -> tuple[list[Choice], li
     return choices, []
 
 
+def input_name(port, wanted) -> str:
+    """The graph input name (one of ``wanted``) an OpenVINO port carries. A port has a set of tensor names, and
+    after a compile may report another one first: the ConvTranspose rewrite of a 1x1 first layer reshapes ``z``
+    to what it already is, OpenVINO folds that Reshape into the input and its output's name
+    ("node_ConvTranspose_53_rw_flat") joins z's."""
+    names = port.get_names()
+    return next((n for n in wanted if n in names), port.get_any_name())
+
+
 class OpenVINOBackend(Backend):
     name = "openvino"
     static_shapes = True
@@ -125,7 +134,7 @@ class OpenVINOBackend(Backend):
                          exact_batches=tuple(range(1, self.small_batch_max + 1)))
         self._model = self._read(bundle, artifact)
         self._small_model = self._read(bundle, self.small_artifact) if self.small_artifact else None
-        self._inputs = {port.get_any_name(): port for port in self._model.inputs}
+        self._inputs = {input_name(port, self.spec.input_names): port for port in self._model.inputs}
         self.threads = threads
         self.throughput_batch = int(throughput_batch)
         self.streams = int(streams) if streams else min(4, (self.threads or physical_cores()) // 2)
@@ -139,7 +148,7 @@ class OpenVINOBackend(Backend):
             model = self._core.read_model(str(path))
         except Exception as e:
             raise BundleError(f"OpenVINO cannot read {path.name}: {first_line(e)}") from None
-        names = {port.get_any_name() for port in model.inputs}
+        names = {input_name(port, self.spec.input_names) for port in model.inputs}
         if names != set(self.spec.input_names):
             raise BundleError(f"{path.name} takes inputs {sorted(names)}, but the bundle's spec needs "
                               f"{sorted(self.spec.input_names)}; re-export the bundle")
@@ -179,7 +188,7 @@ class OpenVINOBackend(Backend):
         ov = self._ov
 
         def group() -> list[_Bound]:
-            return [_Bound(ov, models[hi - lo]) for lo, hi in bounds]
+            return [_Bound(ov, models[hi - lo], self.spec.input_names) for lo, hi in bounds]
 
         return _Compiled(hint, bounds, models, SlotPool(group, self.concurrency))
 
@@ -236,14 +245,14 @@ class _Compiled:
 class _Bound:
     """One infer request with numpy buffers bound as its input and output tensors (shared memory)."""
 
-    def __init__(self, ov, compiled) -> None:
+    def __init__(self, ov, compiled, names: list[str]) -> None:
         self.compiled = compiled
         self.request = compiled.create_infer_request()
         self.inputs = {}
         for port in compiled.inputs:
             buf = np.zeros(list(port.get_shape()), dtype=port.get_element_type().to_dtype())
-            self.request.set_tensor(port.get_any_name(), ov.Tensor(buf, shared_memory=True))
-            self.inputs[port.get_any_name()] = buf
+            self.request.set_tensor(port, ov.Tensor(buf, shared_memory=True))
+            self.inputs[input_name(port, names)] = buf
         out = compiled.outputs[0]
         self.output = np.zeros(list(out.get_shape()), dtype=out.get_element_type().to_dtype())
         self.request.set_output_tensor(0, ov.Tensor(self.output, shared_memory=True))
