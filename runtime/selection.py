@@ -30,7 +30,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ganrt import precisions
+from ganrt import artifacts, precisions
 from ganrt.errors import BackendUnavailable, BundleError, ConfigError
 from ganrt.runtime.backends import BACKENDS, ORT_PROVIDERS, BundleView, Choice, Missing, row
 from ganrt.runtime.machine import Availability
@@ -89,7 +89,7 @@ def _have(manifest: dict[str, Any]) -> list[str]:
 def _check_request(manifest: dict[str, Any], backend: str, precision: str | None, device: str | None) -> None:
     # a backend that makes the precision at load time (torch casts its weights, OpenVINO's bf16 hint);
     # row(): ConfigError for an unknown backend
-    casts = row(backend).casts if backend != "auto" else ()
+    casts = artifacts.casts(row(backend).name) if backend != "auto" else ()
     if device is not None and device not in DEVICES:
         raise ConfigError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
     if precision is not None and precision not in precisions.PRECISIONS:
