@@ -31,8 +31,17 @@ def _image_shape(text: str) -> tuple[int, int, int]:
     return c, h, w
 
 
+def _output_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--output-range must look like LOW,HIGH (e.g. 0,1), got {text!r}") from None
+    return low, high
+
+
 def _user_generator(model: str, latent_dim: int | None, image_shape: str | None, num_classes: int,
-                    has_truncation: bool, weights: Path | None):
+                    has_truncation: bool, weights: Path | None, call: dict):
+    """(the module --model builds, its spec); ``call``: how it takes and returns the graph's I/O (ganrt.spec)."""
     from ganrt.models import load_factory
     from ganrt.spec import GeneratorSpec
 
@@ -40,7 +49,7 @@ def _user_generator(model: str, latent_dim: int | None, image_shape: str | None,
         raise ConfigError("--model needs --latent-dim and --image-shape (e.g. --latent-dim 128 --image-shape 3x64x64)")
     c, h, w = _image_shape(image_shape)
     spec = GeneratorSpec(factory=model, latent_dim=latent_dim, channels=c, height=h, width=w,
-                         num_classes=num_classes, has_truncation=has_truncation)
+                         num_classes=num_classes, has_truncation=has_truncation, **call)
     generator = load_factory(model)()  # the code the user named on the command line
     if weights is not None:
         _load_weights(generator, weights)
@@ -129,6 +138,18 @@ class _Progress:
               help="With --model: number of classes (0 = unconditional; else the module takes (z, labels)).")
 @click.option("--has-truncation/--no-truncation", default=False, show_default=True,
               help="With --model: the module takes (z, labels, truncation).")
+@click.option("--z-layout", type=click.Choice(["flat", "nchw"]), default="flat", show_default=True,
+              help="With --model: the module takes z as [B, latent_dim] (flat) or [B, latent_dim, 1, 1] (nchw, as the "
+                   "PyTorch DCGAN tutorial's generator).")
+@click.option("--labels-as", type=click.Choice(["index", "one-hot"]), default="index", show_default=True,
+              help="With --model: the module takes the class as an int64 index or a one-hot float vector.")
+@click.option("--fixed-truncation", type=float, default=None, show_default=True,
+              help="With --model: call the module with this truncation as a Python number (e.g. pytorch-pretrained-"
+                   "biggan's BigGAN); every image is drawn at it (the graph has no truncation input).")
+@click.option("--output-layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True,
+              help="With --model: the module returns images [B, C, H, W] (nchw) or [B, H, W, C] (nhwc).")
+@click.option("--output-range", default="-1,1", show_default=True,
+              help="With --model: the range of the module's output values, LOW,HIGH (e.g. 0,1).")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="With --model: safetensors weights (a state dict, or a ganrt checkpoint).")
 @click.option("--ema/--no-ema", default=True, show_default=True,
@@ -155,7 +176,8 @@ class _Progress:
 @click.option("--json", "as_json", is_flag=True, default=False, show_default=True,
               help="Print the resulting manifest as JSON (no progress output).")
 def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_calibration_size, torch_weights, tensorrt,
-           max_batch, opset, output_format, model, latent_dim, image_shape, num_classes, has_truncation, weights, ema,
+           max_batch, opset, output_format, model, latent_dim, image_shape, num_classes, has_truncation, z_layout,
+           labels_as, fixed_truncation, output_layout, output_range, weights, ema,
            trust_code, wait_for_lock, exporter, int8_ops, int8_calibration, calibration_size, verify_batch_cap,
            allow_failed_parity, trt_workspace_mb, as_json):
     """Export CHECKPOINT (or --model) to a verified bundle in --out.
@@ -170,8 +192,13 @@ def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_cali
     precisions = _precisions(precision)
     if (checkpoint is None) == (model is None):
         raise ConfigError("give either a CHECKPOINT or --model package.module:factory (not both, not neither)")
-    if checkpoint is not None and (weights is not None or latent_dim is not None or image_shape is not None):
-        raise ConfigError("--weights, --latent-dim and --image-shape go with --model; a checkpoint has its own")
+    user_call = (z_layout, labels_as, fixed_truncation, output_layout, output_range) != ("flat", "index", None, "nchw",
+                                                                                       "-1,1")
+    if checkpoint is not None and (weights is not None or latent_dim is not None or image_shape is not None
+                                   or user_call):
+        raise ConfigError("--weights, --latent-dim, --image-shape and how the module is called (--z-layout, "
+                          "--labels-as, --fixed-truncation, --output-layout, --output-range) go with --model; a "
+                          "checkpoint has its own spec")
     if checkpoint is None and trust_code:
         raise ConfigError("--trust-code goes with a CHECKPOINT; --model already names the code to run")
     from ganrt.export.pipeline import ExportOptions
@@ -198,7 +225,10 @@ def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_cali
             bundle = export_checkpoint(checkpoint, out, options=options, ema=ema, trust_code=trust_code,
                                        progress=progress)
         else:
-            generator, spec = _user_generator(model, latent_dim, image_shape, num_classes, has_truncation, weights)
+            call = {"z_layout": z_layout, "labels_as": labels_as, "fixed_truncation": fixed_truncation,
+                    "output_layout": output_layout, "output_range": _output_range(output_range)}
+            generator, spec = _user_generator(model, latent_dim, image_shape, num_classes, has_truncation, weights,
+                                              call)
             source = {"kind": "module", "factory": model, "weights": str(weights) if weights else None}
             bundle = export_module(generator, out, spec=spec, options=options, source=source, progress=progress)
     finally:
