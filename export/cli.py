@@ -1,5 +1,8 @@
 """`ganrt export` (a checkpoint or your own generator -> a verified bundle), `ganrt inspect` (a bundle's
-manifest as a table or JSON) and `ganrt export-triton` (a bundle -> a Triton model repository)."""
+manifest as a table or JSON) and `ganrt export-triton` (a bundle -> a Triton model repository).
+
+`ganrt export` exits 0 when everything passed, 1 when what passed was written and something failed (printed
+as a table; --strict writes nothing then, and exits 2), 2 on an error."""
 
 from __future__ import annotations
 
@@ -125,6 +128,8 @@ class _Progress:
                    "TensorRT nor onnxruntime-gpu. Each is verified against fp32.")
 @click.option("--tensorrt/--no-tensorrt", default=False, show_default=True,
               help="Also build TensorRT engines (needs an NVIDIA GPU and pip install 'ganrt[gpu]').")
+@click.option("--artifact", "artifacts", multiple=True, metavar="NAME",
+              help="Also build this row of the table of artifacts (ganrt.artifacts), by name; repeatable.")
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Largest batch the bundle serves (engine profile max; verified up to --verify-batch-cap).")
 @click.option("--opset", type=click.IntRange(17, 23), default=18, show_default=True, help="ONNX opset.")
@@ -168,18 +173,22 @@ class _Progress:
 @click.option("--calibration-size", type=click.IntRange(8, 100_000), default=64, show_default=True,
               help="Latents used to calibrate int8 ranges.")
 @click.option("--verify-batch-cap", type=click.IntRange(1, 4096), default=16, show_default=True,
-              help="Largest batch verified against torch (batches 1, 3 and min(max batch, cap)).")
+              help="Largest batch of each artifact's own check (batches 1, 3 and min(max batch, cap)); every "
+                   "runtime variant is verified at every batch bucket up to --max-batch.")
+@click.option("--strict", is_flag=True, default=False, show_default=True,
+              help="All or nothing: when anything fails parity, write nothing (exit 2). Without it, what passed "
+                   "is written, the failures recorded, and the command exits 1.")
 @click.option("--allow-failed-parity", is_flag=True, default=False, show_default=True,
-              help="Keep a variant outside its tolerance in the bundle, marked passed=false (for investigations).")
+              help="Keep what failed parity in the bundle too, marked passed=false (for investigations).")
 @click.option("--trt-workspace-mb", type=click.IntRange(16, 1 << 20), default=1024, show_default=True,
               help="TensorRT builder workspace limit in MiB.")
 @click.option("--json", "as_json", is_flag=True, default=False, show_default=True,
               help="Print the resulting manifest as JSON (no progress output).")
 def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_calibration_size, torch_weights, tensorrt,
-           max_batch, opset, output_format, model, latent_dim, image_shape, num_classes, has_truncation, z_layout,
-           labels_as, fixed_truncation, output_layout, output_range, weights, ema,
-           trust_code, wait_for_lock, exporter, int8_ops, int8_calibration, calibration_size, verify_batch_cap,
-           allow_failed_parity, trt_workspace_mb, as_json):
+           artifacts, max_batch, opset, output_format, model, latent_dim, image_shape, num_classes, has_truncation,
+           z_layout, labels_as, fixed_truncation, output_layout, output_range, weights, ema, trust_code, wait_for_lock,
+           exporter, int8_ops, int8_calibration, calibration_size, verify_batch_cap, strict, allow_failed_parity,
+           trt_workspace_mb, as_json):
     """Export CHECKPOINT (or --model) to a verified bundle in --out.
 
     \b
@@ -205,15 +214,16 @@ def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_cali
 
     ops = () if int8_ops.strip().lower() == "all" else tuple(o.strip() for o in int8_ops.split(",") if o.strip())
     options = ExportOptions(precisions=precisions, max_batch=max_batch, output_format=output_format, opset=opset,
-                            tensorrt=tensorrt, exporter=exporter, verify_batch_cap=verify_batch_cap,
+                            tensorrt=tensorrt, exporter=exporter, verify_batch_cap=verify_batch_cap, strict=strict,
                             allow_failed_parity=allow_failed_parity, int8_op_types=ops,
                             int8_calibration=int8_calibration, calibration_size=calibration_size,
                             trt_workspace_mb=trt_workspace_mb, cpu_rewrite=cpu_rewrite, openvino_int8=openvino_int8,
                             openvino_calibration_size=openvino_calibration_size, wait_for_lock=wait_for_lock,
-                            torch_precisions=tuple(p.strip() for p in torch_weights.split(",") if p.strip()))
+                            torch_precisions=tuple(p.strip() for p in torch_weights.split(",") if p.strip()),
+                            artifacts=tuple(artifacts))
     all_precisions = set(precisions) | {"fp32"}
     fast_path = int(cpu_rewrite or "bf16" in precisions or openvino_int8) + int(cpu_rewrite) + 2 * int(openvino_int8)
-    progress = _Progress(total=3 + 2 * len(all_precisions) + fast_path + (len(all_precisions) if tensorrt else 0)
+    progress = _Progress(total=4 + 2 * len(all_precisions) + fast_path + (len(all_precisions) if tensorrt else 0)
                          + len(options.torch_precisions),
                          quiet=as_json)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" noise
@@ -222,7 +232,7 @@ def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_cali
         from ganrt.export import export_checkpoint
 
         if checkpoint is not None:
-            bundle = export_checkpoint(checkpoint, out, options=options, ema=ema, trust_code=trust_code,
+            result = export_checkpoint(checkpoint, out, options=options, ema=ema, trust_code=trust_code,
                                        progress=progress)
         else:
             call = {"z_layout": z_layout, "labels_as": labels_as, "fixed_truncation": fixed_truncation,
@@ -230,13 +240,17 @@ def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_cali
             generator, spec = _user_generator(model, latent_dim, image_shape, num_classes, has_truncation, weights,
                                               call)
             source = {"kind": "module", "factory": model, "weights": str(weights) if weights else None}
-            bundle = export_module(generator, out, spec=spec, options=options, source=source, progress=progress)
+            result = export_module(generator, out, spec=spec, options=options, source=source, progress=progress)
     finally:
         progress.close()
     if as_json:
-        click.echo(json.dumps(bundle.to_dict(), indent=2))
+        click.echo(json.dumps(result.bundle.to_dict(), indent=2))
     else:
-        click.echo(render(bundle))
+        click.echo(render(result.bundle))
+    if not result.ok:
+        click.echo(f"ganrt: partial export: written without what failed (--strict writes nothing then):\n"
+                   f"{result.table()}", err=True)
+        raise SystemExit(1)
 
 
 def render(bundle) -> str:
@@ -277,8 +291,30 @@ def render(bundle) -> str:
         if kept:
             lines.append(f"  {'':<28} fp32-kept nodes: {len(kept)} "
                          f"({', '.join(sorted({k['reason'] for k in kept}))})")
+    lines += _variant_lines(bundle)
     lines += _tuning_lines(bundle)
     return "\n".join(lines)
+
+
+def _variant_lines(bundle) -> list[str]:
+    """The runtime variants export verified (through their backends, at every batch bucket), and what it left out."""
+    lines = []
+    if bundle.variants:
+        lines.append("variants verified at export (every batch bucket, through the runtime's own backends):")
+        for name, v in sorted(bundle.variants.items()):
+            p = v.get("parity") or {}
+            verdict = {True: "passed", False: "FAILED", None: "-"}[v.get("passed")]
+            where = (v.get("verified_on") or {}).get("gpu") or (v.get("verified_on") or {}).get("cpu") or ""
+            detail = ("; ".join(v.get("failures") or []) if v.get("passed") is False else
+                      f"not run: {v['why_not']}" if v.get("why_not") else
+                      f"batch {','.join(map(str, v.get('batch_sizes') or []))} on {where}")
+            maxd = f"{p['max_abs_diff']:.0f}" if isinstance(p.get("max_abs_diff"), (int, float)) else ""
+            psnr = f"{p['psnr_db']:.1f}" if isinstance(p.get("psnr_db"), (int, float)) else str(p.get("psnr_db", ""))
+            lines.append(f"  {name:<28} {v['artifact']:<20} {verdict:<7} {maxd:>4} {psnr:>7}  {detail}"
+                         + (f" ({v['note']})" if v.get("note") else ""))
+    for name, why in sorted(bundle.not_shipped.items()):
+        lines.append(f"not shipped: {name} ({why.get('precision')}): {'; '.join(why.get('failures') or [])}")
+    return lines
 
 
 def _tuning_lines(bundle) -> list[str]:
@@ -324,8 +360,11 @@ def inspect(bundle, as_json, verify):
 
 
 def render_here(machine: dict) -> str:
-    """What this machine can run of the bundle, and why a backend cannot (its library's own words)."""
+    """What this machine can run of the bundle (each variant with where it was verified), what failed, and why a
+    backend cannot (its library's own words)."""
     lines = [f"runs here: {', '.join(machine['runnable']) or 'nothing'}"]
+    lines += [f"  {name}: {machine['verified'][name]}" for name in machine["runnable"]]
+    lines += [f"  {name}: FAILED, never chosen by auto: {why}" for name, why in sorted(machine["failed"].items())]
     lines += [f"  {name}: {why}" for name, why in sorted(machine["unavailable"].items())]
     return "\n".join(lines)
 
