@@ -65,8 +65,10 @@ def runnable(manifest: dict[str, Any], available: Availability, trust_code: bool
         choices, missing = backend.variants(view, available)
         pool.choices += choices
         pool.missing += missing
-    pool.choices = [c if (r := record_of(manifest, c)) is None or r.get("passed") is None else c.but(passed=r["passed"])
-                    for c in pool.choices]
+    for i, c in enumerate(pool.choices):
+        record = record_of(manifest, c)
+        if record is not None and record.get("passed") is not None:
+            pool.choices[i] = c.but(passed=record["passed"])
     pool.choices.sort(key=_default_rank)
     return pool
 
@@ -195,7 +197,9 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
         best = min(candidates, key=lambda c: c.passed is False or c.auto is False)
         why = f"{variant or backend} was asked for"
         if best.passed is False:
-            why += f"; WARNING: artifact {best.artifact!r} failed parity in the manifest"
+            failures = (record_of(manifest, best) or {}).get("failures")
+            why += (f"; WARNING: {best.variant} failed verification at export ({'; '.join(failures)})" if failures
+                    else f"; WARNING: artifact {best.artifact!r} failed parity in the manifest")
         return best.but(reason=why + _problems_note(available))
 
     table, where, note = measured_timings(manifest, available, tuning)
