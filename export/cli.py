@@ -255,6 +255,8 @@ def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_cali
 
 def render(bundle) -> str:
     """The manifest as a readable table."""
+    from ganrt.export.variants import variant_table
+
     s, g = bundle.spec, bundle.graph
     lines = [f"bundle {bundle.path}  (created {bundle.created})",
              f"generator: {s.arch}{' (' + s.factory + ')' if s.factory else ''}, z {s.latent_dim}, "
@@ -291,30 +293,11 @@ def render(bundle) -> str:
         if kept:
             lines.append(f"  {'':<28} fp32-kept nodes: {len(kept)} "
                          f"({', '.join(sorted({k['reason'] for k in kept}))})")
-    lines += _variant_lines(bundle)
-    lines += _tuning_lines(bundle)
-    return "\n".join(lines)
-
-
-def _variant_lines(bundle) -> list[str]:
-    """The runtime variants export verified (through their backends, at every batch bucket), and what it left out."""
-    lines = []
     if bundle.variants:
         lines.append("variants verified at export (every batch bucket, through the runtime's own backends):")
-        for name, v in sorted(bundle.variants.items()):
-            p = v.get("parity") or {}
-            verdict = {True: "passed", False: "FAILED", None: "-"}[v.get("passed")]
-            where = (v.get("verified_on") or {}).get("gpu") or (v.get("verified_on") or {}).get("cpu") or ""
-            detail = ("; ".join(v.get("failures") or []) if v.get("passed") is False else
-                      f"not run: {v['why_not']}" if v.get("why_not") else
-                      f"batch {','.join(map(str, v.get('batch_sizes') or []))} on {where}")
-            maxd = f"{p['max_abs_diff']:.0f}" if isinstance(p.get("max_abs_diff"), (int, float)) else ""
-            psnr = f"{p['psnr_db']:.1f}" if isinstance(p.get("psnr_db"), (int, float)) else str(p.get("psnr_db", ""))
-            lines.append(f"  {name:<28} {v['artifact']:<20} {verdict:<7} {maxd:>4} {psnr:>7}  {detail}"
-                         + (f" ({v['note']})" if v.get("note") else ""))
-    for name, why in sorted(bundle.not_shipped.items()):
-        lines.append(f"not shipped: {name} ({why.get('precision')}): {'; '.join(why.get('failures') or [])}")
-    return lines
+    lines += variant_table(bundle.variants, bundle.not_shipped)
+    lines += _tuning_lines(bundle)
+    return "\n".join(lines)
 
 
 def _tuning_lines(bundle) -> list[str]:

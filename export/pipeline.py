@@ -40,7 +40,7 @@ from ganrt.bundle import WEIGHTS_ARTIFACT, Bundle, BundleWriter, Staged, plan_me
 from ganrt.errors import ConfigError, ExportError, ParityError, SpecError
 from ganrt.export import graph as G
 from ganrt.export.builders import SMALL_BATCH_MAX, Job
-from ganrt.export.variants import VariantCheck, verify_variants
+from ganrt.export.variants import VariantCheck, variant_table, verify_variants
 from ganrt.export.verify import TOLERANCES, References, Tolerance, verified_batches
 from ganrt.fileio import sha256_file
 from ganrt.postprocess import OUTPUT_FORMATS
@@ -157,20 +157,8 @@ class ExportResult:
         return not self.failed and not self.not_shipped
 
     def table(self) -> str:
-        """The variants and what was left out, as the CLI prints them."""
-        lines = [f"  {'variant':<26} {'artifact':<22} {'result':<8} {'max|d|':>6} {'PSNR dB':>8}  batches / why"]
-        for v in sorted(self.variants, key=lambda v: (v.passed is not False, v.variant)):
-            p = v.parity or {}
-            psnr = p.get("psnr_db", "")
-            psnr = f"{psnr:.1f}" if isinstance(psnr, (int, float)) else str(psnr)
-            maxd = f"{p['max_abs_diff']:.0f}" if isinstance(p.get("max_abs_diff"), (int, float)) else ""
-            result = {True: "passed", False: "FAILED", None: "-"}[v.passed]
-            tail = (", ".join(map(str, v.batch_sizes)) if v.passed else "; ".join(v.failures) if v.passed is False
-                    else f"not run here: {v.why_not}")
-            lines.append(f"  {v.variant:<26} {v.artifact:<22} {result:<8} {maxd:>6} {psnr:>8}  {tail}")
-        for name, why in sorted(self.not_shipped.items()):
-            lines.append(f"  not shipped: {name}: {'; '.join(why.get('failures') or ['its runtime variants failed'])}")
-        return "\n".join(lines)
+        """The variants as the manifest records them (failed first) and what was left out, as the CLI prints it."""
+        return "\n".join(variant_table(self.bundle.variants, self.not_shipped))
 
 
 def _quiet(_: str) -> None:

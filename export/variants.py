@@ -147,3 +147,23 @@ def _run(check: VariantCheck, bundle: Bundle, choice, references: References, to
     check.parity = json_safe({k: v.parity[k] for k in ("max_abs_diff", "mean_abs_diff", "psnr_db", "frac_gt_1",
                                                        "per_batch") if k in v.parity})
 
+
+
+def variant_table(records: dict[str, dict[str, Any]], not_shipped: dict[str, dict[str, Any]]) -> list[str]:
+    """The manifest's variant records (and what was left out) as table lines: verdict, figures, where or why."""
+    lines = []
+    for name, v in sorted(records.items(), key=lambda item: (item[1].get("passed") is not False, item[0])):
+        p = v.get("parity") or {}
+        verdict = {True: "passed", False: "FAILED", None: "-"}[v.get("passed")]
+        where = (v.get("verified_on") or {}).get("gpu") or (v.get("verified_on") or {}).get("cpu") or ""
+        detail = ("; ".join(v.get("failures") or []) if v.get("passed") is False else
+                  f"not run: {v['why_not']}" if v.get("why_not") else
+                  f"batch {','.join(map(str, v.get('batch_sizes') or []))} on {where}")
+        maxd = f"{p['max_abs_diff']:.0f}" if isinstance(p.get("max_abs_diff"), (int, float)) else ""
+        psnr = f"{p['psnr_db']:.1f}" if isinstance(p.get("psnr_db"), (int, float)) else str(p.get("psnr_db", ""))
+        lines.append(f"  {name:<28} {v['artifact']:<20} {verdict:<7} {maxd:>4} {psnr:>7}  {detail}"
+                     + (f" ({v['note']})" if v.get("note") else ""))
+    for name, why in sorted(not_shipped.items()):
+        lines.append(f"  not shipped: {name} ({why.get('precision')}): "
+                     + "; ".join(why.get("failures") or ["its runtime variants failed"]))
+    return lines
