@@ -52,7 +52,8 @@ class ArtifactRow:
     footprint: float = 1.0  # staging bytes per byte of fp32 weights (an upper estimate)
 
     def asked(self, options: Any) -> bool:
-        return self.name in getattr(options, "artifacts", ()) or bool(self.wanted(options))
+        """Whether an ExportOptions asks for this row: by its own options, or by name in ``options.artifacts``."""
+        return self.name in options.artifacts or bool(self.wanted(options))
 
 
 def _precision(p: str) -> Callable[[Any], bool]:
