@@ -1,9 +1,10 @@
 """Export: torch -> ONNX, verification, fp16, int8 and TensorRT engines, packed as a bundle.
 
     from ganrt.export import ExportOptions, export, export_checkpoint
-    bundle = export_checkpoint("run/checkpoint.safetensors", "bundle/",
+    result = export_checkpoint("run/checkpoint.safetensors", "bundle/",
                                options=ExportOptions(precisions=("fp32", "fp16", "int8")))
-    bundle = export(my_generator, "bundle/", spec=GeneratorSpec(latent_dim=128, channels=3, height=64, width=64))
+    result = export(my_generator, "bundle/", spec=GeneratorSpec(latent_dim=128, channels=3, height=64, width=64))
+    result.bundle, result.passed, result.failed   # an ExportResult: what was written, what failed
 
 The names are resolved on first use, so importing ``ganrt.export.cli`` (for ``ganrt export --help``) does
 not import torch.
@@ -11,7 +12,7 @@ not import torch.
 
 from __future__ import annotations
 
-__all__ = ["EXPORT_PRECISIONS", "ExportOptions", "export", "export_checkpoint"]
+__all__ = ["EXPORT_PRECISIONS", "ExportOptions", "ExportResult", "export", "export_checkpoint"]
 
 
 def __getattr__(name: str):

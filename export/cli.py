@@ -1,5 +1,8 @@
 """`ganrt export` (a checkpoint or your own generator -> a verified bundle), `ganrt inspect` (a bundle's
-manifest as a table or JSON) and `ganrt export-triton` (a bundle -> a Triton model repository)."""
+manifest as a table or JSON) and `ganrt export-triton` (a bundle -> a Triton model repository).
+
+`ganrt export` exits 0 when everything passed, 1 when what passed was written and something failed (printed
+as a table; --strict writes nothing then, and exits 2), 2 on an error."""
 
 from __future__ import annotations
 
@@ -31,8 +34,17 @@ def _image_shape(text: str) -> tuple[int, int, int]:
     return c, h, w
 
 
+def _output_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--output-range must look like LOW,HIGH (e.g. 0,1), got {text!r}") from None
+    return low, high
+
+
 def _user_generator(model: str, latent_dim: int | None, image_shape: str | None, num_classes: int,
-                    has_truncation: bool, weights: Path | None):
+                    has_truncation: bool, weights: Path | None, call: dict):
+    """(the module --model builds, its spec); ``call``: how it takes and returns the graph's I/O (ganrt.spec)."""
     from ganrt.models import load_factory
     from ganrt.spec import GeneratorSpec
 
@@ -40,7 +52,7 @@ def _user_generator(model: str, latent_dim: int | None, image_shape: str | None,
         raise ConfigError("--model needs --latent-dim and --image-shape (e.g. --latent-dim 128 --image-shape 3x64x64)")
     c, h, w = _image_shape(image_shape)
     spec = GeneratorSpec(factory=model, latent_dim=latent_dim, channels=c, height=h, width=w,
-                         num_classes=num_classes, has_truncation=has_truncation)
+                         num_classes=num_classes, has_truncation=has_truncation, **call)
     generator = load_factory(model)()  # the code the user named on the command line
     if weights is not None:
         _load_weights(generator, weights)
@@ -117,6 +129,8 @@ class _Progress:
 @click.option("--tensorrt/--no-tensorrt", default=False, show_default=True,
               help="Also build TensorRT engines (needs an NVIDIA GPU and pip install 'ganrt[gpu]'; without them the "
                    "graphs are linted for TensorRT, the rest is written and the command fails saying so).")
+@click.option("--artifact", "artifacts", multiple=True, metavar="NAME",
+              help="Also build this row of the table of artifacts (ganrt.artifacts), by name; repeatable.")
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Largest batch the bundle serves (engine profile max; verified up to --verify-batch-cap).")
 @click.option("--opset", type=click.IntRange(17, 23), default=18, show_default=True, help="ONNX opset.")
@@ -130,6 +144,18 @@ class _Progress:
               help="With --model: number of classes (0 = unconditional; else the module takes (z, labels)).")
 @click.option("--has-truncation/--no-truncation", default=False, show_default=True,
               help="With --model: the module takes (z, labels, truncation).")
+@click.option("--z-layout", type=click.Choice(["flat", "nchw"]), default="flat", show_default=True,
+              help="With --model: the module takes z as [B, latent_dim] (flat) or [B, latent_dim, 1, 1] (nchw, as the "
+                   "PyTorch DCGAN tutorial's generator).")
+@click.option("--labels-as", type=click.Choice(["index", "one-hot"]), default="index", show_default=True,
+              help="With --model: the module takes the class as an int64 index or a one-hot float vector.")
+@click.option("--fixed-truncation", type=float, default=None, show_default=True,
+              help="With --model: call the module with this truncation as a Python number (e.g. pytorch-pretrained-"
+                   "biggan's BigGAN); every image is drawn at it (the graph has no truncation input).")
+@click.option("--output-layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True,
+              help="With --model: the module returns images [B, C, H, W] (nchw) or [B, H, W, C] (nhwc).")
+@click.option("--output-range", default="-1,1", show_default=True,
+              help="With --model: the range of the module's output values, LOW,HIGH (e.g. 0,1).")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="With --model: safetensors weights (a state dict, or a ganrt checkpoint).")
 @click.option("--ema/--no-ema", default=True, show_default=True,
@@ -148,9 +174,13 @@ class _Progress:
 @click.option("--calibration-size", type=click.IntRange(8, 100_000), default=64, show_default=True,
               help="Latents used to calibrate int8 ranges.")
 @click.option("--verify-batch-cap", type=click.IntRange(1, 4096), default=16, show_default=True,
-              help="Largest batch verified against torch (batches 1, 3 and min(max batch, cap)).")
+              help="Largest batch of each artifact's own check (batches 1, 3 and min(max batch, cap)); every "
+                   "runtime variant is verified at every batch bucket up to --max-batch.")
+@click.option("--strict", is_flag=True, default=False, show_default=True,
+              help="All or nothing: when anything fails parity, write nothing (exit 2). Without it, what passed "
+                   "is written, the failures recorded, and the command exits 1.")
 @click.option("--allow-failed-parity", is_flag=True, default=False, show_default=True,
-              help="Keep a variant outside its tolerance in the bundle, marked passed=false (for investigations).")
+              help="Keep what failed parity in the bundle too, marked passed=false (for investigations).")
 @click.option("--trt-workspace-mb", type=click.IntRange(16, 1 << 20), default=1024, show_default=True,
               help="TensorRT builder workspace limit in MiB.")
 @click.option("--trt-hardware-compat", type=click.Choice(["none", "same-cc"]), default="none", show_default=True,
@@ -159,9 +189,10 @@ class _Progress:
 @click.option("--json", "as_json", is_flag=True, default=False, show_default=True,
               help="Print the resulting manifest as JSON (no progress output).")
 def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_calibration_size, torch_weights, tensorrt,
-           max_batch, opset, output_format, model, latent_dim, image_shape, num_classes, has_truncation, weights, ema,
-           trust_code, wait_for_lock, exporter, int8_ops, int8_calibration, calibration_size, verify_batch_cap,
-           allow_failed_parity, trt_workspace_mb, trt_hardware_compat, as_json):
+           artifacts, max_batch, opset, output_format, model, latent_dim, image_shape, num_classes, has_truncation,
+           z_layout, labels_as, fixed_truncation, output_layout, output_range, weights, ema, trust_code, wait_for_lock,
+           exporter, int8_ops, int8_calibration, calibration_size, verify_batch_cap, strict, allow_failed_parity,
+           trt_workspace_mb, trt_hardware_compat, as_json):
     """Export CHECKPOINT (or --model) to a verified bundle in --out.
 
     \b
@@ -174,24 +205,30 @@ def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_cali
     precisions = _precisions(precision)
     if (checkpoint is None) == (model is None):
         raise ConfigError("give either a CHECKPOINT or --model package.module:factory (not both, not neither)")
-    if checkpoint is not None and (weights is not None or latent_dim is not None or image_shape is not None):
-        raise ConfigError("--weights, --latent-dim and --image-shape go with --model; a checkpoint has its own")
+    user_call = (z_layout, labels_as, fixed_truncation, output_layout, output_range) != ("flat", "index", None, "nchw",
+                                                                                       "-1,1")
+    if checkpoint is not None and (weights is not None or latent_dim is not None or image_shape is not None
+                                   or user_call):
+        raise ConfigError("--weights, --latent-dim, --image-shape and how the module is called (--z-layout, "
+                          "--labels-as, --fixed-truncation, --output-layout, --output-range) go with --model; a "
+                          "checkpoint has its own spec")
     if checkpoint is None and trust_code:
         raise ConfigError("--trust-code goes with a CHECKPOINT; --model already names the code to run")
     from ganrt.export.pipeline import ExportOptions
 
     ops = () if int8_ops.strip().lower() == "all" else tuple(o.strip() for o in int8_ops.split(",") if o.strip())
     options = ExportOptions(precisions=precisions, max_batch=max_batch, output_format=output_format, opset=opset,
-                            tensorrt=tensorrt, exporter=exporter, verify_batch_cap=verify_batch_cap,
+                            tensorrt=tensorrt, exporter=exporter, verify_batch_cap=verify_batch_cap, strict=strict,
                             allow_failed_parity=allow_failed_parity, int8_op_types=ops,
                             int8_calibration=int8_calibration, calibration_size=calibration_size,
                             trt_workspace_mb=trt_workspace_mb, trt_hardware_compatibility=trt_hardware_compat,
                             cpu_rewrite=cpu_rewrite, openvino_int8=openvino_int8,
                             openvino_calibration_size=openvino_calibration_size, wait_for_lock=wait_for_lock,
-                            torch_precisions=tuple(p.strip() for p in torch_weights.split(",") if p.strip()))
+                            torch_precisions=tuple(p.strip() for p in torch_weights.split(",") if p.strip()),
+                            artifacts=tuple(artifacts))
     all_precisions = set(precisions) | {"fp32"}
     fast_path = int(cpu_rewrite or "bf16" in precisions or openvino_int8) + int(cpu_rewrite) + 2 * int(openvino_int8)
-    progress = _Progress(total=3 + 2 * len(all_precisions) + fast_path + (len(all_precisions) if tensorrt else 0)
+    progress = _Progress(total=4 + 2 * len(all_precisions) + fast_path + (len(all_precisions) if tensorrt else 0)
                          + len(options.torch_precisions),
                          quiet=as_json)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" noise
@@ -200,22 +237,31 @@ def export(checkpoint, out, precision, cpu_rewrite, openvino_int8, openvino_cali
         from ganrt.export import export_checkpoint
 
         if checkpoint is not None:
-            bundle = export_checkpoint(checkpoint, out, options=options, ema=ema, trust_code=trust_code,
+            result = export_checkpoint(checkpoint, out, options=options, ema=ema, trust_code=trust_code,
                                        progress=progress)
         else:
-            generator, spec = _user_generator(model, latent_dim, image_shape, num_classes, has_truncation, weights)
+            call = {"z_layout": z_layout, "labels_as": labels_as, "fixed_truncation": fixed_truncation,
+                    "output_layout": output_layout, "output_range": _output_range(output_range)}
+            generator, spec = _user_generator(model, latent_dim, image_shape, num_classes, has_truncation, weights,
+                                              call)
             source = {"kind": "module", "factory": model, "weights": str(weights) if weights else None}
-            bundle = export_module(generator, out, spec=spec, options=options, source=source, progress=progress)
+            result = export_module(generator, out, spec=spec, options=options, source=source, progress=progress)
     finally:
         progress.close()
     if as_json:
-        click.echo(json.dumps(bundle.to_dict(), indent=2))
+        click.echo(json.dumps(result.bundle.to_dict(), indent=2))
     else:
-        click.echo(render(bundle))
+        click.echo(render(result.bundle))
+    if not result.ok:
+        click.echo(f"ganrt: partial export: written without what failed (--strict writes nothing then):\n"
+                   f"{result.table()}", err=True)
+        raise SystemExit(1)
 
 
 def render(bundle) -> str:
     """The manifest as a readable table."""
+    from ganrt.export.variants import variant_table
+
     s, g = bundle.spec, bundle.graph
     lines = [f"bundle {bundle.path}  (created {bundle.created})",
              f"generator: {s.arch}{' (' + s.factory + ')' if s.factory else ''}, z {s.latent_dim}, "
@@ -252,6 +298,9 @@ def render(bundle) -> str:
         if kept:
             lines.append(f"  {'':<28} fp32-kept nodes: {len(kept)} "
                          f"({', '.join(sorted({k['reason'] for k in kept}))})")
+    if bundle.variants:
+        lines.append("variants verified at export (every batch bucket, through the runtime's own backends):")
+    lines += variant_table(bundle.variants, bundle.not_shipped)
     lines += _tuning_lines(bundle)
     return "\n".join(lines)
 
@@ -317,8 +366,11 @@ def inspect(bundle, as_json, verify, lint, trt_version):
 
 
 def render_here(machine: dict) -> str:
-    """What this machine can run of the bundle, and why a backend cannot (its library's own words)."""
+    """What this machine can run of the bundle (each variant with where it was verified), what failed, and why a
+    backend cannot (its library's own words)."""
     lines = [f"runs here: {', '.join(machine['runnable']) or 'nothing'}"]
+    lines += [f"  {name}: {machine['verified'][name]}" for name in machine["runnable"]]
+    lines += [f"  {name}: FAILED, never chosen by auto: {why}" for name, why in sorted(machine["failed"].items())]
     lines += [f"  {name}: {why}" for name, why in sorted(machine["unavailable"].items())]
     return "\n".join(lines)
 

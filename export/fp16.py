@@ -145,6 +145,7 @@ def final_layers(model) -> list[str]:
 def convert_fp16(model, spec, *, safe_max: float | None = None, calibration_size: int = 32,
                  keep_final_layers: bool = True) -> tuple[Any, dict[str, Any]]:
     """fp32 ModelProto -> (fp16 ModelProto with fp32 I/O, made_by info listing the kept nodes)."""
+    import onnx
     import onnxconverter_common
     from onnxconverter_common import float16
 
@@ -173,6 +174,8 @@ def convert_fp16(model, spec, *, safe_max: float | None = None, calibration_size
             kept.setdefault(node.name, {"op": node.op_type, "reason": "sensitive-op"})
         elif node.op_type in float16.DEFAULT_OP_BLOCK_LIST:
             kept.setdefault(node.name, {"op": node.op_type, "reason": "converter-default"})
+        elif node.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in node.attribute):
+            kept.setdefault(node.name, {"op": node.op_type, "reason": "cast-to-float"})
     op_block_list = list(dict.fromkeys(float16.DEFAULT_OP_BLOCK_LIST + SENSITIVE_OP_TYPES))
     # the converter's keep_io_types mishandles an output that other nodes also read (our "raw"): convert the
     # shipped single-output graph, then re-attach "raw" for verification

@@ -22,7 +22,7 @@ from ganrt.errors import ExportError, SpecError
 from ganrt.latents import labels_from_seeds, latents_from_seeds
 from ganrt.models import as_ganrt_generator
 from ganrt.postprocess import OUTPUT_FORMATS, ToUint8NHWC
-from ganrt.spec import GeneratorSpec
+from ganrt.spec import CALL_FORMS, GeneratorSpec
 
 RAW_OUTPUT = "raw"  # verification-only output: the generator's float images (B, C, H, W)
 EXPORTERS = ("auto", "dynamo", "torchscript")
@@ -140,22 +140,63 @@ def check_against_spec(module: GraphModule, spec: GeneratorSpec, seeds: list[int
         with torch.no_grad():
             out = module(*(torch.from_numpy(v) for v in feeds.values()))
         images, raw = out if isinstance(out, tuple) else (out, out)
-    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SpecError(f"the generator fails on inputs the spec describes (z {list(feeds['z'].shape)}"
                         + (f", labels in [0, {spec.num_classes})" if spec.num_classes else "")
-                        + f"): {first}. Expected a module taking those and returning images {list(expected)}; "
-                        "fix latent_dim / num_classes in the spec") from None
+                        + f"): {first}. " + (user_call_hint(module, spec) or
+                        f"Expected a module taking those and returning images {list(expected)}; "
+                        "fix latent_dim / num_classes in the spec")) from None
     if not isinstance(raw, torch.Tensor) or tuple(raw.shape) != expected:
         got = list(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
         raise SpecError(f"the generator returns {got} but the spec says images {list(expected)} "
                         f"(B, channels, height, width) for z {list(feeds['z'].shape)}; "
-                        "fix channels/height/width in the spec or the module")
+                        + (user_call_hint(module, spec) or "fix channels/height/width in the spec or the module"))
     bad = int((~torch.isfinite(raw)).sum())
     if bad:
         raise ExportError(f"the generator returns {bad} NaN/Inf values for seeds {seeds[:4]}...; a generator must "
                           "return finite images in [-1, 1]: check its weights (a diverged training run?)")
     return {"images": images.numpy(), "raw": raw.numpy()}
+
+
+CLI_FLAGS = {"z_layout": "--z-layout", "labels_as": "--labels-as", "output_layout": "--output-layout"}
+
+
+def user_call_hint(module: GraphModule, spec: GeneratorSpec) -> str:
+    """For a user's module that fails called as its spec says: the spec fields under which it runs and returns
+    the spec's images, as advice ("" when none does, or for a family). Only ever tried on a failure."""
+    import itertools
+
+    from ganrt.models.external import UserModule
+
+    if not spec.external or not isinstance(module.generator, UserModule):
+        return ""
+    raw = module.generator.module
+    feeds = {k: torch.from_numpy(v) for k, v in sample_inputs(spec, [0, 1]).items()}
+    truncations = [spec.fixed_truncation] + ([1.0] if spec.fixed_truncation is None else [])  # a Python number
+    forms = [CALL_FORMS[k] if k != "labels_as" or spec.conditional else ("index",) for k in CALL_FORMS]
+    for values, fixed in itertools.product(itertools.product(*forms), truncations):
+        changes = {k: v for k, v in zip(CALL_FORMS, values, strict=True) if getattr(spec, k) != v}
+        if fixed != spec.fixed_truncation:
+            changes.update({"has_truncation": False} if spec.has_truncation else {}, fixed_truncation=fixed)
+        if not changes:
+            continue
+        candidate = spec.replace(**changes)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = UserModule(raw, candidate)(feeds["z"], feeds.get("labels"), feeds.get("truncation"))
+        except Exception:
+            continue
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == (2, *spec.image_shape):
+            fields = ", ".join(f"{k}={'<the truncation to draw at, e.g. 0.7>' if k == 'fixed_truncation' else repr(v)}"
+                               for k, v in changes.items())
+            flags = " ".join(f"{CLI_FLAGS[k]} {v}" for k, v in changes.items() if k in CLI_FLAGS)
+            flags += " --no-truncation" if "has_truncation" in changes else ""
+            flags += " --fixed-truncation 0.7" if "fixed_truncation" in changes else ""
+            return (f"The module runs as the spec describes it with GeneratorSpec({fields}) (CLI: {flags.strip()}): "
+                    "set that, see ganrt.spec")
+    return ""
 
 
 def _first_line(e: BaseException) -> str:

@@ -1,24 +1,30 @@
-"""export(): a generator -> a verified bundle (weights, ONNX fp32/fp16/int8, TensorRT engines, CPU fast path).
+"""export(): a generator -> a verified bundle, built and verified row by row of the table of artifacts.
 
-The CPU fast path (``cpu_rewrite``, on by default; never alters "onnx-fp32"): "onnx-fp32-rw", the fp32 graph
-with every ConvTranspose the exact rewrite can express turned into convolutions (ganrt.export.rewrite, form
-"auto": one convolution per output phase for layers with 16 or more output channels, the single form for the
-narrow ones such as the RGB/gray output layer), verified like the others; precision "bf16" ->
-"onnx-bf16", the same rewritten graph (the same file as onnx-fp32-rw when that ships) to run with OpenVINO's
-bf16 hint, its parity measured through OpenVINO;
-``openvino_int8`` -> "openvino-int8", an NNCF-quantized OpenVINO IR of the rewritten graph
-(ganrt.export.openvino). Every ONNX/IR entry records ``"rewritten"`` and, when true, ``made_by.rewrite``.
+The rows (ganrt.artifacts) say what each artifact is and how it is built (ganrt.export.builders): the reference
+weights, the ONNX graphs (fp32, fp16, int8), the CPU fast path (the ConvTranspose-rewritten fp32 graph, its
+bf16 form for OpenVINO, an NNCF int8 OpenVINO IR), torch weights cast for the GPU, TensorRT engines. Each row's
+builder checks its artifact against the torch fp32 reference (NaN/Inf in the float output included); then every
+runtime variant of what was built (ganrt.export.variants) runs through the runtime's own backend code at every
+batch bucket, and the manifest records each one's verdict.
+
+Partial success is a result: an artifact whose own check failed, or whose every variant here failed, is left out
+(recorded in the manifest's "not_shipped" with its figures), the ones that passed are written, and a failed
+variant is recorded and never offered; :class:`ExportResult` lists both (the CLI prints it as a table and exits
+1). ``strict`` keeps all-or-nothing: any failure writes nothing. An export where nothing but the reference
+weights passed writes nothing either.
 
 Everything is built and verified in a staging directory beside the bundle, under the bundle's writer lock
-(ganrt.bundle.BundleWriter: one export at a time); only when every requested variant has passed (or
-``allow_failed_parity`` keeps it, marked ``passed=false``) are the files moved in, under names the current
+(ganrt.bundle.BundleWriter: one export at a time); only then are the files moved in, under names the current
 manifest does not use, and the manifest replaced, last. A failed or killed export leaves the bundle as it
-was. Re-exporting into an existing bundle of the same generator replaces only the artifacts it rebuilds (the
-policy: ganrt.bundle.plan_merge); each artifact it drops is logged.
+was; a full disk is one line naming where and about how much the export needs. Re-exporting into an existing
+bundle of the same generator replaces only the artifacts it rebuilds (the policy: ganrt.bundle.plan_merge);
+each artifact it drops is logged.
 """
 
 from __future__ import annotations
 
+import errno
+import importlib
 import os
 import shutil
 from collections.abc import Callable
@@ -26,32 +32,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from ganrt.bundle import WEIGHTS, WEIGHTS_ARTIFACT, Bundle, BundleWriter, Staged, onnx_artifact_name, onnx_file_name
-from ganrt.errors import ConfigError, SpecError
+from ganrt.artifacts import ARTIFACTS, row_of
+from ganrt.bundle import WEIGHTS_ARTIFACT, Bundle, BundleWriter, Staged, plan_merge
+from ganrt.errors import ConfigError, ExportError, ParityError, SpecError
 from ganrt.export import graph as G
-from ganrt.export.torch_weights import write_weights
-from ganrt.export.verify import (
-    TOLERANCES,
-    Tolerance,
-    Verification,
-    make_reference,
-    raise_if_failed,
-    verified_batches,
-    verify_onnx,
-)
+from ganrt.export.builders import SMALL_BATCH_MAX, Job
+from ganrt.export.variants import VariantCheck, variant_table, verify_variants
+from ganrt.export.verify import TOLERANCES, References, Tolerance, verified_batches
 from ganrt.fileio import sha256_file
 from ganrt.postprocess import OUTPUT_FORMATS
 from ganrt.spec import GeneratorSpec
 
+__all__ = ["EXPORT_PRECISIONS", "ExportOptions", "ExportResult", "export", "export_checkpoint", "SMALL_BATCH_MAX"]
+
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8", "bf16")
-# openvino-int8-small (the single-form rewrite) serves batches up to this: on the demo generator (AVX-512 CPU,
-# int8) it ran 0.83/0.63/0.54x onnxruntime fp32 at batch 1/2/3 against 1.02/0.68/0.56x for the main graph, and
-# the two tied at batch 4 (main graph faster from 6)
-SMALL_BATCH_MAX = 3
 Progress = Callable[[str], None]
 
 
@@ -61,6 +58,8 @@ class ExportOptions:
 
     precisions: any of fp32, fp16, int8, bf16 (fp32 is always built: the others derive from it). bf16 is the
         ConvTranspose-rewritten fp32 graph for OpenVINO's bf16 hint ("onnx-bf16"; needs OpenVINO).
+    max_batch: the largest batch the bundle serves; every runtime variant is verified at every batch bucket up
+        to it (1, 2, 4, ..., max_batch).
     cpu_rewrite: also ship "onnx-fp32-rw" (the rewritten fp32 graph) when the rewrite changes the graph.
     openvino_int8: also ship "openvino-int8", an NNCF int8 OpenVINO IR of the rewritten graph (needs OpenVINO
         and NNCF), calibrated on ``openvino_calibration_size`` latents; int8 tolerance.
@@ -68,8 +67,11 @@ class ExportOptions:
         the graphs are linted against TensorRT's operator table, the rest is written, and BackendUnavailable
         says so). trt_hardware_compatibility: "none" (the plan runs on the GPU model that built it) or
         "same-cc" (every GPU of its compute capability).
-    verify_batch_cap: the largest batch verified (batches 1, 3 and min(max_batch, cap)).
-    allow_failed_parity: keep a variant outside its tolerance, marked ``passed=false``, instead of failing.
+    artifacts: further rows of the table of artifacts (ganrt.artifacts) to build, by name.
+    verify_batch_cap: the largest batch of each artifact's own check (batches 1, 3 and min(max_batch, cap)).
+    strict: all or nothing: any artifact or variant that fails writes nothing (ParityError). Otherwise what
+        passed is written, the failures recorded (``ExportResult``).
+    allow_failed_parity: keep what failed in the bundle too, marked ``passed=false`` (for investigations).
     int8_op_types: the op types int8 quantizes (None: ganrt.export.int8.DEFAULT_OP_TYPES; empty: every op
         type); int8_calibration: "minmax", "percentile" or "entropy".
     torch_precisions: also ship the reference weights cast to these ("fp16", "bf16") for the torch CUDA
@@ -84,6 +86,7 @@ class ExportOptions:
     tensorrt: bool = False
     exporter: str = "auto"
     verify_batch_cap: int = 16
+    strict: bool = False
     allow_failed_parity: bool = False
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     int8_op_types: tuple[str, ...] | None = None
@@ -96,6 +99,7 @@ class ExportOptions:
     openvino_int8: bool = False
     openvino_calibration_size: int = 128
     torch_precisions: tuple[str, ...] = ()  # "fp16", "bf16": torch weights for the GPU path on torch alone
+    artifacts: tuple[str, ...] = ()
     wait_for_lock: float = 0.0
 
     def checked(self) -> "ExportOptions":
@@ -125,10 +129,48 @@ class ExportOptions:
             raise ConfigError(f"output_format must be one of {OUTPUT_FORMATS}, got {self.output_format!r}")
         if not isinstance(self.wait_for_lock, (int, float)) or self.wait_for_lock < 0:
             raise ConfigError(f"wait_for_lock must be a number of seconds >= 0, got {self.wait_for_lock!r}")
+        unknown = [a for a in self.artifacts if a not in ARTIFACTS]
+        if unknown:
+            raise ConfigError(f"artifacts: {unknown[0]!r} is not a row of the table of artifacts; choose from "
+                              f"{', '.join(ARTIFACTS)}")
         from ganrt.export.torch_weights import check_precisions
 
         return replace(self, precisions=tuple(precisions), tolerances={**TOLERANCES, **(self.tolerances or {})},
                        torch_precisions=check_precisions(self.torch_precisions))
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote and what it left out.
+
+    ``bundle``: the bundle as written. ``variants``: every runtime variant export ran here at every batch bucket
+    (``passed`` True or False, with its figures) and those it could not run here (``passed`` None, ``why_not``).
+    ``not_shipped``: the artifacts built and left out, {name: {"kind", "precision", "parity", "failures"}}.
+    ``not_built``: the artifacts asked for that this machine cannot build (TensorRT engines without TensorRT or
+    a GPU), with why; ``export`` then raises BackendUnavailable once the rest is written.
+    """
+
+    bundle: Bundle
+    variants: list[VariantCheck] = field(default_factory=list)
+    not_shipped: dict[str, dict[str, Any]] = field(default_factory=dict)
+    not_built: dict[str, str] = field(default_factory=dict)  # asked for, not buildable here: {artifact: why}
+
+    @property
+    def passed(self) -> list[str]:
+        return [v.variant for v in self.variants if v.passed]
+
+    @property
+    def failed(self) -> list[str]:
+        return [v.variant for v in self.variants if v.passed is False]
+
+    @property
+    def ok(self) -> bool:
+        """Everything asked for was built and every variant that ran here passed."""
+        return not self.failed and not self.not_shipped
+
+    def table(self) -> str:
+        """The variants as the manifest records them (failed first) and what was left out, as the CLI prints it."""
+        return "\n".join(variant_table(self.bundle.variants, self.not_shipped))
 
 
 def _quiet(_: str) -> None:
@@ -137,7 +179,7 @@ def _quiet(_: str) -> None:
 
 def _require_libraries(opts: ExportOptions) -> None:
     """Fail before any work when an option needs a library or device this machine lacks (TensorRT excepted:
-    without it the graphs are linted for it, see _build_engines)."""
+    without it the graphs are linted for it, see ganrt.export.builders.engine)."""
     if "bf16" in opts.precisions or opts.openvino_int8:
         from ganrt.export.openvino import require_openvino
 
@@ -176,19 +218,19 @@ def _check_weights_rebuild(generator: nn.Module, spec: GeneratorSpec) -> None:
                         f"{first}. {fix}") from None
 
 
-def _entry_extra(v: Verification) -> dict[str, Any]:
-    return {"tolerance": v.tolerance, "failures": v.failures}
-
-
 def export(generator: nn.Module, out_dir: str | os.PathLike, *, spec: GeneratorSpec,
            options: ExportOptions | None = None, source: dict[str, Any] | None = None,
-           progress: Progress | None = None) -> Bundle:
+           progress: Progress | None = None) -> ExportResult:
     """Export ``generator`` (any ``nn.Module`` taking (z[, labels][, truncation]) and returning images in
-    ``spec.output_range``) to a verified bundle in ``out_dir``; returns the opened :class:`Bundle`.
+    ``spec.output_range``) to a verified bundle in ``out_dir``; returns the :class:`ExportResult` (its
+    ``bundle``, the variants verified and what failed).
 
     ``spec``: a family's spec, or ``GeneratorSpec(latent_dim=..., num_classes=..., channels=..., height=...,
-    width=...)`` for your own module (called with exactly the inputs it takes, as in the graph).
+    width=...)`` for your own module (called with exactly the inputs it takes, as in the graph; see
+    ganrt.spec for the ways it may take them).
     ``options``: :class:`ExportOptions` (default: fp32 + the CPU fast path's rewritten graph, max batch 64).
+    Raises ParityError (nothing written) when ``options.strict`` and anything failed, or when nothing but the
+    reference weights passed.
     """
     log = progress or _quiet
     if not isinstance(spec, GeneratorSpec):
@@ -198,291 +240,175 @@ def export(generator: nn.Module, out_dir: str | os.PathLike, *, spec: GeneratorS
     source = dict(source or {"kind": "module", "class": f"{type(generator).__module__}.{type(generator).__qualname__}"})
     if not isinstance(generator, nn.Module):
         raise SpecError(f"a generator must be a torch.nn.Module, got {type(generator).__name__}")
-    with BundleWriter(out_dir, spec, wait=opts.wait_for_lock, log=log) as writer:  # lock, destination checked
-        _check_weights_rebuild(generator, spec)
-        module = G.GraphModule(G.prepare_generator(generator), spec, opts.output_format).eval()
-        log(f"checking the generator against its spec ({spec.arch}, z {spec.latent_dim}, "
-            f"images {spec.channels}x{spec.height}x{spec.width})")
-        G.check_against_spec(module, spec, seeds=[0, 1, 2])
-        graph = G.graph_description(spec, output_format=opts.output_format, opset=opts.opset,
-                                    max_batch=opts.max_batch)
-        current = writer.current()
-        staged, verifications, reference = _build(module, generator, spec, writer.stage, opts, source, log)
-        if not opts.allow_failed_parity:
-            raise_if_failed(verifications)
-        engines_missing = None
-        if opts.tensorrt:
-            cache = current.artifact_path("timing-cache") if current and "timing-cache" in current.artifacts else None
-            engines, engines_missing = _build_engines(writer.stage, staged, spec, reference, opts, cache, log)
-            staged += engines
-        bundle = writer.commit(graph=graph, source=source, staged=staged)
-    log(f"bundle written: {bundle.path}")
-    if engines_missing:
+    writer = BundleWriter(out_dir, spec, wait=opts.wait_for_lock, log=log)
+    try:
+        with writer:  # lock, destination checked
+            result = _export(writer, generator, spec, opts, source, log)
+    except Exception as e:
+        if not _out_of_space(e):
+            raise
+        raise ExportError(_disk_full_message(e, writer.path, generator, opts)) from None
+    log(f"bundle written: {result.bundle.path}")
+    if result.not_built:
         from ganrt.errors import BackendUnavailable
 
-        raise BackendUnavailable(f"{bundle.path} was written without TensorRT engines: {engines_missing}")
-    return bundle
+        raise BackendUnavailable(f"{result.bundle.path} was written without TensorRT engines: "
+                                 + "; ".join(dict.fromkeys(result.not_built.values())))
+    return result
 
 
-def _build(module, generator, spec, stage: Path, opts: ExportOptions, source, log):
-    """Build and verify every artifact in ``stage``; returns ([Staged], verifications, the torch reference)."""
-    import onnx
-    import onnxruntime
-
-    staged: list[Staged] = []
-    weights = stage / WEIGHTS
-    write_weights(weights, generator, spec, source)
-    staged.append(Staged(WEIGHTS_ARTIFACT, weights, {"file": WEIGHTS, "kind": "weights", "precision": "fp32",
-                                                     "made_by": {"format": "ganrt.checkpoint",
-                                                                 "torch": torch.__version__}}))
-
-    log(f"exporting to ONNX (opset {opts.opset}, exporter {opts.exporter})")
-    raw_path = stage / "export.raw.onnx"
-    made_by = G.export_onnx(module, spec, raw_path, opset=opts.opset, exporter=opts.exporter, log=log)
-    full = onnx.load(str(raw_path))
-    full, slim_info = G.simplify(full)
-    G.name_batch_axis(full)
-    log(f"  onnxslim: {slim_info['nodes_before']} -> {slim_info['nodes_after']} nodes")
-    G.check_model(full, "the fp32 graph")
-    base_made_by = {**made_by, **G.onnx_versions(), "onnxruntime": onnxruntime.__version__,
-                    "simplify": slim_info}
-    full_paths = {"fp32": stage / "full.fp32.onnx"}
-    onnx.save(full, str(full_paths["fp32"]))
-
-    precisions, tolerances = opts.precisions, opts.tolerances
+def _export(writer: BundleWriter, generator: nn.Module, spec: GeneratorSpec, opts: ExportOptions,
+            source: dict[str, Any], log: Progress) -> ExportResult:
+    _check_weights_rebuild(generator, spec)
+    module = G.GraphModule(G.prepare_generator(generator), spec, opts.output_format).eval()
+    log(f"checking the generator against its spec ({spec.arch}, z {spec.latent_dim}, "
+        f"images {spec.channels}x{spec.height}x{spec.width})")
+    G.check_against_spec(module, spec, seeds=[0, 1, 2])
+    graph = G.graph_description(spec, output_format=opts.output_format, opset=opts.opset, max_batch=opts.max_batch)
+    current = writer.current()
+    references = References(module, spec)
     batches = verified_batches(opts.max_batch, opts.verify_batch_cap)
     log(f"computing the torch reference at batch {', '.join(map(str, batches))}")
-    reference = make_reference(module, spec, batches)
-    verifications: list[Verification] = []
-    made: dict[str, dict[str, Any]] = {"fp32": dict(base_made_by)}
-    if opts.torch_precisions:
-        from ganrt.export.torch_weights import build_torch_weights
+    job = Job(module=module, generator=generator, spec=spec, stage=writer.stage, options=opts, source=source,
+              reference=references.at(batches), log=log)
+    if opts.tensorrt and current is not None and "timing-cache" in current.artifacts:
+        shutil.copyfile(current.artifact_path("timing-cache"), writer.stage / "timing.cache")  # never written in place
+    for row in ARTIFACTS.values():
+        if row.asked(opts):
+            module_name, function = row.build.split(":")
+            job.staged += getattr(importlib.import_module(module_name), function)(job, row)
 
-        torch_staged, torch_checks = build_torch_weights(module, generator, spec, stage,
-                                                         precisions=opts.torch_precisions, reference=reference,
-                                                         tolerances=tolerances, source=source, log=log)
-        staged += torch_staged
-        verifications += torch_checks
-
-    if "fp16" in precisions:
-        from ganrt.export.fp16 import convert_fp16
-
-        log("converting to fp16 (sensitive nodes kept fp32)")
-        model16, info = convert_fp16(full, spec, safe_max=opts.fp16_safe_max)
-        G.check_model(model16, "the fp16 graph")
-        full_paths["fp16"] = stage / "full.fp16.onnx"
-        onnx.save(model16, str(full_paths["fp16"]))
-        made["fp16"] = {**base_made_by, **info}
-    if "int8" in precisions:
-        from ganrt.export.int8 import quantize_int8
-
-        log(f"quantizing to int8 (QDQ, symmetric, calibration {opts.calibration_size} latents)")
-        full_paths["int8"] = stage / "full.int8.onnx"
-        op_types = None if opts.int8_op_types is None else list(opts.int8_op_types)
-        info = quantize_int8(full_paths["fp32"], full_paths["int8"], spec, op_types=op_types,
-                             calibration_size=opts.calibration_size, calibration=opts.int8_calibration,
-                             work_dir=stage)
-        G.check_model(onnx.load(str(full_paths["int8"])), "the int8 graph")
-        made["int8"] = {**base_made_by, **info}
-
-    for precision in (p for p in precisions if p != "bf16"):
-        name = onnx_artifact_name(precision)
-        log(f"verifying {name} against torch fp32 (onnxruntime CPU, batch {', '.join(map(str, batches))})")
-        v = verify_onnx(full_paths[precision], reference, spec, variant=name, tolerance=tolerances[precision])
-        log(("  passed: " if v.passed else "  FAILED: ") + v.summary())
-        verifications.append(v)
-        shipped = stage / onnx_file_name(precision)
-        onnx.save(G.drop_output(onnx.load(str(full_paths[precision]))), str(shipped))
-        staged.append(Staged(name, shipped, {"file": onnx_file_name(precision), "kind": "onnx",
-                                             "precision": precision, "made_by": made[precision], "parity": v.parity,
-                                             "passed": v.passed, "rewritten": False, **_entry_extra(v)}))
-    if opts.cpu_rewrite or "bf16" in precisions or opts.openvino_int8:
-        staged += _build_cpu_fast_path(full, spec, stage, reference, verifications, opts, base_made_by, log)
-    return staged, verifications, reference
+    shipping, checks = _verify_and_ship(job, graph, current, references, log)
+    dropped = {s.name: s.entry for s in job.staged if s.name not in shipping and row_of(s.name, s.entry)}
+    failed = [c for c in checks if c.passed is False]
+    if opts.strict and (failed or dropped):
+        raise ParityError("strict export: nothing was written to the bundle: " + _failures(failed, dropped)
+                          + ". Export without --strict to write what passed, or without the failing precision")
+    if not any(c.passed and c.artifact != WEIGHTS_ARTIFACT for c in checks) and not opts.allow_failed_parity:
+        raise ParityError("nothing but the reference weights passed, so nothing was written to the bundle: "
+                          + (_failures(failed, dropped) or "no runtime variant could run here")
+                          + ". Pass --allow-failed-parity (allow_failed_parity=True) to keep them marked "
+                          "passed=false, or export other precisions")
+    not_shipped = {n: {"kind": e.get("kind"), "precision": e.get("precision"), "parity": e.get("parity"),
+                       "failures": e.get("failures") or _variant_failures(checks, n)} for n, e in dropped.items()}
+    records = {}
+    for c in sorted(checks, key=lambda c: c.artifact in shipping):  # a variant's record on a shipped artifact wins
+        records[c.variant] = c.record()
+    bundle = writer.commit(graph=graph, source=source, staged=list(shipping.values()), variants=records,
+                           not_shipped=not_shipped)
+    if failed or dropped:
+        log(f"written WITHOUT what failed ({_failures(failed, dropped)}); the rest passed")
+    return ExportResult(bundle=bundle, variants=checks, not_shipped=not_shipped, not_built=job.not_built)
 
 
-def _build_cpu_fast_path(full, spec, stage: Path, reference, verifications: list[Verification],
-                         opts: ExportOptions, base_made_by: dict[str, Any], log) -> list[Staged]:
-    """"onnx-fp32-rw", "onnx-bf16" and "openvino-int8": the rewritten graph and what is made from it."""
-    import onnx
+def _verify_and_ship(job: Job, graph: dict[str, Any], current: Bundle | None, references: References,
+                     log: Progress) -> tuple[dict[str, Staged], list[VariantCheck]]:
+    """Verify every runtime variant of the staged artifacts; leave out each artifact whose own check failed or
+    whose every variant here failed (with what came with it), and verify again what then runs another artifact.
+    Returns ({name: Staged} to ship, every variant check)."""
+    from ganrt.runtime.machine import Availability
 
-    from ganrt.export.rewrite import rewrite_conv_transpose
-
-    precisions, cpu_rewrite, openvino_int8, tolerances = opts.precisions, opts.cpu_rewrite, opts.openvino_int8, \
-        opts.tolerances
-    staged: list[Staged] = []
-    rewritten, report = rewrite_conv_transpose(full, form="auto")
-    changed = report.changed
-    log(f"rewriting ConvTranspose for CPU backends: {len(report.rewritten)} rewritten, {len(report.left)} left"
-        + "".join(f"\n  left {r['node']}: {r['reason']}" for r in report.left))
-    rw_made_by = {**base_made_by, "rewrite": report.to_dict()}
-    rw_full = stage / "full.fp32.rw.onnx"
-    if changed:
-        G.check_model(rewritten, "the rewritten fp32 graph")
-        onnx.save(rewritten, str(rw_full))
-    else:
-        onnx.save(full, str(rw_full))  # nothing to rewrite: bf16/int8 start from the graph as it is
-    rw_file = stage / onnx_file_name("fp32", rewritten=True)
-    onnx.save(G.drop_output(onnx.load(str(rw_full))), str(rw_file))
-
-    if cpu_rewrite and changed:
-        name = onnx_artifact_name("fp32", rewritten=True)
-        log(f"verifying {name} against torch fp32 (onnxruntime CPU)")
-        v = verify_onnx(rw_full, reference, spec, variant=name, tolerance=tolerances["fp32"])
-        log(("  passed: " if v.passed else "  FAILED: ") + v.summary())
-        verifications.append(v)
-        staged.append(Staged(name, rw_file, {"file": onnx_file_name("fp32", rewritten=True), "kind": "onnx",
-                                             "precision": "fp32", "made_by": rw_made_by, "parity": v.parity,
-                                             "passed": v.passed, "rewritten": True, **_entry_extra(v)}))
-    elif cpu_rewrite:
-        log("  no ConvTranspose the rewrite can express: no onnx-fp32-rw")
-
-    if "bf16" in precisions or openvino_int8:
-        from ganrt.export.openvino import bf16_hardware, verify_openvino
-
-    if "bf16" in precisions:
-        name = onnx_artifact_name("bf16")
-        hardware = bf16_hardware()
-        log(f"verifying {name} (the {'rewritten ' if changed else ''}fp32 graph, OpenVINO bf16 hint) against "
-            "torch fp32" + ("" if hardware else ": this CPU has no bf16 support, OpenVINO runs it in f32 here "
-                            "(bf16_hardware false in the manifest); re-verify on a bf16 CPU"))
-        v = verify_openvino(rw_full, reference, spec, variant=name, tolerance=tolerances["bf16"], precision="bf16")
-        v.parity["bf16_hardware"] = hardware
-        log(("  passed: " if v.passed else "  FAILED: ") + v.summary())
-        verifications.append(v)
-        # the same bytes as onnx-fp32-rw: share its file when that ships, rather than store the weights twice
-        shares = cpu_rewrite and changed
-        bf16_file = onnx_file_name("fp32", rewritten=True) if shares else onnx_file_name("bf16")
-        shipped = rw_file if shares else stage / bf16_file
-        if not shares:
-            shutil.copyfile(rw_file, shipped)
-        staged.append(Staged(name, shipped, {"file": bf16_file, "kind": "onnx", "precision": "bf16",
-                                       "made_by": {**rw_made_by, "graph": "fp32 weights and arithmetic; bf16 is the "
-                                                   "OpenVINO inference precision hint"},
-                                       "parity": v.parity, "passed": v.passed, "rewritten": changed,
-                                       "runtime": "openvino", "inference_hint": "bf16", "bf16_hardware": hardware,
-                                       **_entry_extra(v)}))
-
-    if openvino_int8:
-        small_full = None
-        if changed:
-            small, small_report = rewrite_conv_transpose(full, form="single")
-            if [r["into"] for r in small_report.rewritten] != [r["into"] for r in report.rewritten]:
-                small_full = (stage / "full.fp32.rw-single.onnx", small_report.to_dict())
-                G.check_model(small, "the single-form rewritten fp32 graph")
-                onnx.save(small, str(small_full[0]))
-        made_by = rw_made_by if changed else base_made_by
-        staged += _openvino_int8(rw_full, small_full, spec, reference, stage, verifications, made_by=made_by,
-                                 rewritten=changed, calibration_size=opts.openvino_calibration_size,
-                                 tolerance=tolerances["int8"], log=log)
-    return staged
+    available = Availability.probe()
+    kept = {}
+    if current is not None:  # what this commit keeps of the old bundle: the variants that run it stay as recorded
+        drop = plan_merge(current, graph, job.staged)
+        rebuilt = {s.name for s in job.staged}
+        kept = {n: a for n, a in current.artifacts.items() if n not in rebuilt and n not in drop}
+    shipping = {s.name: s for s in job.staged}
+    checks: dict[tuple[str, str], VariantCheck] = {}
+    log(f"verifying every runtime variant here through its backend, at every batch bucket up to "
+        f"{job.options.max_batch}")
+    while True:
+        staged = Bundle(path=job.stage, spec=job.spec, graph=graph,
+                        artifacts={n: s.entry for n, s in shipping.items()})
+        for c in verify_variants(staged, references, job.options.tolerances, available=available,
+                                 threads=torch.get_num_threads(), kept=kept, done=set(checks), log=log):
+            checks[(c.variant, c.artifact)] = c
+        if job.options.allow_failed_parity:
+            break
+        out = [n for n, s in shipping.items() if row_of(n, s.entry) and not _ships(n, s.entry, checks.values())]
+        if not out:
+            break
+        for name in out:
+            log(f"  leaving {name} out: " + "; ".join(shipping[name].entry.get("failures")
+                                                      or _variant_failures(checks.values(), name)))
+        shipping = _without(shipping, set(out))
+    return shipping, list(checks.values())
 
 
-def _openvino_int8(rw_full: Path, small_full: tuple[Path, dict[str, Any]] | None, spec, reference, stage: Path,
-                   verifications: list[Verification], *, made_by, rewritten: bool, calibration_size: int,
-                   tolerance, log) -> list[Staged]:
-    """"openvino-int8" (and its small-batch graph "openvino-int8-small"), NNCF-quantized OpenVINO IRs.
-
-    Every weighted layer is quantized; when that fails the int8 tolerance, the first one (the matrix
-    product on the latent) is kept in fp32 and the graph quantized again. ``small_full`` (the single-form
-    rewrite's path and rewrite report) is quantized the same way for the backend to run at batches up to
-    SMALL_BATCH_MAX (fewer, larger convolutions: less per-node overhead where compute is small). It ships
-    only when it passes and draws exactly the main graph's images on every verified batch (int8 arithmetic
-    is exact, so it does when the calibration gives both graphs the same scales): a seed's image must not
-    depend on the batch it is drawn in. Otherwise it is left out, with the reason in the log; it never fails
-    the export.
-    """
-    from ganrt.export.openvino import quantize_int8, save_ir, verify_openvino, without_raw_output
-
-    what = "the rewritten graph" if rewritten else "the graph"
-    log(f"quantizing {what} to OpenVINO int8 (NNCF, calibration {calibration_size} latents)")
-    quantized, info = quantize_int8(rw_full, spec, calibration_size=calibration_size, keep_first=False)
-    v = verify_openvino(quantized, reference, spec, variant="openvino-int8", tolerance=tolerance, precision="int8")
-    keep_first = not v.passed
-    if keep_first:
-        log(f"  every layer in int8 failed ({v.summary()}); quantizing again with the first layer in fp32")
-        quantized, info = quantize_int8(rw_full, spec, calibration_size=calibration_size, keep_first=True)
-        v = verify_openvino(quantized, reference, spec, variant="openvino-int8", tolerance=tolerance,
-                            precision="int8")
-    log(("  passed: " if v.passed else "  FAILED: ") + v.summary())
-    verifications.append(v)
-    graphs = [("openvino-int8", quantized, {**made_by, **info}, v)]
-    if small_full is not None and v.passed:
-        small_path, small_report = small_full
-        small, small_info = quantize_int8(small_path, spec, calibration_size=calibration_size, keep_first=keep_first)
-        sv = verify_openvino(small, reference, spec, variant="openvino-int8-small", tolerance=tolerance,
-                             precision="int8")
-        same = bool(np.array_equal(sv.images, v.images))
-        sv.parity["same_images_as_openvino_int8"] = same
-        if sv.passed and same:
-            log(f"  openvino-int8-small (single-form rewrite, batches 1-{SMALL_BATCH_MAX}): passed, the same images "
-                "as openvino-int8")
-            graphs.append(("openvino-int8-small", small, {**made_by, **small_info, "rewrite": small_report}, sv))
-        else:
-            why = "its images differ from openvino-int8's" if sv.passed else f"it failed parity ({sv.summary()})"
-            log(f"  no small-batch graph: {why}; every batch runs openvino-int8")
-
-    staged = []
-    for name, model, by, ver in graphs:
-        stem = "model.int8" if name == "openvino-int8" else "model.int8.small"
-        xml, bin_ = save_ir(without_raw_output(model), stage / "openvino" / f"{stem}.xml")
-        entry = {"file": f"openvino/{stem}.xml", "kind": "openvino-ir", "precision": "int8", "made_by": by,
-                 "parity": ver.parity, "passed": ver.passed, "rewritten": rewritten, "runtime": "openvino",
-                 "weights_artifact": f"{name}-bin", **_entry_extra(ver)}
-        if name == "openvino-int8" and len(graphs) > 1:
-            entry["small_batch_graph"] = {"artifact": "openvino-int8-small", "max_batch": SMALL_BATCH_MAX}
-        if name == "openvino-int8-small":
-            entry["small_batch_of"] = "openvino-int8"
-        staged.append(Staged(name, xml, entry))
-        staged.append(Staged(f"{name}-bin", bin_, {"file": f"openvino/{stem}.bin", "kind": "other",
-                                                   "precision": None, "made_by": {"weights_of": name}}))
-    return staged
+def _ships(name: str, entry: dict[str, Any], checks) -> bool:
+    """Whether an artifact ships: its own check did not fail, and a variant of it passed here (or none ran)."""
+    ran = [c.passed for c in checks if c.artifact == name and c.passed is not None]
+    return entry.get("passed") is not False and (not ran or any(ran))
 
 
-def _build_engines(stage: Path, staged: list[Staged], spec, reference, opts: ExportOptions,
-                   timing_cache: Path | None, log) -> tuple[list[Staged], str | None]:
-    """(the engines, None), or ([], why not) when this machine cannot build them; the graphs they come from
-    are linted for TensorRT first either way."""
-    from ganrt.errors import ParityError
-    from ganrt.export.tensorrt import build_engine, lint_engine_sources, tensorrt_missing, verify_engine
+def _without(shipping: dict[str, Staged], out: set[str]) -> dict[str, Staged]:
+    """``shipping`` without the artifacts ``out`` and what comes with them (an IR's weights, a small-batch graph,
+    the timing cache without an engine)."""
+    left = {n: s for n, s in shipping.items() if n not in out}
+    engines = any(s.entry.get("kind") == "engine" for s in left.values())
+    for n, s in list(left.items()):
+        e = s.entry
+        if ((e.get("made_by") or {}).get("weights_of") in out or e.get("small_batch_of") in out
+                or (e.get("kind") == "timing_cache" and not engines)):
+            del left[n]
+    for s in left.values():
+        if (s.entry.get("small_batch_graph") or {}).get("artifact") in out:
+            s.entry.pop("small_batch_graph")
+    return left
 
-    sources = [s for s in staged if s.entry["kind"] == "onnx" and s.entry.get("passed")  # the plain graphs
-               and not s.entry.get("rewritten") and s.entry["precision"] != "bf16"]
-    lint = lint_engine_sources({s.name: s.path for s in sources}, log)
-    missing = tensorrt_missing()
-    if missing:
-        return [], f"{missing}. {lint}; build the engines on the target GPU with --tensorrt"
-    engines: list[Staged] = []
-    cache = stage / "timing.cache"
-    if timing_cache is not None:
-        shutil.copyfile(timing_cache, cache)  # the bundle's own cache is never written in place
-    for s in sources:
-        kw = s.entry
-        log(f"building a TensorRT engine from {s.name}")
-        engine_path, entry = build_engine(s.path, stage, precision=kw["precision"], max_batch=opts.max_batch,
-                                          workspace_mb=opts.trt_workspace_mb, timing_cache=cache,
-                                          hardware_compatibility=opts.trt_hardware_compatibility, log=log)
-        check = verify_engine(engine_path, reference, spec, variant=entry["name"],
-                              tolerance=opts.tolerances[kw["precision"]])
-        entry.update(check)
-        p = check["parity"]
-        log(f"  {entry['name']}: max |diff| {p['max_abs_diff']:.0f} levels, PSNR {p['psnr_db']} dB"
-            + ("" if check["passed"] else f" FAILED ({', '.join(check['failures'])})"))
-        if not check["passed"] and not opts.allow_failed_parity:
-            raise ParityError(f"{entry['name']} failed parity ({', '.join(check['failures'])}); nothing was "
-                              "written to the bundle. Pass --allow-failed-parity to keep it marked passed=false")
-        engines.append(Staged(entry.pop("name"), engine_path, entry))
-    if engines and cache.is_file():
-        trt = engines[0].entry["made_by"]["tensorrt"]
-        engines.append(Staged("timing-cache", cache, {"file": "timing.cache", "kind": "timing_cache",
-                                                      "precision": None, "made_by": {"tensorrt": trt}}))
-    return engines, None
+
+def _variant_failures(checks, name: str) -> list[str]:
+    return [f"{c.variant}: {'; '.join(c.failures)}" for c in checks if c.artifact == name and c.passed is False]
+
+
+def _failures(failed: list[VariantCheck], dropped: dict[str, dict[str, Any]]) -> str:
+    """What failed, in one line: each artifact whose own check failed, then each other variant that failed."""
+    own = {n for n, e in dropped.items() if e.get("passed") is False}
+    parts = [f"{n} failed its own check ({'; '.join(dropped[n]['failures'])})" for n in sorted(own)]
+    parts += [f"{c.variant} failed ({'; '.join(c.failures)})" for c in failed if c.artifact not in own]
+    return "; ".join(parts)
+
+
+def _out_of_space(e: BaseException) -> bool:
+    """Whether ``e`` (or what caused it) is a full disk or quota, as OSError or in a library's own words."""
+    return any(isinstance(x, OSError) and x.errno in (errno.ENOSPC, errno.EDQUOT)
+               or any(text in str(x) for text in ("No space left on device", "Disk quota exceeded", "StorageFull"))
+               for x in _chain(e))
+
+
+def _disk_full_message(e: BaseException, bundle: Path, generator: nn.Module, opts: ExportOptions) -> str:
+    """One line: where the space ran out, how much is free there, about how much the export needs."""
+    where = next((Path(x.filename).parent for x in _chain(e) if isinstance(x, OSError) and x.filename), bundle.parent)
+    weights = sum(t.numel() * 4 for t in generator.state_dict().values() if t.is_floating_point())
+    needs = weights * sum(row.footprint for row in ARTIFACTS.values() if row.asked(opts))
+    try:
+        free = shutil.disk_usage(bundle.parent).free
+    except OSError:
+        free = None
+    return (f"no space left on the device of {where} while exporting: this export needs about {_mb(needs)} there "
+            f"(its staging directory beside {bundle.name}, then the new files)"
+            + (f", {_mb(free)} is free now" if free is not None else "")
+            + f"; free some space or export to another --out. {bundle} was left as it was")
+
+
+def _chain(e: BaseException):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
 
 
 def export_checkpoint(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike, *,
                       options: ExportOptions | None = None, ema: bool = True, trust_code: bool = False,
-                      progress: Progress | None = None) -> Bundle:
-    """Export a ganrt checkpoint's generator (its EMA weights by default) with :class:`ExportOptions`.
+                      progress: Progress | None = None) -> ExportResult:
+    """Export a ganrt checkpoint's generator (its EMA weights by default) with :class:`ExportOptions`; returns
+    the :class:`ExportResult`.
 
     A checkpoint of a user's module names the code that rebuilds it; that code is imported only with
     ``trust_code=True`` (CLI: --trust-code).

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ganrt.artifacts import candidates, runs_of
 from ganrt.bundle import MANIFEST, TUNING_DIR, Bundle, confine
 from ganrt.errors import BackendUnavailable, BundleError, ConfigError, ExportError, GanrtError
 from ganrt.fileio import LockBusy, exclusive_lock
@@ -59,12 +60,7 @@ from ganrt.serve.triton_model import TritonPythonModel  # noqa: F401
 """
 ORT_TENSORRT = ("none", "fp32", "fp16")
 PER_IMAGE = ("labels", "truncation")  # [B] in the graph; [B, 1] on the wire
-# ganrt variant -> the artifacts that can serve it, in order (the runtime picks the same ones)
-ONNX_VARIANTS = {"onnxruntime-fp32": ("onnx-fp32",), "onnxruntime-fp16": ("onnx-fp16",),
-                 "onnxruntime-int8": ("onnx-int8",), "onnxruntime-fp32-rw": ("onnx-fp32-rw",)}
-OPENVINO_VARIANTS = {"openvino-fp32": ("onnx-fp32-rw", "onnx-fp32"), "openvino-bf16": ("onnx-bf16",),
-                     "openvino-int8": ("openvino-int8",)}
-CPU_ONLY = ("onnxruntime-fp32-rw",)  # the ConvTranspose rewrite is a CPU optimization
+TRITON_BACKENDS = ("onnxruntime", "openvino")  # ganrt backend rows whose artifacts Triton runs as they are
 
 
 @dataclass(frozen=True)
@@ -125,31 +121,31 @@ def plan_models(bundle: Bundle, device: str, prefix: str) -> tuple[list[Model], 
     arts = bundle.artifacts
     models, skipped = [], {}
 
-    def pick(variant: str, candidates: tuple[str, ...]) -> str | None:
-        present = [a for a in candidates if a in arts]
+    def pick(variant: str, precision: str, found: tuple[str, ...]) -> str | None:
+        """The artifact the runtime runs for ``variant`` (the table of artifacts' fact), when it passed parity at
+        that precision (its own, or the variant's record of export) and export did not record the variant failed."""
+        present = [a for a in found if a in arts]
         passed = [a for a in present if arts[a].get("passed") is True]
+        record = bundle.variants.get(variant) or {}
+        verdict = record.get("passed") if passed and record.get("artifact") == passed[0] else None
+        if verdict is False:
+            skipped[variant] = f"{variant} failed verification at export ({'; '.join(record.get('failures') or [])})"
+            return None
+        if passed and arts[passed[0]].get("precision") != precision and not verdict:
+            skipped[variant] = f"{passed[0]} has no {precision} parity on record"
+            return None
         if present and not passed:
             skipped[variant] = f"{present[0]} did not pass parity"
         return passed[0] if passed else None
 
-    for variant, candidates in ONNX_VARIANTS.items():
-        if variant in CPU_ONLY and device != "cpu":
-            continue
-        art = pick(variant, candidates)
-        if art:
-            models.append(Model(f"{prefix}-{variant}", variant, [art], {"model.onnx": art}))
-    for variant, candidates in OPENVINO_VARIANTS.items():
-        art = pick(variant, candidates)
-        if not art:
-            continue
-        if arts[art]["kind"] == "openvino-ir":
-            weights = arts[art].get("weights_artifact")
-            if weights not in arts:
-                raise BundleError(f"bundle {bundle.path}: {art} names no weights artifact ({weights!r})")
-            files = {"model.xml": art, "model.bin": weights}
-        else:
-            files = {"model.onnx": art}
-        models.append(Model(f"{prefix}-{variant}", variant, sorted(set(files.values())), files))
+    for backend in TRITON_BACKENDS:
+        for precision, implied in runs_of(backend):
+            variant = "-".join((backend, precision, *implied))
+            if implied and device != "cpu":  # an artifact-implied form ("-rw": the rewrite) is a CPU optimization
+                continue
+            art = pick(variant, precision, candidates(backend, precision, implied))
+            if art:
+                models.append(_model(bundle, f"{prefix}-{variant}", variant, art))
     plans: dict[tuple[str, str], dict[str, str]] = {}  # (precision, tensorrt) -> {cc: artifact}
     for name, entry in sorted(arts.items()):
         if entry.get("kind") != "engine":
@@ -171,6 +167,19 @@ def plan_models(bundle: Bundle, device: str, prefix: str) -> tuple[list[Model], 
         model.config["cc_model_filenames"] = {cc: Path(arts[a]["file"]).name for cc, a in sorted(by_cc.items())}
         models.append(model)
     return models, skipped
+
+
+def _model(bundle: Bundle, name: str, variant: str, art: str) -> Model:
+    """The model of an ONNX graph or an OpenVINO IR (and its weights file)."""
+    arts = bundle.artifacts
+    if arts[art]["kind"] == "openvino-ir":
+        weights = arts[art].get("weights_artifact")
+        if weights not in arts:
+            raise BundleError(f"bundle {bundle.path}: {art} names no weights artifact ({weights!r})")
+        files = {"model.xml": art, "model.bin": weights}
+    else:
+        files = {"model.onnx": art}
+    return Model(name, variant, sorted(set(files.values())), files)
 
 
 # -- ganrt's runtime in Triton's Python backend -----------------------------------------------------------

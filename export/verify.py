@@ -1,9 +1,11 @@
-"""Mandatory verification: every exported graph against the torch fp32 reference on fixed seeds.
+"""Mandatory verification: what export made against the torch fp32 reference on fixed seeds.
 
-Each graph runs in onnxruntime (CPU) at batch 1, an odd batch and the largest verified batch (the
-bundle's max batch, capped for speed; what was verified is recorded). The images are compared with
-:func:`ganrt.parity.image_parity` in uint8 levels, and the float output is checked for NaN/Inf. A
-variant passes when its figures are inside the tolerance of its precision (:data:`TOLERANCES`).
+Two checks use what is here. An artifact's own check (the table of artifacts' ``check``: onnxruntime CPU for a
+graph, OpenVINO for its IR, torch for cast weights) runs its graph with the float output too, at batch 1, an
+odd batch and the largest batch up to a cap, so NaN/Inf that the uint8 cast would hide are counted. Then every
+runtime variant of it runs through the runtime's own backend code at every batch bucket
+(ganrt.export.variants). Both compare images with :func:`ganrt.parity.image_parity` in uint8 levels; a check
+passes when its figures are inside the tolerance of its precision (:data:`TOLERANCES`).
 
 The tolerances, and why each is what it is, are the rows of :mod:`ganrt.precisions`.
 """
@@ -59,9 +61,10 @@ def verified_batches(max_batch: int, cap: int = VERIFY_BATCH_CAP) -> list[int]:
     return sorted({1, min(ODD_BATCH, top), top})
 
 
-def batch_seeds(batches: list[int]) -> list[list[int]]:
-    """Distinct fixed seeds per batch: batch b at position i uses 1000*(i+1) .. 1000*(i+1)+b-1."""
-    return [list(range(1000 * (i + 1), 1000 * (i + 1) + b)) for i, b in enumerate(batches)]
+def batch_seeds(batch: int) -> list[int]:
+    """The fixed seeds of batch size ``batch``: 1000 + b(b-1)/2 onwards, so no two batch sizes share a seed."""
+    start = 1000 + batch * (batch - 1) // 2
+    return list(range(start, start + batch))
 
 
 @dataclass
@@ -80,17 +83,26 @@ def _as_uint8(x: np.ndarray, output_range) -> np.ndarray:
     return ToUint8NHWC(output_range)(t).numpy()
 
 
-def make_reference(module: GraphModule, spec, batches: list[int]) -> Reference:
-    seeds = batch_seeds(batches)
-    feeds, images = [], []
-    for s in seeds:
-        f = sample_inputs(spec, s)
-        with torch.no_grad():
-            out = module(*(torch.from_numpy(v) for v in f.values()))
-        img = out[0].numpy() if isinstance(out, tuple) else _as_uint8(out.numpy(), spec.output_range)
-        feeds.append(f)
-        images.append(img)
-    return Reference(batches=list(batches), seeds=seeds, feeds=feeds, images=images)
+class References:
+    """The torch fp32 reference of ``module``, computed once per batch size on first need and shared by every
+    check: ``references.at([1, 3, 16])`` -> :class:`Reference`."""
+
+    def __init__(self, module: GraphModule, spec) -> None:
+        self.module, self.spec = module, spec
+        self._done: dict[int, tuple[list[int], dict[str, np.ndarray], np.ndarray]] = {}
+
+    def at(self, batches) -> Reference:
+        batches = sorted({int(b) for b in batches})
+        for b in batches:
+            if b not in self._done:
+                seeds = batch_seeds(b)
+                feeds = sample_inputs(self.spec, seeds)
+                with torch.no_grad():
+                    out = self.module(*(torch.from_numpy(v) for v in feeds.values()))
+                images = out[0].numpy() if isinstance(out, tuple) else _as_uint8(out.numpy(), self.spec.output_range)
+                self._done[b] = (seeds, feeds, images)
+        return Reference(batches=batches, seeds=[self._done[b][0] for b in batches],
+                         feeds=[self._done[b][1] for b in batches], images=[self._done[b][2] for b in batches])
 
 
 @dataclass
@@ -156,12 +168,3 @@ def compare_outputs(run, reference: Reference, spec, *, variant: str, tolerance:
                    "per_batch": per_batch, "reference": "torch-fp32", "runner": runner})
     return Verification(variant=variant, parity=json_safe(parity), passed=not failures, failures=failures,
                         tolerance=asdict(tolerance), images=np.concatenate(var_all))
-
-
-def raise_if_failed(results: list[Verification]) -> None:
-    failed = [r for r in results if not r.passed]
-    if failed:
-        detail = "; ".join(f"{r.variant} failed ({', '.join(r.failures)}) [{r.summary()}]" for r in failed)
-        raise ParityError(f"parity check failed: {detail}. Nothing was written to the bundle. Pass "
-                          "--allow-failed-parity (allow_failed_parity=True) to keep the variant marked passed=false, "
-                          "or export without that precision")

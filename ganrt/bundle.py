@@ -16,9 +16,16 @@ manifest.json::
      "graph": {"inputs": [{"name", "dtype", "shape"}], "outputs": [...], "output_format": "uint8-nhwc",
                "opset": int, "max_batch": int, "dynamic_axes": {...}},
      "source": {...how the reference was obtained...},
-     "artifacts": {NAME: {"file": relative path, "kind": "weights"|"onnx"|"openvino-ir"|"engine"|"timing_cache"|"other",
+     "artifacts": {NAME: {"file": relative path (a file, or a directory: "files" then holds {path: sha256} of
+                                  every file in it and "sha256" the hash of that listing),
+                          "kind": a kind of the table of artifacts (ganrt.artifacts), "timing_cache" or "other",
                           "precision": "fp32"|"fp16"|"bf16"|"int8"|None, "sha256": hex, "size": bytes,
                           "made_by": {...}, "parity": {...}|None, "passed": bool|None, ...}},
+     "variants": {VARIANT: {"artifact": NAME, "passed": bool|None, "failures": [...], "parity": {...},
+                           "batch_sizes": [...], "verified_on": {"cpu", "gpu"}, "why_not": str, ...}}
+                 what export verified through the runtime's own backend code at every batch bucket
+                 (ganrt.export.variants); a failed variant may name an artifact that was not shipped,
+     "not_shipped": {NAME: {"kind", "precision", "parity", "failures"}}  what the last export built and left out,
      "benchmarks": {...}  read only: written by ganrt before tuning records, kept as their fallback}
 
 **Trust.** A bundle is data. :meth:`Bundle.open` checks the manifest against :data:`MANIFEST_SCHEMA` (one-line
@@ -52,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from ganrt import schema as S
+from ganrt.artifacts import KINDS
 from ganrt.errors import BundleError, SpecError
 from ganrt.fileio import (
     LockBusy,
@@ -73,7 +81,8 @@ MANIFEST = "manifest.json"
 WEIGHTS = "generator.safetensors"
 WEIGHTS_ARTIFACT = "weights"
 TUNING_DIR = "tuning"
-ARTIFACT_KINDS = ("weights", "onnx", "openvino-ir", "engine", "timing_cache", "other")
+ARTIFACT_KINDS = tuple(dict.fromkeys((*KINDS, "timing_cache", "other")))  # the table's kinds, and two of its own
+DRAWN_KINDS = tuple(k for k in KINDS if k != "weights")  # artifacts computed from the weights (graphs, IRs, engines)
 PRECISIONS = NAMES  # ganrt.precisions
 REVISION_PREFIX = "rev-"  # a re-export's files whose usual names the current manifest still uses
 OPEN_ATTEMPTS = 5  # a manifest replaced while it was being read is read again, this many times at most
@@ -97,12 +106,31 @@ ARTIFACT_SCHEMA = {
         "parity": {"type": ["object", "null"]},
         "passed": {"type": ["boolean", "null"]},
         "rewritten": {"type": "boolean"},
-        "runtime": {"enum": ["onnxruntime", "openvino", "tensorrt"]},
+        "runtime": S.NAME,
+        "files": {"type": "object", "additionalProperties": S.SHA256},
         "weights_artifact": S.NAME,
         "small_batch_of": S.NAME,
         "small_batch_graph": {"type": "object", "required": ["artifact", "max_batch"],
                               "properties": {"artifact": S.NAME, "max_batch": {"type": "integer", "minimum": 1}}},
         "failures": {"type": "array", "items": {"type": "string"}},
+    },
+}
+VARIANT_SCHEMA = {
+    "type": "object",
+    "required": ["artifact", "passed"],
+    "properties": {
+        "artifact": S.NAME,
+        "backend": S.NAME,
+        "precision": {"enum": [*PRECISIONS, None]},
+        "device": {"enum": ["cpu", "cuda"]},
+        "passed": {"type": ["boolean", "null"]},
+        "failures": {"type": "array", "items": S.TEXT},
+        "why_not": S.TEXT,
+        "note": S.TEXT,
+        "parity": {"type": ["object", "null"]},
+        "tolerance": S.OBJECT,
+        "batch_sizes": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+        "verified_on": S.OBJECT,
     },
 }
 MANIFEST_SCHEMA = {
@@ -123,6 +151,8 @@ MANIFEST_SCHEMA = {
             "dynamic_axes": S.OBJECT}},
         "source": S.OBJECT,
         "artifacts": {"type": "object", "propertyNames": S.NAME, "additionalProperties": ARTIFACT_SCHEMA},
+        "variants": {"type": "object", "propertyNames": S.NAME, "additionalProperties": VARIANT_SCHEMA},
+        "not_shipped": {"type": "object", "propertyNames": S.NAME, "additionalProperties": S.OBJECT},
         "benchmarks": {"type": "object", "properties": {
             "machine": S.OBJECT, "batch_size": {"type": "integer", "minimum": 1},
             "variants": {"type": "object", "additionalProperties": {"type": "object", "properties": {
@@ -178,6 +208,29 @@ def home_name(file: str) -> str:
     return rest if head.startswith(REVISION_PREFIX) and rest else file
 
 
+def fingerprint(path: Path) -> dict[str, Any]:
+    """An artifact's manifest fields for what is at ``path``: {"sha256", "size"} of a file; of a directory also
+    "files", {relative path: sha256} of every file in it, and "sha256" is the hash of that listing. A directory
+    artifact holds plain files and folders only (BundleError for a symlink or anything else in it)."""
+    if not path.is_dir() or path.is_symlink():
+        return {"sha256": sha256_file(path), "size": path.stat().st_size}
+    files, size = {}, 0
+    for item in sorted(path.rglob("*")):
+        rel = item.relative_to(path).as_posix()
+        if item.is_symlink() or not (item.is_file() or item.is_dir()):
+            raise BundleError(f"artifact directory {path.name}: {rel} is not a plain file or folder; refusing it")
+        if item.is_file():
+            files[check_relative(rel, where=f"artifact directory {path.name}")] = sha256_file(item)
+            size += item.stat().st_size
+    listing = json.dumps(files, sort_keys=True).encode()
+    return {"sha256": hashlib.sha256(listing).hexdigest(), "size": size, "files": files}
+
+
+def sha256_path(path: Path) -> str:
+    """The sha256 a manifest records for the file or directory at ``path`` (see :func:`fingerprint`)."""
+    return fingerprint(path)["sha256"]
+
+
 # -- reading -------------------------------------------------------------------------------------------
 @dataclass
 class Bundle:
@@ -187,6 +240,8 @@ class Bundle:
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
     benchmarks: dict[str, Any] = field(default_factory=dict)  # legacy section, read only
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # what export verified, per variant
+    not_shipped: dict[str, dict[str, Any]] = field(default_factory=dict)  # what the last export left out
     extra: dict[str, Any] = field(default_factory=dict)
     created: str | None = None
     ganrt_version: str | None = None
@@ -241,24 +296,42 @@ class Bundle:
                 if ref is not None and ref not in artifacts:
                     raise BundleError(f"{where}: artifacts.{name}.{key}: names {ref!r}, which the bundle does "
                                       "not list")
+            for file in entry.get("files") or {}:
+                check_relative(file, where=f"{where}: artifacts.{name}.files")
+        variants = data.get("variants") or {}
+        for name, record in variants.items():
+            if record["passed"] is not False and record["artifact"] not in artifacts:
+                raise BundleError(f"{where}: variants.{name}.artifact: names {record['artifact']!r}, which the "
+                                  "bundle does not list")
         return cls(path=path, spec=spec, graph=data.get("graph") or {}, artifacts=artifacts,
-                   source=data.get("source") or {}, benchmarks=data.get("benchmarks") or {},
+                   source=data.get("source") or {}, benchmarks=data.get("benchmarks") or {}, variants=variants,
+                   not_shipped=data.get("not_shipped") or {},
                    extra=data.get("extra") or {}, created=data.get("created"),
                    ganrt_version=data.get("ganrt_version"), manifest_sha256=hashlib.sha256(raw).hexdigest())
 
     def verify(self, names: list[str] | None = None) -> None:
-        """Check that every listed artifact (or those in ``names``) exists with its recorded sha256."""
+        """Check that every listed artifact (or those in ``names``) exists with its recorded sha256 (a directory
+        artifact: exactly its recorded files, each with its own)."""
         for name in names or list(self.artifacts):
             entry = self.artifact(name)
             file = self.artifact_path(name)
+            is_dir = "files" in entry
             try:
-                digest = sha256_file(file)
-            except FileNotFoundError:  # also: removed by a re-export after the check above
+                if is_dir != (file.is_dir() and not file.is_symlink()):
+                    raise FileNotFoundError(file)
+                found = fingerprint(file)
+            except (FileNotFoundError, IsADirectoryError):  # also: removed by a re-export after the check above
                 raise BundleError(f"bundle {self.path}: artifact {name!r} ({entry['file']}) is missing") from None
             except NotRegularFile as e:
                 raise BundleError(f"bundle {self.path}: artifact {name!r} ({entry['file']}) is {e.kind}, not a "
                                   "file; re-export the bundle") from None
-            if digest != entry["sha256"]:
+            if is_dir and found["files"] != entry["files"]:
+                extra = sorted(set(found["files"]) - set(entry["files"]))
+                changed = sorted(f for f in entry["files"] if found["files"].get(f) != entry["files"][f])
+                what = f"{changed[0]} is missing or changed" if changed else f"{extra[0]} is not one of its files"
+                raise BundleError(f"bundle {self.path}: {entry['file']}/{what} (tampered or corrupted); "
+                                  "re-export the bundle")
+            if found["sha256"] != entry["sha256"]:
                 raise BundleError(f"bundle {self.path}: {entry['file']} does not match its recorded sha256 "
                                   f"(tampered or corrupted); re-export the bundle")
 
@@ -293,6 +366,10 @@ class Bundle:
         d = {"format": FORMAT, "format_version": FORMAT_VERSION, "ganrt_version": self.ganrt_version or __version__,
              "created": self.created or _now(), "spec": self.spec.to_dict(), "graph": self.graph,
              "source": self.source, "artifacts": self.artifacts, "extra": self.extra}
+        if self.variants:
+            d["variants"] = self.variants
+        if self.not_shipped:
+            d["not_shipped"] = self.not_shipped
         if self.benchmarks:
             d["benchmarks"] = self.benchmarks
         return d
@@ -328,7 +405,7 @@ class Staged:
 
 
 def plan_merge(current: Bundle | None, graph: dict[str, Any], staged: list[Staged], *,
-               digest: Callable[[Path], str] = sha256_file,
+               digest: Callable[[Path], str] = sha256_path,
                same: Callable[[Path, Path], bool] | None = None) -> dict[str, str]:
     """Which of ``current``'s artifacts that this export does not rebuild must go, and why ({name: reason}).
 
@@ -336,7 +413,7 @@ def plan_merge(current: Bundle | None, graph: dict[str, Any], staged: list[Stage
     images), and so do weights cast from the old weights (torch fp16/bf16) when the weights changed; so does
     an artifact sharing a file this export rebuilt with other contents (onnx-bf16 shares onnx-fp32-rw's), a
     small-batch graph whose main graph was rebuilt without it, and the weights file of any IR that goes.
-    Everything else is kept. ``digest`` / ``same``: sha256_file / same_tensors (a commit passes its memo).
+    Everything else is kept. ``digest`` / ``same``: sha256_path / same_tensors (a commit passes its memo).
     """
     if current is None:
         return {}
@@ -350,7 +427,7 @@ def plan_merge(current: Bundle | None, graph: dict[str, Any], staged: list[Stage
     weights_changed = bool(new_weights and old_weights and not same(new_weights, old_weights))
     for n, a in kept.items():
         made_by = a.get("made_by") or {}
-        drawn_from_weights = a.get("kind") in ("onnx", "engine", "openvino-ir") or "weights_of" in made_by
+        drawn_from_weights = a.get("kind") in DRAWN_KINDS or "weights_of" in made_by
         if io_changed and drawn_from_weights:
             drop[n] = "the graph's I/O changed"
         elif weights_changed and (drawn_from_weights or "cast_from" in made_by):
@@ -478,34 +555,46 @@ class BundleWriter:
         except BundleError as e:
             self.log(f"  not removing {file!r}: {e}")
             return
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():  # a directory artifact (confined above)
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
         remove_temp_files(path.parent, path.name)
 
-    def commit(self, *, graph: dict[str, Any], source: dict[str, Any], staged: list[Staged]) -> Bundle:
+    def commit(self, *, graph: dict[str, Any], source: dict[str, Any], staged: list[Staged],
+               variants: dict[str, dict[str, Any]] | None = None,
+               not_shipped: dict[str, dict[str, Any]] | None = None) -> Bundle:
         """Merge ``staged`` into the bundle (policy: :func:`plan_merge`), crash-safely; returns it re-read.
 
         New files go to names the current manifest does not use (their usual names, else the same names under
         a fresh ``rev-<token>/``); a file already in the bundle with the same bytes (the weights: the same
         tensors) is kept. The manifest is replaced last, atomically; then the files it no longer lists go.
+        ``variants``: this export's variant records; the old records of artifacts kept as they were stay.
+        ``not_shipped``: what this export built and left out.
         """
         if self.stage is None:
             raise RuntimeError("BundleWriter.commit outside its with-block")
         current = self.current()
-        digest, same = functools.cache(sha256_file), functools.cache(same_tensors)  # each file read once
+        prints, same = functools.cache(fingerprint), functools.cache(same_tensors)  # each file read once
+        digest = lambda path: prints(path)["sha256"]
         drop = plan_merge(current, graph, staged, digest=digest, same=same)
         for n, why in sorted(drop.items()):
             self.log(f"  dropping {n} ({why}; export it again to keep it)")
         old_files = current.files() if current is not None else set()
-        placed = self._place(current, staged, old_files, digest=digest, same=same)
+        placed = self._place(current, staged, old_files, prints=prints, same=same)
         artifacts = {n: a for n, a in (current.artifacts if current else {}).items() if n not in drop}
         for s in staged:
-            dest, digest, size = placed[s.path]
-            artifacts[s.name] = {**s.entry, "file": dest, "sha256": digest, "size": size}
+            dest, prints = placed[s.path]
+            artifacts[s.name] = {**s.entry, "file": dest, **prints}
+        rebuilt = {s.name for s in staged}
+        records = {v: r for v, r in (current.variants if current else {}).items()
+                   if r["artifact"] in artifacts and r["artifact"] not in rebuilt}
         bundle = Bundle(path=self.path, spec=self.spec, graph=graph, artifacts=artifacts,
                         source=source or (current.source if current else {}),
+                        variants={**records, **(variants or {})}, not_shipped=dict(not_shipped or {}),
                         extra=current.extra if current else {}, created=current.created if current else None)
         new_files = bundle.files()
-        moves = {src: dest for src, (dest, _, _) in placed.items() if dest not in old_files}
+        moves = {src: dest for src, (dest, _) in placed.items() if dest not in old_files}
         dirs = _folders(moves.values())
         _write_journal(self.stage / JOURNAL, {"bundle": str(self.path), "writes": sorted(moves.values()),
                                               "removes": sorted(old_files - new_files), "dirs": dirs,
@@ -524,11 +613,12 @@ class BundleWriter:
         return Bundle.open(self.path)
 
     def _place(self, current: Bundle | None, staged: list[Staged], old_files: set[str], *,
-               digest: Callable[[Path], str], same: Callable[[Path, Path], bool]) -> dict[Path, tuple[str, str, int]]:
-        """{staged file: (its file in the bundle, sha256, size)}. A staged file whose bytes the bundle already
-        has at its usual name keeps that file (weights: the same tensors); an OpenVINO IR and its weights file
-        are kept or moved together (the IR finds its .bin beside it). Moved files take their usual names
-        unless the current manifest uses one of them, then all go under one fresh rev-<token>/."""
+               prints: Callable[[Path], dict], same: Callable[[Path, Path], bool]) -> dict[Path, tuple[str, dict]]:
+        """{staged file: (its file in the bundle, its fingerprint: sha256, size[, files])}. A staged file whose
+        bytes the bundle already has at its usual name keeps that file (weights: the same tensors); an OpenVINO
+        IR and its weights file are kept or moved together (the IR finds its .bin beside it). Moved files take
+        their usual names unless the current manifest uses one of them, then all go under one fresh
+        rev-<token>/."""
         by_home = {home_name(a["file"]): n for n, a in (current.artifacts.items() if current else ())}
         keep: dict[Path, dict[str, Any]] = {}
         for s in staged:
@@ -539,7 +629,7 @@ class BundleWriter:
             if s.entry.get("kind") == "weights" and old.get("kind") == "weights":  # its metadata holds a time
                 if same(s.path, current.artifact_path(old_name)):
                     keep[s.path] = old
-            elif digest(s.path) == old["sha256"]:
+            elif prints(s.path)["sha256"] == old["sha256"]:
                 keep[s.path] = old
         paths = {s.name: s.path for s in staged}
         for s in staged:  # an IR and its .bin: both kept, or both moved
@@ -555,9 +645,10 @@ class BundleWriter:
         for s in staged:
             if s.path in keep:
                 old = keep[s.path]
-                placed[s.path] = (old["file"], old["sha256"], old["size"] if "size" in old else s.path.stat().st_size)
+                placed[s.path] = (old["file"], {k: old[k] for k in ("sha256", "size", "files") if k in old}
+                                  if "size" in old else prints(s.path))
             else:
-                placed[s.path] = (prefix + s.entry["file"], digest(s.path), s.path.stat().st_size)
+                placed[s.path] = (prefix + s.entry["file"], prints(s.path))
         return placed
 
 

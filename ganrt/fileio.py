@@ -29,7 +29,10 @@ def remove_temp_files(folder: str | os.PathLike, name: str = "*") -> None:
     folder = Path(folder)
     if folder.is_dir():
         for tmp in folder.glob(f".{name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
+            if tmp.is_dir() and not tmp.is_symlink():  # a directory moved across file systems (move_into)
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -125,16 +128,24 @@ def fsync_path(path: str | os.PathLike) -> None:
 
 
 def move_into(src: str | os.PathLike, dest: str | os.PathLike) -> None:
-    """Move a finished file to ``dest`` atomically (rename; a copy to a temporary name when ``src`` is on
-    another file system), flushed to disk. ``dest`` never holds a partial file."""
+    """Move a finished file (or directory) to ``dest`` atomically (rename; a copy to a temporary name when
+    ``src`` is on another file system), flushed to disk. ``dest`` never holds a partial file."""
     src, dest = Path(src), Path(dest)
     try:
         os.replace(src, dest)
     except OSError as e:
         if e.errno != errno.EXDEV:
             raise
-        with atomic_path(dest) as tmp:
-            shutil.copyfile(src, tmp)
+        if src.is_dir():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+            try:
+                shutil.copytree(src, tmp, dirs_exist_ok=True)
+                os.replace(tmp, dest)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(src, tmp)
     fsync_path(dest)
 
 

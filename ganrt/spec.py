@@ -13,6 +13,17 @@ Your own generator needs no more than its I/O::
 ``(z, labels)``, ``(z, labels, truncation)``). ``factory="pkg.mod:callable"`` optionally names code that
 rebuilds the module, which the torch backend imports only when its caller passes ``trust_code=True``;
 without a factory a bundle of it runs on the graph backends (onnxruntime, OpenVINO, TensorRT).
+
+How a user's module takes and returns what the graph does (the graph's own I/O never changes):
+
+- ``z_layout="nchw"``: it takes z as [B, latent_dim, 1, 1] (the PyTorch DCGAN tutorial's generator);
+- ``labels_as="one-hot"``: it takes the class as a one-hot float vector [B, num_classes] (pytorch-pretrained-
+  biggan's BigGAN, most conditional GANs written for ImageNet);
+- ``fixed_truncation=0.4``: it takes truncation as a Python number it computes with (BigGAN picks batch-norm
+  statistics by it): the module is called with that value and the graph draws every image at it (no
+  ``truncation`` input: ``has_truncation`` stays False);
+- ``output_layout="nhwc"``: it returns images [B, H, W, C];
+- ``output_range=(0, 1)``: it returns images in [0, 1] rather than [-1, 1].
 """
 
 from __future__ import annotations
@@ -45,6 +56,11 @@ class GeneratorSpec:
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     output_range: tuple[float, float] = (-1.0, 1.0)
     factory: str | None = None  # "pkg.module:callable" for a user's own generator
+    # how a user's module takes and returns what the graph does (module docstring); families use the defaults
+    z_layout: str = "flat"  # "flat": z [B, latent_dim]; "nchw": z [B, latent_dim, 1, 1]
+    labels_as: str = "index"  # "index": labels int64 [B]; "one-hot": float [B, num_classes]
+    fixed_truncation: float | None = None  # a Python number passed after the other inputs
+    output_layout: str = "nchw"  # "nchw" or "nhwc"
 
     def __post_init__(self) -> None:
         def integer(name: str, value: Any, minimum: int = 1, maximum: int = MAX_SIDE) -> None:
@@ -75,6 +91,28 @@ class GeneratorSpec:
             json.dumps(self.arch_kwargs)
         except TypeError as e:
             raise SpecError(f"GeneratorSpec.arch_kwargs must hold JSON values only: {e}") from None
+        self._check_user_call()
+
+    def _check_user_call(self) -> None:
+        for name, choices in CALL_FORMS.items():
+            if getattr(self, name) not in choices:
+                raise SpecError(f"GeneratorSpec.{name} must be one of {', '.join(map(repr, choices))}, "
+                                f"got {getattr(self, name)!r}")
+        t = self.fixed_truncation
+        if t is not None:
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+                raise SpecError(f"GeneratorSpec.fixed_truncation must be a number (the truncation the module is "
+                                f"called with), got {t!r}")
+            object.__setattr__(self, "fixed_truncation", float(t))
+            if self.has_truncation:
+                raise SpecError("GeneratorSpec.fixed_truncation calls the module with one truncation value, "
+                                "has_truncation makes it a graph input: set one of them")
+        if self.labels_as == "one-hot" and not self.conditional:
+            raise SpecError("GeneratorSpec.labels_as='one-hot' needs num_classes > 0 (the one-hot vector's size)")
+        changed = [n for n in (*CALL_FORMS, "fixed_truncation") if getattr(self, n) != _DEFAULTS[n]]
+        if changed and not self.external:
+            raise SpecError(f"GeneratorSpec.{changed[0]} describes how ganrt calls a user's module; the "
+                            f"{self.arch!r} family is ganrt's own: drop it, or use arch='external'")
 
     @property
     def external(self) -> bool:
@@ -102,6 +140,9 @@ class GeneratorSpec:
         d = dataclasses.asdict(self)
         d["output_range"] = list(self.output_range)
         d["spec_version"] = SPEC_VERSION
+        for name, default in _DEFAULTS.items():  # a spec without them reads as before (and by older ganrt)
+            if d[name] == default:
+                del d[name]
         return d
 
     @classmethod
@@ -130,6 +171,10 @@ class GeneratorSpec:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as e:
             raise SpecError(f"GeneratorSpec is not valid JSON: {e}") from None
+
+
+CALL_FORMS = {"z_layout": ("flat", "nchw"), "labels_as": ("index", "one-hot"), "output_layout": ("nchw", "nhwc")}
+_DEFAULTS = {"z_layout": "flat", "labels_as": "index", "fixed_truncation": None, "output_layout": "nchw"}
 
 
 def _output_range(value: Any) -> tuple[float, float]:

@@ -1,17 +1,20 @@
 """The one table of runtime backends.
 
 A row names the backend's module and what ``load``, selection, the benchmark harness and the CLIs need to
-know without importing it: its default rank, devices, the artifact kinds it runs, its variant options, the
-precisions it makes at load time from another artifact, and what to install. The module itself provides,
-importable without its heavy library (which it imports lazily):
+know without importing it: its default rank, devices, its variant options and what to install. Which artifacts
+it runs at which precision (and which precisions it makes at load time from another precision's artifact) is
+the table of artifacts' fact (ganrt.artifacts). The module itself provides, importable without its heavy
+library (which it imports lazily):
 
-- ``probe() -> Probe``: what this machine has for it (fields of ``machine.Availability``) or why not;
+- ``probe() -> Probe``: what this machine has for it or why not (its fields land in ``machine.Availability``:
+  a field of that class by name, any other under ``Availability.extra[row name]``);
 - ``variants(view, available, row) -> (list[Choice], list[Missing])``: every variant of a bundle it could
   run here (``view``: the bundle's artifacts and spec, and whether the caller trusts its code), and why
   others cannot;
 - the ``Backend`` subclass named by ``runner``, constructed as ``Runner(bundle, choice, options)``.
 
-Adding a backend is one new module and one row here.
+Adding a backend is one new module and one row here (and, for an artifact of its own, a builder module and a
+row in ganrt.artifacts).
 """
 
 from __future__ import annotations
@@ -90,9 +93,7 @@ class BackendRow:
     runner: str  # the Backend subclass in it
     rank: float  # default order without benchmarks (smaller first); variants() refines it per variant
     devices: tuple[str, ...]
-    artifact_kinds: tuple[str, ...]  # manifest artifact kinds it runs
     options: tuple[str, ...] = ()  # the variant-name options it can add
-    casts: tuple[str, ...] = ()  # precisions it makes at load time from another precision's artifact
     install: str = ""
 
     def _module(self):
@@ -110,15 +111,14 @@ class BackendRow:
 
 BACKENDS: dict[str, BackendRow] = {row.name: row for row in (
     BackendRow("tensorrt", "ganrt.runtime.tensorrt_backend", "TensorRTBackend", rank=0, devices=("cuda",),
-               artifact_kinds=("engine",), install="pip install 'ganrt[gpu]'"),
+               install="pip install 'ganrt[gpu]'"),
     BackendRow("onnxruntime", "ganrt.runtime.onnxruntime_backend", "OnnxRuntimeBackend", rank=1,
-               devices=("cpu", "cuda"), artifact_kinds=("onnx",), options=("cuda", "trtep", "rw"),
+               devices=("cpu", "cuda"), options=("cuda", "trtep", "rw"),
                install="pip install 'ganrt[cpu]' (or ganrt[gpu] for CUDA/TensorRT)"),
     BackendRow("openvino", "ganrt.runtime.openvino_backend", "OpenVINOBackend", rank=3.5, devices=("cpu",),
-               artifact_kinds=("onnx", "openvino-ir"), casts=("bf16",), install="pip install 'ganrt[cpu]'"),
+               install="pip install 'ganrt[cpu]'"),
     BackendRow("torch", "ganrt.runtime.torch_backend", "TorchBackend", rank=4, devices=("cpu", "cuda"),
-               artifact_kinds=("weights",), options=("cuda", "cl", "compile", "cudagraph"), casts=("fp16", "bf16"),
-               install="pip install torch"),
+               options=("cuda", "cl", "compile", "cudagraph"), install="pip install torch"),
 )}
 NAMES: tuple[str, ...] = tuple(BACKENDS)
 

@@ -14,7 +14,7 @@ import importlib.util
 import os
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,12 @@ def describe_machine() -> dict[str, str | None]:
 
 @dataclass(frozen=True)
 class Availability:
-    """What can run here, as plain values, so backend selection is a pure function of it."""
+    """What can run here, as plain values, so backend selection is a pure function of it.
+
+    The fields below are what the built-in backend rows' probes find; what any other row's probe finds is kept
+    under its row name in ``extra`` (``avail.extra.get(row.name, {})`` in that backend's ``variants()``), so a new
+    backend row needs no new field here.
+    """
 
     cpu: str = "unknown"
     gpu: str | None = None
@@ -128,7 +133,7 @@ class Availability:
     openvino: bool = False
     openvino_bf16: bool = False
     torch: bool = True
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # backend row name -> {field: value} its probe found
     problems: dict = field(default_factory=dict)  # backend -> why its library is unusable here
 
     @property
@@ -140,12 +145,18 @@ class Availability:
         """Every backend row's probe (ganrt.runtime.backends), plus the CPU and GPU of this machine."""
         from ganrt.runtime.backends import BACKENDS
 
+        own = {f.name for f in fields(cls)} - {"extra", "problems"}
         dev = cuda_device()
-        fields: dict[str, Any] = {"cpu": cpu_name(), "gpu": None if dev is None else dev[0], "sm": sm()}
+        found: dict[str, Any] = {"cpu": cpu_name(), "gpu": None if dev is None else dev[0], "sm": sm()}
+        extra: dict[str, dict[str, Any]] = {}
         problems = {}
         for row in BACKENDS.values():
-            found = row.probe()
-            fields.update(found.fields)
-            if found.problem:
-                problems[row.name] = found.problem
-        return cls(**fields, problems=problems)
+            probe = row.probe()
+            for key, value in probe.fields.items():
+                if key in own:
+                    found[key] = value
+                else:
+                    extra.setdefault(row.name, {})[key] = value
+            if probe.problem:
+                problems[row.name] = probe.problem
+        return cls(**found, extra=extra, problems=problems)

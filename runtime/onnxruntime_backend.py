@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ganrt import precisions
+from ganrt.artifacts import pick, runs_of
 from ganrt.bundle import Bundle
 from ganrt.errors import BackendUnavailable, BundleError
 from ganrt.runtime.backends import ORT_PROVIDERS as PROVIDERS
@@ -55,18 +55,9 @@ def probe() -> Probe:
     return Probe({"ort_providers": providers or ()}, problem)
 
 
-def _for_onnxruntime(artifacts: dict[str, dict], name: str) -> bool:
-    """Whether the bundle has graph ``name`` made for onnxruntime (onnx-bf16 is made for OpenVINO's bf16 hint)."""
-    return name in artifacts and artifacts[name].get("runtime", "onnxruntime") == "onnxruntime"
-
-
-def onnx_for(artifacts: dict[str, dict], precision: str) -> str | None:
-    """The graph onnxruntime runs for ``precision``: the plain graph, else the rewritten one; never a graph
-    made for another runtime."""
-    return next((n for n in (f"onnx-{precision}", f"onnx-{precision}-rw") if _for_onnxruntime(artifacts, n)), None)
-
-
 def variants(view: BundleView, avail, row: BackendRow) -> tuple[list[Choice], list[Missing]]:
+    """Per precision the table of artifacts (ganrt.artifacts) gives onnxruntime: the CPU, CUDA and TensorRT-EP
+    forms of its graph; an artifact-implied form (the rewritten graph, "-rw") on the CPU only."""
     artifacts = view.artifacts
     choices: list[Choice] = []
     missing: list[Missing] = []
@@ -78,19 +69,23 @@ def variants(view: BundleView, avail, row: BackendRow) -> tuple[list[Choice], li
         choices.append(Choice(row.name, precision, device, artifact, options, artifacts[artifact].get("passed"),
                               rank=rank, auto=auto))
 
+    cpu = PROVIDERS["cpu"] in avail.ort_providers
     ort_cuda = avail.cuda and PROVIDERS["cuda"] in avail.ort_providers
     ort_trt = avail.cuda and PROVIDERS["tensorrt"] in avail.ort_providers
-    for precision in precisions.NAMES:
-        art = onnx_for(artifacts, precision)
-        if art and ort_cuda:
+    for precision, implied in runs_of(row.name):
+        art = pick(artifacts, row.name, precision, implied)
+        if art is None:
+            continue
+        if implied:  # the ConvTranspose rewrite is a CPU optimization
+            if cpu:
+                add(precision, "cpu", art, implied, row.rank + 2.1)
+            continue
+        if ort_cuda:
             add(precision, "cuda", art, ("cuda",), row.rank)
-        if art and ort_trt:  # the TensorRT EP builds engines at load (minutes): only when asked for
+        if ort_trt:  # the TensorRT EP builds engines at load (minutes): only when asked for
             add(precision, "cuda", art, ("trtep",), row.rank + 0.5, auto=False)
-        plain = f"onnx-{precision}"
-        if _for_onnxruntime(artifacts, plain) and PROVIDERS["cpu"] in avail.ort_providers:
-            add(precision, "cpu", plain, (), row.rank + 2)
-    if "onnx-fp32-rw" in artifacts and PROVIDERS["cpu"] in avail.ort_providers:
-        add("fp32", "cpu", "onnx-fp32-rw", ("rw",), row.rank + 2.1)
+        if cpu:
+            add(precision, "cpu", art, (), row.rank + 2)
     if avail.cuda and not ort_cuda:
         missing.append(Missing(row.name, "onnxruntime CUDA provider is not installed (`pip install onnxruntime-gpu`)",
                                device="cuda"))

@@ -3,11 +3,11 @@
 - Precision is always set explicitly (INFERENCE_PRECISION_HINT): OpenVINO's default on a bf16-capable
   CPU is bf16, so an fp32 deployment that leaves it unset silently runs bf16. bf16 on a CPU without
   bf16 support (no 'BF16' in the CPU's OPTIMIZATION_CAPABILITIES) falls back to fp32 with a warning.
-- For bf16 it reads the graph prepared for bf16 ('onnx-bf16') when the bundle has one, else the
-  ConvTranspose-rewritten fp32 graph ('onnx-fp32-rw': OpenVINO's bf16 kernels do not cover
-  deconvolution), else 'onnx-fp32' (openvino_artifact below picks it). fp32 runs 'onnx-fp32-rw' when
-  the bundle has it (measured faster), int8 the NNCF-quantized IR 'openvino-int8' (its non-quantized
-  ops in f32).
+- Which artifact runs each precision is the table of artifacts' fact (ganrt.artifacts): for bf16 the graph
+  prepared for bf16 ('onnx-bf16') when the bundle has one, else the ConvTranspose-rewritten fp32 graph
+  ('onnx-fp32-rw': OpenVINO's bf16 kernels do not cover deconvolution), else 'onnx-fp32'; fp32 runs
+  'onnx-fp32-rw' when the bundle has it (measured faster), int8 the NNCF-quantized IR 'openvino-int8' (its
+  non-quantized ops in f32).
 - The int8 IR may come with a small-batch graph (``small_batch_graph`` in its manifest entry: the same
   quantization on the single-form ConvTranspose rewrite, fewer and larger convolutions), which runs the
   batches up to its ``max_batch``; export links it only when it drew exactly the main graph's images on
@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ganrt.artifacts import pick
 from ganrt.bundle import Bundle
 from ganrt.errors import BackendUnavailable, BundleError
 from ganrt.runtime.backends import BackendRow, BundleView, Choice, Missing, Probe
@@ -47,17 +48,6 @@ from ganrt.runtime.machine import openvino_probe, physical_cores
 from ganrt.runtime.pool import ShapeCache, SlotPool
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the IR's own quantization; the rest f32
-OPENVINO_ARTIFACTS = {
-    "fp32": ("onnx-fp32-rw", "onnx-fp32"),  # the rewrite measured faster on OpenVINO (docs/export-notes.md)
-    "bf16": ("onnx-bf16", "onnx-fp32-rw", "onnx-fp32"),  # bf16 kernels do not cover deconvolution
-    "int8": ("openvino-int8",),  # NNCF-quantized IR; onnxruntime's QDQ graph is not for OpenVINO
-}
-
-
-def openvino_artifact(artifacts: dict[str, dict], precision: str) -> str | None:
-    """The graph OpenVINO runs for ``precision``: the rewritten graph when the bundle has it (fp32/bf16),
-    the graph prepared for bf16, the int8 IR; None when the bundle has none."""
-    return next((n for n in OPENVINO_ARTIFACTS.get(precision, ()) if n in artifacts), None)
 
 
 def probe() -> Probe:
@@ -66,24 +56,35 @@ def probe() -> Probe:
 
 
 def variants(view: BundleView, avail, row: BackendRow) -> tuple[list[Choice], list[Missing]]:
+    """One variant per precision OpenVINO runs, on the artifact the table of artifacts (ganrt.artifacts) prefers."""
     artifacts = view.artifacts
     if not avail.openvino:
         why = avail.problems.get(row.name) or "OpenVINO is not installed"
         return [], [Missing(row.name, f"{why} (`{row.install}`)")]
     choices = []
     for precision in ("bf16", "fp32", "int8"):
-        art = openvino_artifact(artifacts, precision)
+        art = pick(artifacts, row.name, precision)
         if not art:
             continue
         passed = artifacts[art].get("passed")
-        if precision == "bf16" and artifacts[art].get("precision") != "bf16":
-            passed = None  # an fp32 graph run with the bf16 hint: no bf16 parity on record
-        if precision == "bf16":  # without bf16 hardware it would run fp32: never auto's pick
-            rank, auto = (row.rank - 1.5, True) if avail.openvino_bf16 else (row.rank + 0.1, False)
-        else:
-            rank, auto = row.rank, True
+        rank, auto = row.rank, True
+        if precision == "bf16":
+            # without bf16 hardware it would run fp32, and an fp32 graph under the bf16 hint was not exported
+            # as bf16: never auto's pick (export may still verify it; by name it runs)
+            as_bf16 = artifacts[art].get("precision") == "bf16"
+            passed = passed if as_bf16 else None
+            rank, auto = (row.rank - 1.5, as_bf16) if avail.openvino_bf16 else (row.rank + 0.1, False)
         choices.append(Choice(row.name, precision, "cpu", art, (), passed, rank=rank, auto=auto))
     return choices, []
+
+
+def input_name(port, wanted) -> str:
+    """The graph input name (one of ``wanted``) an OpenVINO port carries. A port has a set of tensor names, and
+    after a compile may report another one first: the ConvTranspose rewrite of a 1x1 first layer reshapes ``z``
+    to what it already is, OpenVINO folds that Reshape into the input and its output's name
+    ("node_ConvTranspose_53_rw_flat") joins z's."""
+    names = port.get_names()
+    return next((n for n in wanted if n in names), port.get_any_name())
 
 
 class OpenVINOBackend(Backend):
@@ -125,7 +126,7 @@ class OpenVINOBackend(Backend):
                          exact_batches=tuple(range(1, self.small_batch_max + 1)))
         self._model = self._read(bundle, artifact)
         self._small_model = self._read(bundle, self.small_artifact) if self.small_artifact else None
-        self._inputs = {port.get_any_name(): port for port in self._model.inputs}
+        self._inputs = {input_name(port, self.spec.input_names): port for port in self._model.inputs}
         self.threads = threads
         self.throughput_batch = int(throughput_batch)
         self.streams = int(streams) if streams else min(4, (self.threads or physical_cores()) // 2)
@@ -139,7 +140,7 @@ class OpenVINOBackend(Backend):
             model = self._core.read_model(str(path))
         except Exception as e:
             raise BundleError(f"OpenVINO cannot read {path.name}: {first_line(e)}") from None
-        names = {port.get_any_name() for port in model.inputs}
+        names = {input_name(port, self.spec.input_names) for port in model.inputs}
         if names != set(self.spec.input_names):
             raise BundleError(f"{path.name} takes inputs {sorted(names)}, but the bundle's spec needs "
                               f"{sorted(self.spec.input_names)}; re-export the bundle")
@@ -179,7 +180,7 @@ class OpenVINOBackend(Backend):
         ov = self._ov
 
         def group() -> list[_Bound]:
-            return [_Bound(ov, models[hi - lo]) for lo, hi in bounds]
+            return [_Bound(ov, models[hi - lo], self.spec.input_names) for lo, hi in bounds]
 
         return _Compiled(hint, bounds, models, SlotPool(group, self.concurrency))
 
@@ -236,14 +237,14 @@ class _Compiled:
 class _Bound:
     """One infer request with numpy buffers bound as its input and output tensors (shared memory)."""
 
-    def __init__(self, ov, compiled) -> None:
+    def __init__(self, ov, compiled, names: list[str]) -> None:
         self.compiled = compiled
         self.request = compiled.create_infer_request()
         self.inputs = {}
         for port in compiled.inputs:
             buf = np.zeros(list(port.get_shape()), dtype=port.get_element_type().to_dtype())
-            self.request.set_tensor(port.get_any_name(), ov.Tensor(buf, shared_memory=True))
-            self.inputs[port.get_any_name()] = buf
+            self.request.set_tensor(port, ov.Tensor(buf, shared_memory=True))
+            self.inputs[input_name(port, names)] = buf
         out = compiled.outputs[0]
         self.output = np.zeros(list(out.get_shape()), dtype=out.get_element_type().to_dtype())
         self.request.set_output_tensor(0, ov.Tensor(self.output, shared_memory=True))

@@ -19,6 +19,11 @@ backend, precision, device and artifact to load and why. The variants come from 
 A user's own module (spec "arch": "external") runs on torch only with ``trust_code=True`` (rebuilding it
 imports the code its spec names) and never without a factory; its graphs run on every other backend.
 
+A variant's verdict is the one export recorded for it in the manifest's "variants" section (it ran through
+this backend's own code at every batch bucket; ganrt.export.variants) when that record is for the artifact the
+variant runs here; else its artifact's parity (a variant export could not run, e.g. on a GPU it did not have).
+A variant that failed is never auto's pick, and an explicit request prefers one that did not fail.
+
 Without a requested precision a backend prefers the precision table's order for its device
 (``ganrt.precisions.ranked``); a lossy precision (int8) is taken without being asked for only when the
 benchmarks say it is fastest. Nothing here imports a backend's library.
@@ -30,7 +35,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ganrt import precisions
+from ganrt import artifacts, precisions
 from ganrt.errors import BackendUnavailable, BundleError, ConfigError
 from ganrt.runtime.backends import BACKENDS, ORT_PROVIDERS, BundleView, Choice, Missing, row
 from ganrt.runtime.machine import Availability
@@ -52,27 +57,59 @@ class _Pool:
 
 
 def runnable(manifest: dict[str, Any], available: Availability, trust_code: bool = False) -> _Pool:
-    """Every variant of the bundle each backend row could run here, best default rank first."""
+    """Every variant of the bundle each backend row could run here, best default rank first, each with the
+    verdict export recorded for it (:func:`record_of`), else its artifact's."""
     view = BundleView(manifest.get("artifacts") or {}, manifest.get("spec") or {}, trust_code)
     pool = _Pool()
     for backend in BACKENDS.values():
         choices, missing = backend.variants(view, available)
         pool.choices += choices
         pool.missing += missing
+    for i, c in enumerate(pool.choices):
+        record = record_of(manifest, c)
+        if record is not None and record.get("passed") is not None:
+            pool.choices[i] = c.but(passed=record["passed"])
     pool.choices.sort(key=_default_rank)
     return pool
 
 
+def record_of(manifest: dict[str, Any], choice: Choice) -> dict[str, Any] | None:
+    """What export recorded for this variant (its verdict, figures, where it ran), when it ran the artifact the
+    variant runs here; else None."""
+    record = (manifest.get("variants") or {}).get(choice.variant)
+    return record if record is not None and record.get("artifact") == choice.artifact else None
+
+
 def here(manifest: dict[str, Any], available: Availability, trust_code: bool = False) -> dict[str, Any]:
-    """What this machine can run of the bundle: {"runnable": [variant, ...] in default order,
-    "unavailable": {backend: why}} (a backend with nothing to run here; an unusable library in its own words)."""
+    """What this machine can run of the bundle: {"runnable": [variant, ...] in default order (those that did not
+    fail), "failed": {variant: why} (never chosen by auto), "verified": {variant: where export verified it at
+    every batch bucket, or why it did not}, "unavailable": {backend: why} (a backend with nothing to run here; an
+    unusable library in its own words)."""
     pool = runnable(manifest, available, trust_code)
     running = {c.backend for c in pool.choices}
     unavailable = {name: why for name, why in available.problems.items() if name not in running}
     for m in pool.missing:
         if m.backend not in running and m.precision is None:
             unavailable.setdefault(m.backend, m.text)
-    return {"runnable": [c.variant for c in pool.choices], "unavailable": unavailable}
+    failed, verified = {}, {}
+    for c in pool.choices:
+        record = record_of(manifest, c) or {}
+        if c.passed is False:
+            failed[c.variant] = "; ".join(record.get("failures") or ()) or f"artifact {c.artifact} failed parity"
+        verified[c.variant] = _where(record, c)
+    return {"runnable": [c.variant for c in pool.choices if c.passed is not False], "failed": failed,
+            "verified": verified, "unavailable": unavailable}
+
+
+def _where(record: dict[str, Any], c: Choice) -> str:
+    on = record.get("verified_on") or {}
+    if on:
+        batches = record.get("batch_sizes") or []
+        machine = on.get("gpu") or on.get("cpu") or "?"
+        return f"verified at export on {machine}, batch {', '.join(map(str, batches))}"
+    if record.get("why_not"):
+        return f"not verified at export: {record['why_not']}"
+    return f"not verified at export (artifact {c.artifact}'s own check only)"
 
 
 def _default_rank(choice: Choice) -> tuple:
@@ -89,7 +126,7 @@ def _have(manifest: dict[str, Any]) -> list[str]:
 def _check_request(manifest: dict[str, Any], backend: str, precision: str | None, device: str | None) -> None:
     # a backend that makes the precision at load time (torch casts its weights, OpenVINO's bf16 hint);
     # row(): ConfigError for an unknown backend
-    casts = row(backend).casts if backend != "auto" else ()
+    casts = artifacts.casts(row(backend).name) if backend != "auto" else ()
     if device is not None and device not in DEVICES:
         raise ConfigError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
     if precision is not None and precision not in precisions.PRECISIONS:
@@ -156,10 +193,13 @@ def select(manifest: dict[str, Any], available: Availability, *, backend: str = 
         raise BackendUnavailable(_nothing_fits(manifest, available, backend, precision, device, pool, variant))
 
     if backend != "auto" or variant is not None:
-        best = candidates[0]
+        # the first in the default order that did not fail (and that auto could take), else the first
+        best = min(candidates, key=lambda c: c.passed is False or c.auto is False)
         why = f"{variant or backend} was asked for"
         if best.passed is False:
-            why += f"; WARNING: artifact {best.artifact!r} failed parity in the manifest"
+            failures = (record_of(manifest, best) or {}).get("failures")
+            why += (f"; WARNING: {best.variant} failed verification at export ({'; '.join(failures)})" if failures
+                    else f"; WARNING: artifact {best.artifact!r} failed parity in the manifest")
         return best.but(reason=why + _problems_note(available))
 
     table, where, note = measured_timings(manifest, available, tuning)
@@ -263,7 +303,7 @@ def _batch_note(b: int, batch_size: int | None) -> str:
 def _auto_ok(c: Choice, precision: str | None, benchmarked: bool = False) -> bool:
     """auto never picks a variant whose parity failed, nor one with no parity on record (but the reference);
     a lossy precision without a requested precision only when ``benchmarked`` (it measured fastest)."""
-    if c.auto is False:
+    if c.auto is False or c.passed is False:
         return False
     if c.auto == "asked":
         return precision is not None
@@ -277,6 +317,8 @@ def _auto_ok(c: Choice, precision: str | None, benchmarked: bool = False) -> boo
 def _nothing_fits(manifest, avail: Availability, backend, precision, device, pool: _Pool, variant=None) -> str:
     asked = " ".join(x for x in (variant or (backend if backend != "auto" else "any backend"),
                                  precision and f"at {precision}", device and f"on {device}") if x)
+    if variant is not None and backend == "auto":  # the backend a variant name starts with: only its reasons
+        backend = next((name for name in BACKENDS if variant.startswith(f"{name}-")), backend)
     why = []
     if (backend != "auto" and BACKENDS[backend].devices == ("cuda",) or device == "cuda") and not avail.cuda:
         why.append("no CUDA GPU is visible here")

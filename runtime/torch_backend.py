@@ -24,6 +24,7 @@ import threading
 import numpy as np
 
 from ganrt import precisions
+from ganrt.artifacts import pick
 from ganrt.bundle import Bundle
 from ganrt.errors import BackendUnavailable, BundleError
 from ganrt.runtime.backends import BackendRow, BundleView, Choice, Missing, Probe
@@ -56,13 +57,12 @@ def variants(view: BundleView, avail, row: BackendRow) -> tuple[list[Choice], li
     missing = [Missing(row.name, "the torch backend runs fp32 (and fp16/bf16 on CUDA), not int8", precision="int8")]
 
     def add(precision, device, options, rank):
-        shipped = f"weights-{precision}"  # weights cast at export, with their own parity (export/torch_weights.py)
+        # the table of artifacts: weights cast at export (their own parity on record), else cast at load
+        artifact = pick(artifacts, row.name, precision)
         if precision == "fp32":
-            artifact, passed = "weights", True  # the reference itself
-        elif shipped in artifacts:
-            artifact, passed = shipped, artifacts[shipped].get("passed")
+            passed = True  # the reference itself
         else:
-            artifact, passed = "weights", None  # cast at load: no parity on record
+            passed = artifacts[artifact].get("passed") if artifacts[artifact].get("precision") == precision else None
         choices.append(Choice(row.name, precision, device, artifact, options, passed, rank=rank,
                               auto=True if passed is not None or precision == "fp32" else "asked"))
 

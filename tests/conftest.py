@@ -137,9 +137,87 @@ def pytest_configure(config):
     original = pipeline.export
 
     def export(*args, **kwargs):
-        bundle = original(*args, **kwargs)
-        report = lint_bundle(bundle)
-        assert report["errors"] == 0, f"bundle {bundle.path}: {verdict(report)}"
-        return bundle
+        result = original(*args, **kwargs)
+        report = lint_bundle(result.bundle)
+        assert report["errors"] == 0, f"bundle {result.bundle.path}: {verdict(report)}"
+        return result
 
     pipeline.export = ganrt.export.export = export
+
+
+# The most common generator there is: the PyTorch DCGAN tutorial's (ganrt's own writing of that well-known
+# architecture, with the tutorial's initialisation), written as a user's package so a bundle can name its
+# factory. It takes z as [B, nz, 1, 1] (spec z_layout="nchw"). ngf is 16 rather than 64 to keep the suite fast.
+DCGAN_TUTORIAL = '''
+import torch
+from torch import nn
+
+
+class Generator(nn.Module):
+    def __init__(self, nz=100, ngf=16, nc=3):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
+
+    def forward(self, x):  # x: (B, nz, 1, 1) -> (B, nc, 64, 64)
+        return self.main(x)
+
+
+def weights_init(m):  # the tutorial's
+    if isinstance(m, nn.ConvTranspose2d):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+def make_generator():
+    """Random weights, BatchNorm statistics from a few training-mode batches, and the last layer scaled so the
+    images span most of [-1, 1] (a random-init generator's are otherwise nearly flat: a parity test of flat
+    images would prove little)."""
+    torch.manual_seed(0)
+    g = Generator()
+    g.apply(weights_init)
+    g.train()
+    with torch.no_grad():
+        for _ in range(4):
+            g(torch.randn(32, 100, 1, 1))
+        g.eval()
+        last = g.main[-2]
+        last.weight.mul_(1.0 / g(torch.randn(32, 100, 1, 1)).std())  # tanh's input about unit spread
+    return g
+'''
+
+
+@pytest.fixture(scope="session")
+def dcgan_tutorial(tmp_path_factory):
+    """(the module, its factory path, its GeneratorSpec): the tutorial's generator as a user brings it."""
+    import sys
+
+    from ganrt.spec import GeneratorSpec
+
+    folder = tmp_path_factory.mktemp("dcgan-tutorial")
+    (folder / "ganrt_test_dcgan_tutorial.py").write_text(DCGAN_TUTORIAL)
+    sys.path.insert(0, str(folder))
+    from ganrt.models import load_factory
+
+    factory = "ganrt_test_dcgan_tutorial:make_generator"
+    spec = GeneratorSpec(factory=factory, latent_dim=100, channels=3, height=64, width=64, z_layout="nchw")
+    return load_factory(factory)(), factory, spec
+
+
+@pytest.fixture(scope="session")
+def dcgan_tutorial_bundle(tmp_path_factory, dcgan_tutorial):
+    """The tutorial DCGAN exported with every CPU precision, max batch 64: (ExportResult, the module)."""
+    from ganrt.export import ExportOptions, export
+
+    module, _, spec = dcgan_tutorial
+    out = tmp_path_factory.mktemp("dcgan-tutorial-bundle") / "bundle"
+    result = export(module, out, spec=spec, options=ExportOptions(
+        precisions=("fp32", "fp16", "int8", "bf16"), openvino_int8=True, openvino_calibration_size=32,
+        calibration_size=32, max_batch=64))
+    return result, module

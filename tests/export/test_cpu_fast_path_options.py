@@ -12,7 +12,7 @@ from ganrt.errors import BackendUnavailable, ConfigError
 def test_no_cpu_rewrite_ships_only_the_plain_graph(tiny_checkpoint, tmp_path):
     from ganrt.export import ExportOptions, export_checkpoint
 
-    b = export_checkpoint(tiny_checkpoint, tmp_path / "b", options=ExportOptions(max_batch=4, cpu_rewrite=False))
+    b = export_checkpoint(tiny_checkpoint, tmp_path / "b", options=ExportOptions(max_batch=4, cpu_rewrite=False)).bundle
     assert set(b.artifacts) == {"weights", "onnx-fp32"} and b.artifacts["onnx-fp32"]["rewritten"] is False
 
 

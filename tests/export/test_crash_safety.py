@@ -117,7 +117,7 @@ def two(tmp_path_factory, tiny_spec):
     out = {}
     for name, seed in (("A", 1), ("B", 2)):
         ckpt = _checkpoint(root / f"{name}.safetensors", tiny_spec, seed)
-        bundle = export_checkpoint(ckpt, root / name, options=ExportOptions(**options))
+        bundle = export_checkpoint(ckpt, root / name, options=ExportOptions(**options)).bundle
         out[name] = {"path": root / name, "checkpoint": ckpt, "images": _images(root / name),
                      "weights": bundle.artifacts["weights"]["sha256"]}
     b = Bundle.open(root / "B")

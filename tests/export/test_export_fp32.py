@@ -17,7 +17,7 @@ def test_checkpoint_exports_to_a_verified_fp32_bundle(tiny_checkpoint, tiny_spec
     from ganrt.export import ExportOptions, export_checkpoint
     from ganrt.latents import labels_from_seeds, latents_from_seeds
 
-    bundle = export_checkpoint(tiny_checkpoint, tmp_path / "b", options=ExportOptions(max_batch=8))
+    bundle = export_checkpoint(tiny_checkpoint, tmp_path / "b", options=ExportOptions(max_batch=8)).bundle
     assert set(bundle.artifacts) == {"weights", "onnx-fp32", "onnx-fp32-rw"}  # cpu_rewrite is on by default
     assert bundle.artifacts["onnx-fp32"]["rewritten"] is False and bundle.artifacts["onnx-fp32-rw"]["rewritten"]
     entry = bundle.artifacts["onnx-fp32"]
@@ -47,7 +47,7 @@ def test_float_nchw_output_keeps_raw_values(tiny_checkpoint, tmp_path):
     from ganrt.export import ExportOptions, export_checkpoint
 
     bundle = export_checkpoint(tiny_checkpoint, tmp_path / "b",
-                               options=ExportOptions(max_batch=2, output_format="float-nchw"))
+                               options=ExportOptions(max_batch=2, output_format="float-nchw")).bundle
     assert bundle.graph["outputs"] == [{"name": "images", "dtype": "float32", "shape": ["batch", 1, 32, 32]}]
     sess = ort.InferenceSession(str(bundle.artifact_path("onnx-fp32")), providers=["CPUExecutionProvider"])
     out = sess.run(None, {"z": np.zeros((2, 16), np.float32), "labels": np.array([0, 1])})
@@ -63,7 +63,7 @@ def test_users_own_module_exports_through_the_python_api(user_spec, tmp_path):
     from ganrt.models import load_factory
 
     g = load_factory(user_spec.factory)()
-    bundle = export(g, tmp_path / "b", spec=user_spec, options=ExportOptions(max_batch=4, precisions=("fp16",)))
+    bundle = export(g, tmp_path / "b", spec=user_spec, options=ExportOptions(max_batch=4, precisions=("fp16",))).bundle
     entry = bundle.artifacts["onnx-fp32"]
     assert entry["passed"] is True and entry["parity"]["max_abs_diff"] <= 1
     # fp16 through Resize (kept fp32 by the converter's default block list) and InstanceNorm (kept: sensitive)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -88,20 +89,31 @@ def test_data_dependent_control_flow_cannot_be_exported(tmp_path):
     assert not (tmp_path / "b").exists() and list(tmp_path.iterdir()) == []  # no staging left behind
 
 
-def test_failed_parity_writes_nothing_unless_allowed(tmp_path):
+def test_a_failing_precision_is_left_out_and_the_rest_written_strict_writes_nothing(tmp_path):
+    from ganrt.bundle import Bundle
     from ganrt.errors import ParityError
     from ganrt.export import ExportOptions, export
     from ganrt.export.verify import Tolerance
 
     impossible = {"fp16": Tolerance(max_abs_diff=-1)}  # even identical images fail
-    expected = r"onnx-fp16 failed \(max \|diff\| 0 levels > -1\).*--allow-failed-parity"
-    with pytest.raises(ParityError, match=expected):
-        export(_SmallGenerator(), tmp_path / "b", spec=_spec(),
-               options=ExportOptions(precisions=("fp16",), max_batch=2, tolerances=impossible))
+    options = ExportOptions(precisions=("fp16",), max_batch=2, tolerances=impossible)
+    with pytest.raises(ParityError, match=r"strict export: nothing was written.*onnx-fp16 failed its own check "
+                                          r"\(max \|diff\| 0 levels > -1\).*without --strict"):
+        export(_SmallGenerator(), tmp_path / "b", spec=_spec(), options=dataclasses.replace(options, strict=True))
     assert not (tmp_path / "b").exists()
-    b = export(_SmallGenerator(), tmp_path / "b", spec=_spec(),
+
+    result = export(_SmallGenerator(), tmp_path / "b", spec=_spec(), options=options)
+    assert not result.ok and "onnx-fp16" in result.not_shipped and "onnxruntime-fp32" in result.passed
+    assert "onnxruntime-fp16" in result.failed  # its variant, recorded failed because its artifact failed
+    b = Bundle.open(tmp_path / "b")
+    assert "onnx-fp16" not in b.artifacts and not (tmp_path / "b" / "model.fp16.onnx").exists()
+    assert b.not_shipped["onnx-fp16"]["failures"] == ["max |diff| 0 levels > -1"]
+    assert b.variants["onnxruntime-fp16"]["passed"] is False and b.variants["onnxruntime-fp32"]["passed"] is True
+    assert "onnx-fp16 failed its own check" in result.table()
+
+    b = export(_SmallGenerator(), tmp_path / "c", spec=_spec(),
                options=ExportOptions(precisions=("fp16",), max_batch=2, tolerances=impossible,
-                                     allow_failed_parity=True))
+                                     allow_failed_parity=True)).bundle
     assert b.artifacts["onnx-fp16"]["passed"] is False and b.artifacts["onnx-fp32"]["passed"] is True
     assert b.artifacts["onnx-fp16"]["failures"]
 
@@ -111,7 +123,7 @@ def test_tampered_file_makes_bundle_open_fail(tmp_path):
     from ganrt.errors import BundleError
     from ganrt.export import ExportOptions, export
 
-    b = export(_SmallGenerator(), tmp_path / "b", spec=_spec(), options=ExportOptions(max_batch=2))
+    b = export(_SmallGenerator(), tmp_path / "b", spec=_spec(), options=ExportOptions(max_batch=2)).bundle
     path = b.artifact_path("onnx-fp32")
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
@@ -124,13 +136,14 @@ def test_reexport_replaces_only_what_it_rebuilds(tmp_path):
     from ganrt.export import ExportOptions, export
 
     out = tmp_path / "b"
-    first = export(_SmallGenerator(), out, spec=_spec(), options=ExportOptions(precisions=("fp16",), max_batch=2))
+    first = export(_SmallGenerator(), out, spec=_spec(),
+                   options=ExportOptions(precisions=("fp16",), max_batch=2)).bundle
     fp16_sha = first.artifacts["onnx-fp16"]["sha256"]
     second = export(_SmallGenerator(), out, spec=_spec(),
-                    options=ExportOptions(max_batch=2))  # fp32 only, same graph I/O
+                    options=ExportOptions(max_batch=2)).bundle  # fp32 only, same graph I/O
     assert second.artifacts["onnx-fp16"]["sha256"] == fp16_sha  # kept
     third = export(_SmallGenerator(), out, spec=_spec(),
-                   options=ExportOptions(max_batch=4))  # graph changed: the fp16 graph is stale
+                   options=ExportOptions(max_batch=4)).bundle  # graph changed: the fp16 graph is stale
     assert "onnx-fp16" not in third.artifacts and not (out / "model.fp16.onnx").exists()
     assert json.loads((out / "manifest.json").read_text())["graph"]["max_batch"] == 4
 

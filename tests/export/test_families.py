@@ -28,7 +28,7 @@ def test_family_exports_fp32_and_fp16_with_parity(arch, tmp_path):
     kit = _kit()
     spec = kit.tiny_spec(arch)
     bundle = export(kit.exercised_generator(spec), tmp_path / "b", spec=spec,
-                    options=ExportOptions(precisions=("fp16",), max_batch=3))
+                    options=ExportOptions(precisions=("fp16",), max_batch=3)).bundle
     for name in ("onnx-fp32", "onnx-fp16"):
         entry = bundle.artifacts[name]
         assert entry["passed"] is True, (name, entry["parity"])

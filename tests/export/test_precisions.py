@@ -14,8 +14,8 @@ def three_precision_bundle(tiny_checkpoint, tmp_path_factory):
     from ganrt.export import ExportOptions, export_checkpoint
 
     out = tmp_path_factory.mktemp("bundle") / "b"
-    return export_checkpoint(tiny_checkpoint, out,
-                             options=ExportOptions(precisions=("fp16", "int8"), max_batch=5, calibration_size=16))
+    options = ExportOptions(precisions=("fp16", "int8"), max_batch=5, calibration_size=16)
+    return export_checkpoint(tiny_checkpoint, out, options=options).bundle
 
 
 def test_all_three_precisions_are_written_with_parity(three_precision_bundle):
@@ -93,7 +93,7 @@ def test_int8_op_selection_is_a_parameter(tiny_checkpoint, tmp_path):
 
     b = export_checkpoint(tiny_checkpoint, tmp_path / "b",
                           options=ExportOptions(precisions=("int8",), max_batch=2, calibration_size=8,
-                                                int8_op_types=("Gather",)))
+                                                int8_op_types=("Gather",))).bundle
     model = onnx.load(str(b.artifact_path("onnx-int8")))
     conv_inputs = {i for n in model.graph.node if n.op_type == "ConvTranspose" for i in n.input}
     dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}

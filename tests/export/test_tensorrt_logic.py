@@ -313,7 +313,7 @@ def test_fp16_engine_builds_matches_and_runs_in_fp16(tiny_checkpoint, tmp_path):
     from ganrt.export import ExportOptions, export_checkpoint
 
     b = export_checkpoint(tiny_checkpoint, tmp_path / "b",
-                          options=ExportOptions(precisions=("fp16",), tensorrt=True, max_batch=8))
+                          options=ExportOptions(precisions=("fp16",), tensorrt=True, max_batch=8)).bundle
     engines = b.find(kind="engine", precision="fp16")
     assert len(engines) == 1
     (name, entry), = engines.items()

@@ -18,7 +18,7 @@ def torch_bundle(tmp_path_factory, contrast_checkpoint):
 
     out = tmp_path_factory.mktemp("tw") / "bundle"
     return export_checkpoint(contrast_checkpoint, out, options=ExportOptions(
-        max_batch=8, verify_batch_cap=4, cpu_rewrite=False, torch_precisions=("fp16", "bf16")))
+        max_batch=8, verify_batch_cap=4, cpu_rewrite=False, torch_precisions=("fp16", "bf16"))).bundle
 
 
 def test_export_ships_half_size_weights_with_their_parity(torch_bundle):

@@ -132,7 +132,7 @@ def test_a_module_with_no_factory_is_a_bundle_of_graphs(tmp_path):
             return torch.tanh(self.fc(z)).view(-1, 1, 8, 8)
 
     spec = GeneratorSpec(latent_dim=4, channels=1, height=8, width=8)
-    bundle = export(Tiny(), tmp_path / "b", spec=spec, options=ExportOptions(max_batch=2, cpu_rewrite=False))
+    bundle = export(Tiny(), tmp_path / "b", spec=spec, options=ExportOptions(max_batch=2, cpu_rewrite=False)).bundle
     assert bundle.spec.arch == "external" and bundle.spec.factory is None
     with load(tmp_path / "b", threads=1) as gen:
         assert gen.generate(seeds=[0, 1]).shape == (2, 8, 8, 1)

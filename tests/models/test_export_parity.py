@@ -27,7 +27,7 @@ def test_export_matches_torch_within_one_level_at_batch_1_3_16(arch, kit, tmp_pa
     with torch.no_grad():  # the reference before export, which freezes spectral norm in place
         refs = {b: post(g(*inputs[b].values())).numpy() for b in BATCHES}
 
-    bundle = export(g, tmp_path / "bundle", spec=spec, options=ExportOptions(precisions=("fp32",), max_batch=16))
+    bundle = export(g, tmp_path / "bundle", spec=spec, options=ExportOptions(precisions=("fp32",), max_batch=16)).bundle
     entry = bundle.artifact("onnx-fp32")
     assert entry["passed"] is True
     assert bundle.to_dict()["graph"]["dynamic_axes"], "the batch axis must be dynamic"

@@ -121,3 +121,29 @@ def test_inspect_lists_what_runs_here_and_why_a_backend_cannot(bundle_dir):
     assert "tensorrt:" in out.output
     data = json.loads(CliRunner().invoke(cli, ["inspect", str(bundle_dir), "--json"]).output)
     assert "onnxruntime-fp32" in data["here"]["runnable"] and "tensorrt" in data["here"]["unavailable"]
+
+
+def test_a_new_backend_rows_probe_lands_under_its_name_not_in_a_typeerror(monkeypatch):
+    """Availability's fields are the built-in rows'; a new row's probe once raised TypeError in Availability.probe."""
+    import sys
+    import types
+
+    from ganrt.runtime import backends
+    from ganrt.runtime.backends import BackendRow, Choice, Probe
+
+    module = types.ModuleType("ganrt_test_new_backend")
+    module.probe = lambda: Probe({"coreml": "8.1", "ane": True})
+
+    def variants(view, avail, row):
+        found = avail.extra.get(row.name, {})
+        return ([Choice(row.name, "fp32", "cpu", "onnx-fp32", (), True, rank=0.5)] if found.get("ane") else []), []
+
+    module.variants = variants
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    row = BackendRow("newbackend", module.__name__, "Runner", rank=0.5, devices=("cpu",))
+    monkeypatch.setitem(backends.BACKENDS, row.name, row)
+
+    avail = Availability.probe()
+    assert avail.extra["newbackend"] == {"coreml": "8.1", "ane": True}
+    manifest = {"artifacts": {"onnx-fp32": {"kind": "onnx", "precision": "fp32", "passed": True}}}
+    assert select(manifest, avail).variant == "newbackend-fp32"

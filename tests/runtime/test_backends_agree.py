@@ -1,4 +1,5 @@
-"""torch, onnxruntime and OpenVINO (fp32) draw the same images for the same seeds, within one uint8 level."""
+"""torch, onnxruntime and OpenVINO (fp32) draw the same images for the same seeds, within one uint8 level: on the
+tiny conditional DCGAN and on the PyTorch DCGAN tutorial's generator (a user's module, z as [B, nz, 1, 1])."""
 
 from __future__ import annotations
 
@@ -10,26 +11,39 @@ from ganrt.runtime import load
 BATCHES = (1, 7, 64)
 
 
+@pytest.fixture(scope="module", params=["tiny-dcgan", "dcgan-tutorial"])
+def model(request, seeds_labels):
+    """(bundle path, seeds, labels or None, image shape, the torch reference at each of BATCHES)."""
+    seeds, labels = seeds_labels
+    if request.param == "tiny-dcgan":
+        path, shape = request.getfixturevalue("bundle_dir"), (32, 32, 1)
+    else:
+        path, shape, labels = request.getfixturevalue("dcgan_tutorial_bundle")[0].bundle.path, (64, 64, 3), None
+    with load(path, backend="torch", trust_code=True) as gen:
+        assert gen.variant == "torch-fp32" and gen.device == "cpu"
+        reference = {b: gen.generate(seeds=seeds[:b], labels=None if labels is None else labels[:b]) for b in BATCHES}
+    return path, seeds, labels, shape, reference
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_backend_matches_torch_within_one_level_at_batch_1_7_64(backend, model):
+    path, seeds, labels, shape, reference = model
+    with load(path, backend=backend, precision="fp32") as gen:
+        assert gen.backend == backend and gen.precision == "fp32"
+        for b in BATCHES:
+            images = gen.generate(seeds=seeds[:b], labels=None if labels is None else labels[:b])
+            ref = reference[b]
+            assert images.dtype == np.uint8 and images.shape == (b, *shape)
+            diff = np.abs(images.astype(np.int16) - ref.astype(np.int16)).max()
+            assert diff <= 1, f"{gen.variant} batch {b}: max |diff| {diff} levels"
+    assert reference[64].std() > 10, "reference images are near-constant: the comparison would prove nothing"
+
+
 @pytest.fixture(scope="module")
 def reference(bundle_dir, seeds_labels):
     seeds, labels = seeds_labels
     with load(bundle_dir, backend="torch") as gen:
-        assert gen.variant == "torch-fp32" and gen.device == "cpu"
         return {b: gen.generate(seeds=seeds[:b], labels=labels[:b]) for b in BATCHES}
-
-
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_backend_matches_torch_within_one_level_at_batch_1_7_64(backend, bundle_dir, reference, seeds_labels):
-    seeds, labels = seeds_labels
-    with load(bundle_dir, backend=backend, precision="fp32") as gen:
-        assert gen.backend == backend and gen.precision == "fp32"
-        for b in BATCHES:
-            images = gen.generate(seeds=seeds[:b], labels=labels[:b])
-            ref = reference[b]
-            assert images.dtype == np.uint8 and images.shape == (b, 32, 32, 1)
-            diff = np.abs(images.astype(np.int16) - ref.astype(np.int16)).max()
-            assert diff <= 1, f"{gen.variant} batch {b}: max |diff| {diff} levels"
-    assert reference[64].std() > 10, "reference images are near-constant: the comparison would prove nothing"
 
 
 def test_labels_change_the_image(bundle_dir):

@@ -23,9 +23,9 @@ def fast_bundle(contrast_checkpoint, tmp_path_factory):
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("fast") / "bundle"
-    return export_checkpoint(contrast_checkpoint, out,
-                             options=ExportOptions(precisions=("fp32", "bf16"), openvino_int8=True,
-                                                   openvino_calibration_size=32, max_batch=16, verify_batch_cap=8))
+    options = ExportOptions(precisions=("fp32", "bf16"), openvino_int8=True, openvino_calibration_size=32,
+                            max_batch=16, verify_batch_cap=8)
+    return export_checkpoint(contrast_checkpoint, out, options=options).bundle
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,6 @@ def test_int8_keeps_the_first_layer_fp32_only_when_all_int8_fails_parity(monkeyp
     """The quantization policy: all layers first; on a parity failure, once more with the first layer fp32,
     and the small-batch graph quantized like the main one."""
     import ganrt.export.openvino as ov_export
-    from ganrt.export import pipeline
     from ganrt.export.verify import Tolerance, Verification
 
     calls = []
@@ -165,14 +164,10 @@ def test_int8_keeps_the_first_layer_fp32_only_when_all_int8_fails_parity(monkeyp
     monkeypatch.setattr(ov_export, "verify_openvino", fake_verify)
     monkeypatch.setattr(ov_export, "save_ir", lambda model, xml: (xml, xml.with_suffix(".bin")))
     monkeypatch.setattr(ov_export, "without_raw_output", lambda model: model)
-    verifications = []
-    staged = pipeline._openvino_int8(tmp_path / "rw.onnx", (tmp_path / "single.onnx", {"form": "single"}), None,
-                                     None, tmp_path, verifications, made_by={"rewrite": {"form": "auto"}},
-                                     rewritten=True, calibration_size=8, tolerance=Tolerance(min_psnr_db=25.0),
-                                     log=lambda m: None)
+    staged = _quantize_irs(tmp_path, Tolerance(min_psnr_db=25.0), made_by={"rewrite": {"form": "auto"}})
 
     assert calls == [("rw.onnx", False), ("rw.onnx", True), ("single.onnx", True)]
-    assert [v.passed for v in verifications] == [True]  # the small graph never fails the export
+    assert [s.entry.get("passed") for s in staged] == [True, None, True, None]  # the graphs and their .bin files
     names = [s.name for s in staged]
     assert names == ["openvino-int8", "openvino-int8-bin", "openvino-int8-small", "openvino-int8-small-bin"]
     entries = {s.name: s.entry for s in staged}
@@ -187,7 +182,6 @@ def test_int8_keeps_the_first_layer_fp32_only_when_all_int8_fails_parity(monkeyp
 def test_a_small_batch_graph_that_differs_or_fails_is_left_out_without_failing_the_export(monkeypatch, tmp_path,
                                                                                          small_passes):
     import ganrt.export.openvino as ov_export
-    from ganrt.export import pipeline
     from ganrt.export.verify import Tolerance, Verification
 
     def fake_verify(model, reference, spec, *, variant, tolerance, precision):
@@ -201,15 +195,26 @@ def test_a_small_batch_graph_that_differs_or_fails_is_left_out_without_failing_t
     monkeypatch.setattr(ov_export, "verify_openvino", fake_verify)
     monkeypatch.setattr(ov_export, "save_ir", lambda model, xml: (xml, xml.with_suffix(".bin")))
     monkeypatch.setattr(ov_export, "without_raw_output", lambda model: model)
-    verifications, logged = [], []
-    staged = pipeline._openvino_int8(tmp_path / "rw.onnx", (tmp_path / "single.onnx", {"form": "single"}), None,
-                                     None, tmp_path, verifications, made_by={}, rewritten=True, calibration_size=8,
-                                     tolerance=Tolerance(min_psnr_db=25.0), log=logged.append)
+    logged = []
+    staged = _quantize_irs(tmp_path, Tolerance(min_psnr_db=25.0), made_by={}, log=logged.append)
 
     assert [s.name for s in staged] == ["openvino-int8", "openvino-int8-bin"]
-    assert "small_batch_graph" not in staged[0].entry
-    assert [v.variant for v in verifications] == ["openvino-int8"]
+    assert "small_batch_graph" not in staged[0].entry and staged[0].entry["passed"] is True
     assert any("no small-batch graph" in m for m in logged)
+
+
+def _quantize_irs(tmp_path, tolerance, made_by, log=lambda m: None):
+    """builders.openvino_int8_graphs on fake paths (the OpenVINO calls are patched by the caller)."""
+    from types import SimpleNamespace
+
+    from ganrt.artifacts import ARTIFACTS
+    from ganrt.export.builders import Job, openvino_int8_graphs
+
+    options = SimpleNamespace(openvino_calibration_size=8, tolerances={"int8": tolerance})
+    job = Job(module=None, generator=None, spec=None, stage=tmp_path, options=options, source={}, reference=None,
+              log=log)
+    return openvino_int8_graphs(job, ARTIFACTS["openvino-int8"], tmp_path / "rw.onnx",
+                                (tmp_path / "single.onnx", {"form": "single"}), made_by=made_by, rewritten=True)
 
 
 def test_bf16_gets_its_own_file_without_the_rewritten_fp32_graph_and_a_re_export_removes_it(contrast_checkpoint,
@@ -223,12 +228,12 @@ def test_bf16_gets_its_own_file_without_the_rewritten_fp32_graph_and_a_re_export
     out = tmp_path / "bundle"
     b = export_checkpoint(contrast_checkpoint, out,
                           options=ExportOptions(precisions=("fp32", "bf16"), cpu_rewrite=False, max_batch=4,
-                                                verify_batch_cap=4))
+                                                verify_batch_cap=4)).bundle
     assert "onnx-fp32-rw" not in b.artifacts and b.artifacts["onnx-bf16"]["file"] == "model.bf16.onnx"
     assert (out / "model.bf16.onnx").is_file()
 
     b = export_checkpoint(contrast_checkpoint, out,
-                          options=ExportOptions(precisions=("fp32", "bf16"), max_batch=4, verify_batch_cap=4))
+                          options=ExportOptions(precisions=("fp32", "bf16"), max_batch=4, verify_batch_cap=4)).bundle
     assert b.artifacts["onnx-bf16"]["file"] == b.artifacts["onnx-fp32-rw"]["file"]
     assert not (out / "model.bf16.onnx").exists()  # the moved artifact's old file is gone
     Bundle.open(out)  # every recorded hash still matches
@@ -251,7 +256,7 @@ def test_a_re_export_that_rewrites_a_shared_file_drops_the_other_entry_unless_th
     export_checkpoint(contrast_checkpoint, out,
                       options=ExportOptions(precisions=("fp32", "bf16"), max_batch=4, verify_batch_cap=4))
     b = export_checkpoint(contrast_checkpoint, out,
-                          options=ExportOptions(precisions=("fp32",), max_batch=4, verify_batch_cap=4))
+                          options=ExportOptions(precisions=("fp32",), max_batch=4, verify_batch_cap=4)).bundle
     assert b.artifacts["onnx-bf16"]["file"] == b.artifacts["onnx-fp32-rw"]["file"]  # same weights: kept
 
     rw = dict(b.artifacts["onnx-fp32-rw"])
@@ -285,7 +290,7 @@ def test_re_exporting_other_weights_drops_the_graphs_it_does_not_rebuild(contras
     logged = []
     b = export_checkpoint(tiny_checkpoint, out, progress=logged.append,
                           options=ExportOptions(precisions=("fp32",), max_batch=4, verify_batch_cap=4,
-                                                cpu_rewrite=False, allow_failed_parity=True))
+                                                cpu_rewrite=False, allow_failed_parity=True)).bundle
 
     assert "onnx-fp16" not in b.artifacts and not (out / "model.fp16.onnx").exists()
     assert any("dropping onnx-fp16 (the weights changed" in m for m in logged)
@@ -297,28 +302,23 @@ def test_re_exporting_int8_without_a_small_batch_graph_drops_the_old_one(contras
     import torch
 
     from ganrt.bundle import Bundle
-    from ganrt.export import ExportOptions, export_checkpoint, pipeline
+    from ganrt.export import ExportOptions, builders, export_checkpoint
 
     torch.set_num_threads(1)
     out = tmp_path / "bundle"
-    first = export_checkpoint(contrast_checkpoint, out,
-                              options=ExportOptions(precisions=("fp32",), openvino_int8=True,
-                                                    openvino_calibration_size=16, max_batch=4, verify_batch_cap=4))
+    options = ExportOptions(precisions=("fp32",), openvino_int8=True, openvino_calibration_size=16, max_batch=4,
+                            verify_batch_cap=4)
+    first = export_checkpoint(contrast_checkpoint, out, options=options).bundle
     if "openvino-int8-small" not in first.artifacts:
         pytest.skip("export left the small-batch graph out on this machine")
-    original = pipeline._openvino_int8
+    original = builders.openvino_int8_graphs
 
-    def without_small(*args, **kwargs):
-        staged = [s for s in original(*args, **kwargs) if "small" not in s.name]
-        for s in staged:
-            s.entry.pop("small_batch_graph", None)
-        return staged
+    def without_small(job, row, rw_full, small_full, **kwargs):
+        return original(job, row, rw_full, None, **kwargs)
 
-    monkeypatch.setattr(pipeline, "_openvino_int8", without_small)
+    monkeypatch.setattr(builders, "openvino_int8_graphs", without_small)
     logged = []
-    b = export_checkpoint(contrast_checkpoint, out, progress=logged.append,
-                          options=ExportOptions(precisions=("fp32",), openvino_int8=True,
-                                                openvino_calibration_size=16, max_batch=4, verify_batch_cap=4))
+    b = export_checkpoint(contrast_checkpoint, out, progress=logged.append, options=options).bundle
 
     assert not {"openvino-int8-small", "openvino-int8-small-bin"} & set(b.artifacts)
     assert not (out / "openvino" / "model.int8.small.xml").exists()

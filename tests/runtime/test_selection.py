@@ -161,3 +161,41 @@ def test_explicit_torch_options_name_the_variant(bundle_dir):
         assert gen.variant == "torch-fp32-compile" and gen.device == "cpu" and not gen.cuda_graphs
     with load(bundle_dir, backend="onnxruntime", threads=1) as gen:
         assert gen._runner.threads == 1 and gen.max_batch == 64
+
+
+def with_records(m, **records):
+    """``m`` with the variant records export writes ({variant: (artifact, passed)})."""
+    m["variants"] = {v: {"artifact": a, "passed": p, "failures": [] if p else ["batch 2: KeyError 'x'"]}
+                     for v, (a, p) in records.items()}
+    return m
+
+
+def test_a_variant_recorded_failed_is_never_auto_and_an_explicit_backend_prefers_one_that_passed():
+    m = with_records(manifest("onnx-fp32", "onnx-fp32-rw", "onnx-bf16"),
+                     **{"openvino-bf16": ("onnx-bf16", False), "openvino-fp32": ("onnx-fp32-rw", True)})
+    assert select(m, CPU_BF16).variant == "onnxruntime-fp32"  # openvino-bf16 would be first in the default order
+    choice = select(m, CPU_BF16, backend="openvino")
+    assert choice.variant == "openvino-fp32" and "WARNING" not in choice.reason
+    asked = select(m, CPU_BF16, variant="openvino-bf16")  # by name it still loads, saying why not to
+    assert asked.variant == "openvino-bf16" and "WARNING" in asked.reason
+    with pytest.raises(BackendUnavailable, match="failed parity or has none on record"):
+        select(m, CPU_BF16, precision="bf16")
+
+
+def test_a_record_of_another_artifact_does_not_decide_the_variant():
+    """A record is of the artifact export ran: when the bundle now runs another for that variant, its own parity
+    decides, not the record."""
+    m = with_records(manifest("onnx-fp32", "onnx-fp32-rw"), **{"openvino-fp32": ("onnx-fp32", False)})
+    assert select(m, CPU_ONLY, backend="openvino").passed is True  # runs onnx-fp32-rw, which passed
+    m = with_records(manifest("onnx-fp32", "onnx-fp32-rw"), **{"openvino-fp32": ("onnx-fp32-rw", False)})
+    choice = select(m, CPU_ONLY, backend="openvino")  # bf16 would run fp32 here: not a way around the failure
+    assert choice.variant == "openvino-fp32" and choice.passed is False and "WARNING" in choice.reason
+
+
+def test_a_variant_name_for_torch_is_refused_with_torchs_reason_not_tensorrts():
+    m = manifest("onnx-fp32")
+    m["spec"] = {"arch": "external", "latent_dim": 4, "channels": 1, "height": 8, "width": 8}
+    with pytest.raises(BackendUnavailable) as e:
+        select(m, CPU_ONLY, variant="torch-fp32")
+    assert "its spec names no factory" in str(e.value) and "TensorRT" not in str(e.value)
+    assert "failed parity" not in str(e.value)
