@@ -45,6 +45,7 @@ from ganrt.artifacts import candidates, runs_of
 from ganrt.bundle import MANIFEST, TUNING_DIR, Bundle, confine
 from ganrt.errors import BackendUnavailable, BundleError, ConfigError, ExportError, GanrtError
 from ganrt.fileio import LockBusy, exclusive_lock
+from ganrt.oip import config_io
 
 MARKER = "ganrt-triton.json"  # at the repository root: what it was made from (and that it may be replaced)
 INSTALL_HINT = "pip install 'ganrt[triton]'"
@@ -183,21 +184,6 @@ def _model(bundle: Bundle, name: str, variant: str, art: str) -> Model:
 
 
 # -- ganrt's runtime in Triton's Python backend -----------------------------------------------------------
-def python_io(spec, graph: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(inputs, outputs) of ganrt's own model in ModelConfig's field names: ``z`` or ``seeds`` (a request gives
-    one of them, so both are optional), ``labels`` (optional: seeds have default labels) and ``truncation`` as
-    the generator has them, the per-image ones ``dims: [1]`` reshaped to [B]; the graph's output. The Python
-    backend's model and ``ganrt serve``'s gRPC ModelConfig describe themselves with this."""
-    per_image = {"dims": [1], "reshape": {"shape": []}, "optional": True}
-    inputs = [{"name": "z", "data_type": "TYPE_FP32", "dims": [spec.latent_dim], "optional": True},
-              {"name": "seeds", "data_type": "TYPE_INT64", **per_image}]
-    if spec.conditional:
-        inputs.append({"name": "labels", "data_type": "TYPE_INT64", **per_image})
-    if spec.has_truncation:
-        inputs.append({"name": "truncation", "data_type": "TYPE_FP32", **per_image})
-    return inputs, [_tensor(t, False) for t in graph["outputs"]]
-
-
 def plan_python_models(bundle: Bundle, options: TritonOptions, prefix: str) -> list[Model]:
     """One model named ``prefix`` running ``auto``; with ``variants``, one per variant (``prefix-variant``),
     each checked against what runs here when the instances are CPUs (a GPU's variants load on the GPU)."""
@@ -235,7 +221,7 @@ def python_config(model: Model, bundle: Bundle, options: TritonOptions, max_batc
     """The config of a Python-backend model running ganrt's runtime on ``model.variant``."""
     from ganrt import __version__
 
-    inputs, outputs = python_io(bundle.spec, bundle.graph)
+    inputs, outputs = config_io(bundle.spec)
     tuned = python_batching(bundle, model.variant, options.device)
     batching: dict[str, Any] = {"max_queue_delay_microseconds": options.max_queue_delay_us if
                                 options.max_queue_delay_us is not None else
@@ -395,9 +381,12 @@ def _check_python_model(config, version: Path) -> list[str]:
         copy = Bundle.open(version / BUNDLE_COPY)
     except BundleError as e:
         return [f"{config.name}: its copy of the bundle: {e}"]
-    io = _manifest_io(copy.graph)
-    io["input"]["seeds"] = ("TYPE_INT64", [-1])
-    return _compare(config, io, "ganrt's model of the bundle")
+    def describe(tensors):  # what ganrt's model of the bundle takes and returns, batch first
+        return {t["name"]: (t["data_type"], [-1, *(t["reshape"]["shape"] if "reshape" in t else t["dims"])])
+                for t in tensors}
+
+    inputs, outputs = config_io(copy.spec)
+    return _compare(config, {"input": describe(inputs), "output": describe(outputs)}, "ganrt's model of the bundle")
 
 
 def check_repository(repo: str | os.PathLike) -> tuple[list[str], list[str]]:

@@ -233,7 +233,8 @@ def create_app(service: Service | RayFrontend, *, on_start_failure=None) -> Star
     async def model_config(request: Request) -> Response:
         need_model(request)
         return JSONResponse(protocol.model_config(service.options.model_name, service.spec, service.options,
-                                                  service.platform, service.device))
+                                                  platform=service.platform, device=service.device,
+                                                  variant=service.variant))
 
     async def model_ready(request: Request) -> Response:
         need_model(request)

@@ -9,8 +9,8 @@ through the members the routes read (``ready``, ``loaded``, ``spec``, ``options`
 ``submit``) and parses requests with the checks of the HTTP v2 path (``protocol.parse_v2_request``): a request's
 typed ``contents`` and its ``raw_input_contents`` become that path's ``data`` and binary tail.
 
-RPCs: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelConfig (ganrt's model as Triton's
-ModelConfig: ``export.triton.python_io``) and ModelInfer (images as ``raw_output_contents``); the others answer
+RPCs: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelConfig (the HTTP route's
+``protocol.model_config``, as Triton's message) and ModelInfer (images as ``raw_output_contents``); the others answer
 UNIMPLEMENTED. Errors are gRPC status codes with the message the HTTP route would send: 400 INVALID_ARGUMENT,
 401 UNAUTHENTICATED (``--api-key``: metadata ``authorization: Bearer KEY`` or ``x-api-key``), 404 NOT_FOUND,
 503 UNAVAILABLE (not ready, queue full, draining), 504 DEADLINE_EXCEEDED (the client's gRPC deadline, the OIP
@@ -87,19 +87,6 @@ def v2_request(request) -> tuple[dict[str, Any], bytes]:
     return head, b"".join(raw)
 
 
-def model_config(service: Service) -> dict[str, Any]:
-    """The served model as Triton's ModelConfig (field names), as a Triton client reads it."""
-    from ganrt.export.triton import python_io
-
-    o = service.options
-    inputs, outputs = python_io(service.spec, service.bundle.graph)
-    return {"name": o.model_name, "platform": service.platform, "max_batch_size": o.max_batch,
-            "input": inputs, "output": outputs,
-            "dynamic_batching": {"max_queue_delay_microseconds": round(o.max_delay_ms * 1000)},
-            "parameters": {"variant": {"string_value": service.variant},
-                           "max_seeds_per_request": {"string_value": str(o.max_seeds_per_request)}}}
-
-
 def servicer(service: Service):
     """The GRPCInferenceService of ``service``."""
     import grpc
@@ -154,7 +141,10 @@ def servicer(service: Service):
                 check_model(service, request.name)
             except HTTPError as e:
                 await self._fail(context, e)
-            config = json_format.ParseDict(model_config(service), config_pb2.ModelConfig())
+            o = service.options
+            config = json_format.ParseDict(protocol.model_config(o.model_name, service.spec, o,
+                                                                 platform=service.platform, device=service.device,
+                                                                 variant=service.variant), config_pb2.ModelConfig())
             return pb.ModelConfigResponse(config=config)
 
         async def ModelInfer(self, request, context):

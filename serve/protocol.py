@@ -164,32 +164,28 @@ def model_metadata(name: str, spec: GeneratorSpec, platform: str) -> dict[str, A
                          "shape": [-1, spec.height, spec.width, spec.channels]}]}
 
 
-def model_config(name: str, spec: GeneratorSpec, options, platform: str, device: str) -> dict[str, Any]:
-    """The model's configuration in Triton's model-config JSON form (``/v2/models/<name>/config``, what
-    perf_analyzer and model_analyzer read): dims without the batch axis, per-image inputs as ``dims: [1]``
-    reshaped to ``[]`` (the [B, 1] Triton's clients send), every input optional (z or seeds), the batcher as
-    ``dynamic_batching``."""
-    def per_image(input_name: str, data_type: str) -> dict[str, Any]:
-        return {"name": input_name, "data_type": data_type, "dims": [1], "reshape": {"shape": []}, "optional": True}
+def model_config(name: str, spec: GeneratorSpec, options, *, platform: str, device: str,
+                 variant: str) -> dict[str, Any]:
+    """The served model's configuration in Triton's model-config JSON form: what ``/v2/models/<name>/config``
+    answers and the gRPC ModelConfig carries (perf_analyzer and model_analyzer read it). Inputs and outputs as
+    ``ganrt.oip.config_io`` has them, the batcher as ``dynamic_batching`` with its queue policy, the served
+    variant in ``parameters``."""
+    from ganrt.oip import config_io
 
-    inputs = [{"name": "z", "data_type": "TYPE_FP32", "dims": [spec.latent_dim], "optional": True},
-              per_image("seeds", "TYPE_INT64")]
-    if spec.conditional:
-        inputs.append(per_image("labels", "TYPE_INT64"))
-    if spec.has_truncation:
-        inputs.append(per_image("truncation", "TYPE_FP32"))
+    inputs, outputs = config_io(spec)
     delay_us = int(round((options.max_delay_ms or 0) * 1000))
     return {"name": name, "platform": platform, "backend": "ganrt", "max_batch_size": options.max_batch,
             "version_policy": {"specific": {"versions": [1]}},
-            "input": inputs,
-            "output": [{"name": "images", "data_type": "TYPE_UINT8", "dims": [spec.height, spec.width, spec.channels]}],
+            "input": inputs, "output": outputs,
             "dynamic_batching": {"max_queue_delay_microseconds": delay_us,
                                  "default_queue_policy": {
                                      "timeout_action": "REJECT", "allow_timeout_override": True,
                                      "default_timeout_microseconds": int((options.request_timeout_s or 0) * 1e6),
                                      "max_queue_size": options.max_queue}},
             "instance_group": [{"count": options.inflight or 1,
-                                "kind": "KIND_GPU" if device == "cuda" else "KIND_CPU"}]}
+                                "kind": "KIND_GPU" if device == "cuda" else "KIND_CPU"}],
+            "parameters": {"variant": {"string_value": variant},
+                           "max_seeds_per_request": {"string_value": str(options.max_seeds_per_request)}}}
 
 
 def _split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:

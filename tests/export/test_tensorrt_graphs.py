@@ -20,7 +20,7 @@ def every_graph(tmp_path_factory, tiny_checkpoint):
 
     out = tmp_path_factory.mktemp("trt-graphs") / "bundle"
     return export_checkpoint(tiny_checkpoint, out, options=ExportOptions(precisions=("fp32", "fp16", "int8"),
-                                                                         max_batch=8))
+                                                                         max_batch=8)).bundle
 
 
 def _graphs(bundle):
