@@ -15,6 +15,9 @@ Overload degrades gracefully instead of letting latency grow:
   ``DeadlineExceeded`` (504); so does one whose deadline is nearer than a batch's usual compute time when its
   batch would start (it could not be answered in time). Parts already computing finish; their images are
   counted as wasted.
+- A congested queue (its oldest part waited longer than a few batches' time) serves the newest parts first,
+  so in an overload fresh requests are answered while their clients still wait rather than every request
+  aging toward its client's patience; a part that has used half of its deadline's time goes first again.
 ``drain()`` refuses new requests and returns when every accepted one is answered.
 
 The queue is a deque and an ``asyncio.Event`` (no ``wait_for`` around ``Queue.get``, which can lose an item
@@ -33,6 +36,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ganrt.errors import GanrtError
+
+LIFO_AFTER = 4  # batches' time the oldest part may wait before the newest are taken first (see Batcher._end)
+LIFO_FLOOR_S = 0.01  # ... and at least this long
+AGING_SHARE = 0.5  # the share of its deadline's time after which a part goes first again
 
 
 class QueueFull(GanrtError):
@@ -245,12 +252,32 @@ class Batcher:
                 return False
         return True
 
+    @property
+    def _end(self) -> int:
+        """Which end of the queue the next part comes from. First come, first served (0), except in a congested
+        queue (its oldest part has waited longer than LIFO_AFTER batches' time): then the newest (-1), so the
+        freshest requests are answered while their clients still wait instead of every request aging toward
+        its client's patience (adaptive LIFO). A part that has used AGING_SHARE of its deadline's time goes
+        first again, so a patient client is answered well before its deadline, not just before it."""
+        if not self._parts:
+            return 0
+        now, oldest = asyncio.get_running_loop().time(), self._parts[0]
+        if oldest.deadline is not None and now - oldest.enqueued > AGING_SHARE * (oldest.deadline - oldest.enqueued):
+            return 0
+        congested = max(LIFO_AFTER * self._compute_s, 2 * self.max_delay_s, LIFO_FLOOR_S)
+        return -1 if now - oldest.enqueued > congested else 0
+
+    def _pop(self) -> _Part:
+        part = self._parts.pop() if self._end == -1 else self._parts.popleft()
+        self._taken(part)
+        return part
+
     def _startable_head(self, now: float) -> bool:
-        """Whether a part is queued, after failing the parts at the head that could not finish before their
-        deadline anyway (a batch's usual compute time): their requests get DeadlineExceeded at once, uncomputed."""
-        while self._parts and self._parts[0].deadline is not None and self._parts[0].deadline - now < self._compute_s:
-            part = self._parts.popleft()
-            self._taken(part)
+        """Whether a part is queued, after failing the parts at the end the next is taken from that could not
+        finish before their deadline anyway (a batch's usual compute time): their requests get DeadlineExceeded
+        at once, uncomputed."""
+        while self._parts and (p := self._parts[self._end]).deadline is not None and p.deadline - now < self._compute_s:
+            part = self._pop()
             part.gone = "expired"
             self._stats.on_dropped("expired", part.work.n)
             part.future.set_exception(DeadlineExceeded(
@@ -272,17 +299,15 @@ class Batcher:
             if not await self._wait_for_part(None):  # draining and nothing left
                 self._slots.release()
                 return
-            first = self._parts.popleft()
+            first = self._pop()
             batch, n = [first], first.work.n
-            self._taken(first)
             deadline = first.enqueued + self.max_delay_s
             while n < self.max_batch and await self._wait_for_part(deadline):
-                if n + self._parts[0].work.n > self.max_batch:
+                if n + self._parts[self._end].work.n > self.max_batch:
                     break  # the next part starts the next batch
-                part = self._parts.popleft()
+                part = self._pop()
                 batch.append(part)
                 n += part.work.n
-                self._taken(part)
             started = loop.time()
             for part in batch:
                 self._stats.on_queue_wait(started - part.enqueued)

@@ -207,3 +207,43 @@ def test_the_batcher_survives_requests_leaving_while_it_forms_a_batch(gone):
         await b.drain()
 
     asyncio.run(main())
+
+
+def test_a_congested_queue_answers_the_newest_first_and_an_aged_request_before_its_deadline(monkeypatch):
+    """Adaptive LIFO: once the oldest part has waited past the congestion threshold the newest go first; a part
+    that has used half its deadline's time goes first again. (The threshold counts in batches' time; the gated
+    batches here take as long as the test waits, so the test sets it to its 10 ms floor.)"""
+    import time
+
+    from ganrt.serve import batcher as batcher_module
+
+    monkeypatch.setattr(batcher_module, "LIFO_AFTER", 0)
+    seen, gate = [], threading.Event()
+
+    async def main():
+        b = make(gated_run(seen, gate), Stats(), max_batch=1)
+        b.start()
+        loop = asyncio.get_running_loop()
+        busy = asyncio.ensure_future(b.submit(work(0, 1)))
+        await asyncio.sleep(0.05)
+        patient = asyncio.ensure_future(b.submit(work(100, 1), deadline=loop.time() + 0.4))
+        others = [asyncio.ensure_future(b.submit(work(200 + i, 1))) for i in range(3)]
+        await asyncio.sleep(0.05)  # > the congestion threshold (10 ms floor): newest first
+        gate.set()
+        await asyncio.gather(busy, *others, patient)
+        first_order = list(seen)
+        seen.clear()
+        gate.clear()
+        busy = asyncio.ensure_future(b.submit(work(0, 1)))
+        await asyncio.sleep(0.05)
+        aged = asyncio.ensure_future(b.submit(work(300, 1), deadline=loop.time() + 0.2))
+        later = [asyncio.ensure_future(b.submit(work(400 + i, 1))) for i in range(3)]
+        time.sleep(0.12)  # the aged part has used more than half of its 0.2 s
+        gate.set()
+        await asyncio.gather(busy, aged, *later)
+        await b.drain()
+        return first_order, list(seen)
+
+    first_order, second_order = asyncio.run(main())
+    assert first_order == [0, 202, 201, 200, 100]  # the newest first while congested
+    assert second_order[:2] == [0, 300]  # the aged part before the newer ones
