@@ -17,7 +17,8 @@ Overload degrades gracefully instead of letting latency grow:
   counted as wasted.
 - A congested queue (its oldest part waited longer than a few batches' time) serves the newest parts first,
   so in an overload fresh requests are answered while their clients still wait rather than every request
-  aging toward its client's patience; a part that has used half of its deadline's time goes first again.
+  aging toward its client's patience; a part that has waited a while longer (see ``Batcher._end``) goes first
+  again, so a sustained overload is served in order.
 ``drain()`` refuses new requests and returns when every accepted one is answered.
 
 The queue is a deque and an ``asyncio.Event`` (no ``wait_for`` around ``Queue.get``, which can lose an item
@@ -39,7 +40,9 @@ from ganrt.errors import GanrtError
 
 LIFO_AFTER = 4  # batches' time the oldest part may wait before the newest are taken first (see Batcher._end)
 LIFO_FLOOR_S = 0.01  # ... and at least this long
-AGING_SHARE = 0.5  # the share of its deadline's time after which a part goes first again
+AGING_FACTOR = 2  # a part that waited this many congestion thresholds goes first again (see Batcher._end) ...
+AGING_FLOOR_S = 0.5  # ... or at least this long ...
+AGING_SHARE = 0.5  # ... but at most this share of its deadline's time
 
 
 class QueueFull(GanrtError):
@@ -257,15 +260,18 @@ class Batcher:
         """Which end of the queue the next part comes from. First come, first served (0), except in a congested
         queue (its oldest part has waited longer than LIFO_AFTER batches' time): then the newest (-1), so the
         freshest requests are answered while their clients still wait instead of every request aging toward
-        its client's patience (adaptive LIFO). A part that has used AGING_SHARE of its deadline's time goes
-        first again, so a patient client is answered well before its deadline, not just before it."""
+        its client's patience (adaptive LIFO). A part that has waited AGING_FACTOR times that long (at least
+        AGING_FLOOR_S, at most AGING_SHARE of its deadline's time) goes first again: under a sustained overload
+        the queue is served in order again, and no patient client waits much longer than the queue is deep."""
         if not self._parts:
             return 0
-        now, oldest = asyncio.get_running_loop().time(), self._parts[0]
-        if oldest.deadline is not None and now - oldest.enqueued > AGING_SHARE * (oldest.deadline - oldest.enqueued):
-            return 0
         congested = max(LIFO_AFTER * self._compute_s, 2 * self.max_delay_s, LIFO_FLOOR_S)
-        return -1 if now - oldest.enqueued > congested else 0
+        oldest = self._parts[0]
+        waited = asyncio.get_running_loop().time() - oldest.enqueued
+        aged = max(AGING_FLOOR_S, AGING_FACTOR * congested)
+        if oldest.deadline is not None:
+            aged = min(aged, AGING_SHARE * (oldest.deadline - oldest.enqueued))
+        return -1 if congested < waited <= aged else 0
 
     def _pop(self) -> _Part:
         part = self._parts.pop() if self._end == -1 else self._parts.popleft()
