@@ -23,6 +23,7 @@ import hashlib
 import io
 import os
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,7 +266,9 @@ def read_snapshot(path: str | os.PathLike) -> Snapshot:
     raw = path.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
     try:
-        data = AllowListUnpickler(io.BytesIO(raw)).load()
+        with warnings.catch_warnings():  # torch's TypedStorage deprecation: the legacy format is what NVlabs wrote
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+            data = AllowListUnpickler(io.BytesIO(raw)).load()
     except SnapshotError as e:
         raise SnapshotError(f"{path}: {e}") from None
     except Exception as e:  # truncated or tampered bytes surface as many exception types from pickle and torch

@@ -45,8 +45,8 @@ def bias_act(x: torch.Tensor, bias: torch.Tensor | None, activation: str = "line
              clamp: float | None = None, alpha: float | None = None) -> torch.Tensor:
     """x + bias (over dim 1), the activation, times its gain, clamped to +-clamp (None: not clamped)."""
     fn, default_alpha, default_gain = ACTIVATIONS[activation]
-    if bias is not None:
-        x = x + bias.reshape([1, -1] + [1] * (x.ndim - 2))
+    if bias is not None:  # 1-D on (B, N): a fused Gemm keeps a 1-D bias (onnxruntime's int8 quantizer needs it)
+        x = x + (bias if x.ndim == 2 else bias.reshape([1, -1] + [1] * (x.ndim - 2)))
     x = fn(x, default_alpha if alpha is None else alpha)
     gain = default_gain if gain is None else gain
     if gain != 1:
@@ -81,28 +81,49 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
     top, bottom) (negative crops), convolve each channel with ``f`` (2-D, or 1-D along both axes; None: the
     identity), keep every ``down``-th pixel. ``gain`` scales the result (spread over the two axes of a 1-D f).
 
-    The output is ``(H * up + top + bottom - (fh - 1)) // down`` rows (``+ down - 1`` before the division),
-    likewise for columns, with no value depending on the batch size.
+    The output is ``(H * up + top + bottom - (fh - 1) + down - 1) // down`` rows, likewise for columns.
+    Upsampling and filtering are one depthwise transposed convolution with stride ``up`` (the zeros are
+    never materialized: a zero-insertion reshape ran 4x the work, and hung OpenVINO's bf16 CPU plugin on
+    two threads); downsampling is the stride of the filter's convolution.
     """
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    if up > 1:  # zero insertion as a reshape: static shapes apart from the batch
-        x = x.reshape(-1, channels, height, 1, width, 1)
-        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
-        x = x.reshape(-1, channels, height * up, width * up)
-    x = pad_or_crop(x, *padding)
+    left, right, top, bottom = padding
     if f is None:
-        if gain != 1:
-            x = x * gain
-        return x[:, :, ::down, ::down] if down > 1 else x
-    f = f.to(x.dtype).flip(list(range(f.ndim)))  # convolution: the filter reversed
-    if f.ndim == 2:
+        f = torch.ones((1, 1), dtype=x.dtype, device=x.device)
+    f = f.to(x.dtype)
+    if f.ndim == 1:  # separable: columns, then rows
+        axis_gain = gain ** 0.5
+        x = _resample_axis(x, f * axis_gain, up, down, left, right, axis=3)
+        return _resample_axis(x, f * axis_gain, up, down, top, bottom, axis=2)
+    channels, taps_h, taps_w = x.shape[1], int(f.shape[0]), int(f.shape[1])
+    if up > 1:
         kernel = (f * gain)[None, None].expand(channels, 1, -1, -1)
-        return F.conv2d(x, kernel, stride=down, groups=channels)
-    axis_gain = gain ** 0.5
-    row = (f * axis_gain)[None, None, None, :].expand(channels, 1, 1, -1)
-    col = (f * axis_gain)[None, None, :, None].expand(channels, 1, -1, 1)
-    x = F.conv2d(x, row, stride=(1, down), groups=channels)
-    return F.conv2d(x, col, stride=(down, 1), groups=channels)
+        x = F.conv_transpose2d(x, kernel, stride=up, groups=channels)
+        # the transposed convolution's output starts taps - 1 samples before the zero-inserted, padded image
+        x = pad_or_crop(x, left - taps_w + 1, up + right - taps_w, top - taps_h + 1, up + bottom - taps_h)
+        if down > 1:
+            return x[:, :, ::down, ::down]
+        return x
+    x = pad_or_crop(x, left, right, top, bottom)
+    kernel = (f * gain).flip([0, 1])[None, None].expand(channels, 1, -1, -1)  # convolution: reversed
+    return F.conv2d(x, kernel, stride=down, groups=channels)
+
+
+def _resample_axis(x: torch.Tensor, f: torch.Tensor, up: int, down: int, before: int, after: int,
+                   axis: int) -> torch.Tensor:
+    """upfirdn along one axis (2: rows, 3: columns) with 1-D filter ``f``."""
+    channels, taps = x.shape[1], int(f.shape[0])
+    one, shape = ((1, 1, 1, taps), (channels, 1, 1, taps)) if axis == 3 else ((1, 1, taps, 1), (channels, 1, taps, 1))
+    stride_up = (1, up) if axis == 3 else (up, 1)
+    stride_down = (1, down) if axis == 3 else (down, 1)
+    pads = (lambda a, b: (a, b, 0, 0)) if axis == 3 else (lambda a, b: (0, 0, a, b))
+    if up > 1:
+        x = F.conv_transpose2d(x, f.reshape(one).expand(*shape), stride=stride_up, groups=channels)
+        x = pad_or_crop(x, *pads(before - taps + 1, up + after - taps))
+        if down > 1:
+            return x[:, :, :, ::down] if axis == 3 else x[:, :, ::down, :]
+        return x
+    x = pad_or_crop(x, *pads(before, after))
+    return F.conv2d(x, f.flip(0).reshape(one).expand(*shape), stride=stride_down, groups=channels)
 
 
 def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -134,7 +155,7 @@ class FullyConnected(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.scaled()
         if self.activation == "linear" and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
+            return F.linear(x, w, b)  # one Gemm with a 1-D bias (onnxruntime's int8 quantizer needs it 1-D)
         return bias_act(x.matmul(w.t()), b, self.activation)
 
 

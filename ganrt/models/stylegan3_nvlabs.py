@@ -177,17 +177,27 @@ class SynthesisInput(nn.Module):
         zero, one = torch.zeros_like(c), torch.ones_like(c)
         rotation = torch.stack([c, -s, zero, s, c, zero, zero, zero, one], dim=1).reshape(-1, 3, 3)
         translation = torch.stack([one, zero, -tx, zero, one, -ty, zero, zero, one], dim=1).reshape(-1, 3, 3)
-        transforms = rotation @ translation @ self.transform.unsqueeze(0)  # (B, 3, 3)
+        transforms = small_matmul(small_matmul(rotation, translation), self.transform.unsqueeze(0))  # (B, 3, 3)
         freqs = self.freqs.unsqueeze(0)  # (1, C, 2)
-        phases = self.phases.unsqueeze(0) + (freqs @ transforms[:, :2, 2:]).squeeze(2)  # (B, C)
-        freqs = freqs @ transforms[:, :2, :2]  # (B, C, 2)
+        phases = self.phases.unsqueeze(0) + small_matmul(freqs, transforms[:, :2, 2:]).squeeze(2)  # (B, C)
+        freqs = small_matmul(freqs, transforms[:, :2, :2])  # (B, C, 2)
         # fade frequencies the user's transform pushed past the band toward the Nyquist rate
         amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth))
         amplitudes = amplitudes.clamp(0, 1)
-        x = self.grid @ freqs.transpose(1, 2)  # (B, H*W, C)
+        x = small_matmul(self.grid, freqs.transpose(1, 2))  # (B, H*W, C): position . frequency
         x = torch.sin((x + phases.unsqueeze(1)) * (math.pi * 2)) * amplitudes.unsqueeze(1)
         x = x @ (self.weight / math.sqrt(self.channels)).t()
         return x.transpose(1, 2).reshape(-1, self.channels, self.size, self.size)
+
+
+def small_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for an inner dimension of 2 or 3, as products and sums: no MatMul node whose constant operand
+    a quantizer would take for weights (NNCF's int8 per-channel scales on the Fourier grid's product broke
+    OpenVINO's CPU plugin; and the phase arguments of sin must not be quantized)."""
+    out = a[..., :, 0:1] * b[..., 0:1, :]
+    for k in range(1, a.shape[-1]):
+        out = out + a[..., :, k:k + 1] * b[..., k:k + 1, :]
+    return out
 
 
 class SynthesisLayer(nn.Module):
