@@ -263,10 +263,10 @@ def import_snapshot(path: str | os.PathLike, out: str | os.PathLike, *, network:
     from ganrt.checkpoint import Checkpoint, save_checkpoint
 
     out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"{out} is a directory; give the checkpoint's file name, e.g. {out / 'g.safetensors'}")
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force (force=True) to replace it")
-    if out.is_dir():
-        raise ConfigError(f"{out} is a directory; give the checkpoint's file name, e.g. {out / 'generator.safetensors'}")
     imported = imported or read(path, network=network)
     prefix = "G_ema." if imported.source["network"] == "G_ema" else "G."
     tensors = {prefix + k: v for k, v in imported.module.state_dict().items()}

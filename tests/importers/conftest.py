@@ -87,7 +87,7 @@ class NVlabsKit:
     max_levels = staticmethod(max_levels)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def nv():
     """The helpers above (test modules cannot import conftest under --import-mode=importlib)."""
     return NVlabsKit
