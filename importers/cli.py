@@ -88,10 +88,11 @@ def render(report: dict) -> str:
              f"z {s['latent_dim']}, {classes}, images {s['channels']}x{s['height']}x{s['width']}, "
              "truncation toward w_avg",
              f"  -> {report['checkpoint']} ({s['arch']}, {report['parameters'] / 1e6:.2f}M parameters); "
-             "no code from the snapshot ran"]
+             "reading the snapshot ran no code from it"]
     parity = report.get("parity")
     if parity:
-        lines.append(f"parity against NVlabs' forward pass ({parity['checkout']}, noise_mode const, "
+        lines.append(f"parity against NVlabs' forward pass (its code, from {parity['checkout']}, ran in a separate "
+                     "process; noise_mode const, "
                      f"seeds {parity['seeds'][0]}-{parity['seeds'][-1]}): "
                      + ("passed" if parity["passed"] else "FAILED") + f" (goal: <= {parity['goal_levels']} level)")
         for psi, p in parity["per_truncation"].items():

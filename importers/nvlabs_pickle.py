@@ -230,6 +230,10 @@ class AllowListUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         make = ALLOWED.get((module, name))
+        if make is None and module.startswith("dnnlib.tflib"):
+            raise SnapshotError(f"the snapshot names {module}.{name}: a TensorFlow-era StyleGAN/StyleGAN2 pickle; "
+                                "convert it to a PyTorch snapshot with NVlabs' legacy.py (stylegan2-ada-pytorch or "
+                                "stylegan3: python legacy.py --source=OLD.pkl --dest=NEW.pkl), then import that")
         if make is None:
             raise SnapshotError(f"the snapshot names the global {module}.{name}, which ganrt does not load "
                                 "(only tensors, plain data and NVlabs network records are read; no code from the "

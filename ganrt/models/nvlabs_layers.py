@@ -200,8 +200,3 @@ class Mapping(nn.Module):
         psi = truncation.to(w.dtype).reshape(-1, 1)
         return torch.lerp(self.w_avg.to(w.dtype).expand_as(w), w, psi.expand_as(w))
 
-
-def check_labels(mapping: Mapping, labels: torch.Tensor | None) -> None:
-    """Labels must come with (and only with) a conditional mapping; values are checked by the runtime."""
-    if mapping.c_dim and labels is None:
-        raise ValueError("this generator is conditional: pass labels (B,) int64")

@@ -33,13 +33,9 @@ from ganrt.models.nvlabs_layers import FullyConnected, Mapping, activation_gain,
 ARCHITECTURES = ("skip", "orig", "resnet")
 
 
-def filter_size(f: torch.Tensor) -> int:
-    return int(f.shape[-1])
-
-
 def upsample_filtered(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     """x2 upsampling with FIR filter ``f`` (output exactly ``up`` times the input; DC gain kept)."""
-    fw = filter_size(f)
+    fw = int(f.shape[-1])
     pad = ((fw + up - 1) // 2, (fw - up) // 2)
     return upfirdn2d(x, f, up=up, padding=(pad[0], pad[1], pad[0], pad[1]), gain=up * up)
 
@@ -50,7 +46,7 @@ def conv_up(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor, up: int = 2)
     k = int(weight.shape[-1])
     if k == 1:  # 1x1: convolve at the low resolution, then upsample
         return upsample_filtered(F.conv2d(x, weight), f, up)
-    fw = filter_size(f)
+    fw = int(f.shape[-1])
     before = k // 2 + (fw + up - 1) // 2 - (k - 1)  # padding of the upsampled image, less the transposed
     after = k // 2 + (fw - up) // 2 - (k - up)  # convolution's own growth on each side
     crop = max(min(-before, -after), 0)

@@ -53,6 +53,13 @@ def test_a_pickle_naming_any_other_global_is_refused_with_one_line_naming_it(fn,
     assert not (tmp_path / "g.safetensors").exists()
 
 
+def test_a_tensorflow_era_pickle_is_refused_with_the_conversion_to_run(tmp_path):
+    path = tmp_path / "stylegan2-ffhq-config-f.pkl"
+    path.write_bytes(b"\x80\x02cdnnlib.tflib.network\nNetwork\nq\x00)\x81}b.")  # what a TF-era pickle starts with
+    line = _one_line_exit_2(["import", "nvlabs", str(path), "--out", str(tmp_path / "g.safetensors")])
+    assert "TensorFlow-era" in line and "legacy.py" in line
+
+
 def test_numpy_object_arrays_are_refused(tmp_path):
     import numpy as np
 
