@@ -109,7 +109,10 @@ def value_ranges(model, feeds: list[dict[str, np.ndarray]]) -> dict[str, dict[st
     opts.log_severity_level = 3
     sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     stats = {name: {"max_abs": 0.0, "tiny": 0, "nonzero": 0, "nonfinite": 0} for name in float_outputs}
-    for f in feeds:
+    # one latent at a time: every intermediate tensor of a batch at once ran a 256x256 StyleGAN3 (24 GB) out of
+    # memory, and the figures are per tensor over all feeds either way
+    rows = [{k: v[i:i + 1] for k, v in f.items()} for f in feeds for i in range(len(next(iter(f.values()))))]
+    for f in rows:
         for name, value in zip(float_outputs, sess.run(float_outputs, f), strict=True):
             a = np.abs(value.astype(np.float64))
             finite = np.isfinite(a)

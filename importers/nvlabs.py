@@ -64,6 +64,11 @@ def read(path: str | os.PathLike, network: str = "G_ema") -> Imported:
         return _import_generator(snapshot, g, network)
     except SnapshotError as e:
         raise SnapshotError(f"{snapshot.path} ({network}): {e}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+        # a record missing a field, or holding the wrong type: the file is no snapshot ganrt understands
+        text = " ".join(str(e).split())[:200]
+        raise SnapshotError(f"{snapshot.path} ({network}): the network is not laid out as NVlabs' StyleGAN2/3 "
+                            f"generators are ({type(e).__name__}: {text})") from None
 
 
 def _import_generator(snapshot: Snapshot, g: Persistent, network: str) -> Imported:

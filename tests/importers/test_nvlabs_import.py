@@ -154,7 +154,16 @@ def test_unsupported_generators_are_refused_with_one_line(nv, tmp_path):
     def rename(data):
         data["G_ema"].meta["class_name"] = "Discriminator"
 
-    for edit, message in ((four_channels, "4-channel"), (no_w_avg, "w_avg"), (rename, "not a StyleGAN2")):
+    def no_weight(data):
+        synthesis = data["G_ema"].meta["state"]["_modules"]["synthesis"]
+        del synthesis.meta["state"]["_modules"]["b64"].meta["state"]["_modules"]["conv1"].meta["state"]["_parameters"][
+            "weight"]
+
+    def text_state(data):
+        data["G_ema"].meta["state"]["_modules"]["mapping"].meta["state"] = {"_modules": "not a dict"}
+
+    for edit, message in ((four_channels, "4-channel"), (no_w_avg, "w_avg"), (rename, "not a StyleGAN2"),
+                          (no_weight, "not laid out as NVlabs'"), (text_state, "num_layers is None")):
         path = nv.rewrite_snapshot("stylegan2-64", tmp_path / f"{edit.__name__}.pkl", edit)
         with pytest.raises(SnapshotError, match=message):
             nvlabs.read(path)

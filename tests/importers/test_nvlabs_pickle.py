@@ -143,3 +143,27 @@ def test_a_plain_object_that_is_not_a_snapshot_is_refused(tmp_path):
     path.write_bytes(buf.getvalue())
     line = _one_line_exit_2(["import", "nvlabs", str(path), "--out", str(tmp_path / "g.safetensors")])
     assert "no network 'G_ema'" in line
+
+
+def test_random_damage_gives_a_generator_or_one_line_never_a_traceback(nv, tmp_path):
+    import numpy as np
+
+    from ganrt.importers import nvlabs
+
+    raw = nv.snapshot_path("stylegan2-ada-cond-32").read_bytes()
+    rng = np.random.default_rng(19)
+    outcomes = {"imported": 0, "refused": 0}
+    for trial in range(40):
+        damaged = bytearray(raw)
+        head = trial % 2 == 0  # half the trials hit the pickle's structure, not the tensor bytes
+        for at in rng.integers(0, 4096 if head else len(raw), size=int(rng.integers(1, 8))):
+            damaged[at] = int(rng.integers(0, 256))
+        path = tmp_path / f"damaged-{trial}.pkl"
+        path.write_bytes(bytes(damaged))
+        try:
+            nvlabs.read(path)
+            outcomes["imported"] += 1
+        except SnapshotError as e:
+            assert "\n" not in str(e)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0
