@@ -200,3 +200,16 @@ class Mapping(nn.Module):
         psi = truncation.to(w.dtype).reshape(-1, 1)
         return torch.lerp(self.w_avg.to(w.dtype).expand_as(w), w, psi.expand_as(w))
 
+
+class Generator(nn.Module):
+    """mapping -> truncation toward ``w_avg`` -> synthesis: ``G(z, labels=None, truncation=None)`` -> (B, C, R, R)
+    float images, NVlabs' output as it is (not clamped). Every synthesis layer takes the same w."""
+
+    def __init__(self, mapping: Mapping, synthesis: nn.Module) -> None:
+        super().__init__()
+        self.synthesis = synthesis
+        self.mapping = mapping
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None,
+                truncation: torch.Tensor | None = None) -> torch.Tensor:
+        return self.synthesis(self.mapping.truncate(self.mapping(z, labels), truncation))

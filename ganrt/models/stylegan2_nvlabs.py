@@ -28,7 +28,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from ganrt.models import ModelFamily, register
-from ganrt.models.nvlabs_layers import FullyConnected, Mapping, activation_gain, bias_act, fir_filter, upfirdn2d
+from ganrt.models.nvlabs_layers import (
+    FullyConnected,
+    Generator,
+    Mapping,
+    activation_gain,
+    bias_act,
+    fir_filter,
+    upfirdn2d,
+)
 
 ARCHITECTURES = ("skip", "orig", "resnet")
 
@@ -186,21 +194,6 @@ class SynthesisNetwork(nn.Module):
         return img
 
 
-class NVlabsStyleGAN2(nn.Module):
-    """``G(z, labels=None, truncation=None)`` -> (B, C, R, R) float images, NVlabs' output (not clamped)."""
-
-    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
-                 mapping: dict | None = None, synthesis: dict | None = None) -> None:
-        super().__init__()
-        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **(synthesis or {}))
-        self.mapping = Mapping(z_dim, c_dim, w_dim, **(mapping or {}))
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None,
-                truncation: torch.Tensor | None = None) -> torch.Tensor:
-        w = self.mapping.truncate(self.mapping(z, labels), truncation)
-        return self.synthesis(w)
-
-
 MAPPING_KWARGS = ("num_layers", "embed_features", "layer_features", "activation", "lr_multiplier")
 SYNTHESIS_KWARGS = ("channel_base", "channel_max", "architecture", "resample_filter", "conv_clamp", "kernel_size",
                     "use_noise", "activation")
@@ -222,14 +215,14 @@ def check_kwargs(family: str, spec, mapping_keys, synthesis_keys) -> tuple[dict,
     return mapping, synthesis, int(kw["w_dim"])
 
 
-def build_generator(spec) -> NVlabsStyleGAN2:
+def build_generator(spec) -> Generator:
     mapping, synthesis, w_dim = check_kwargs("stylegan2_nvlabs", spec, MAPPING_KWARGS, SYNTHESIS_KWARGS)
     if synthesis.get("architecture", "skip") not in ARCHITECTURES:
         raise ValueError(f"StyleGAN2 architecture must be one of {ARCHITECTURES}, got {synthesis['architecture']!r}")
     if spec.height < 4 or spec.height & (spec.height - 1):
         raise ValueError(f"StyleGAN2 resolutions are powers of two >= 4, got {spec.height}")
-    return NVlabsStyleGAN2(spec.latent_dim, spec.num_classes, w_dim, spec.height, spec.channels, mapping=mapping,
-                           synthesis=synthesis)
+    return Generator(Mapping(spec.latent_dim, spec.num_classes, w_dim, **mapping),
+                     SynthesisNetwork(w_dim, spec.height, spec.channels, **synthesis))
 
 
 register(ModelFamily(

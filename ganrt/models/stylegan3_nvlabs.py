@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ganrt.models import ModelFamily, register
-from ganrt.models.nvlabs_layers import FullyConnected, Mapping, bias_act, upfirdn2d
+from ganrt.models.nvlabs_layers import FullyConnected, Generator, Mapping, bias_act, upfirdn2d
 from ganrt.models.stylegan2_nvlabs import check_kwargs
 
 # NVlabs' defaults for the synthesis network (the paper's config T; config R sets conv_kernel 1,
@@ -257,27 +257,12 @@ class SynthesisNetwork(nn.Module):
         return x * self.output_scale if self.output_scale != 1 else x
 
 
-class NVlabsStyleGAN3(nn.Module):
-    """``G(z, labels=None, truncation=None)`` -> (B, C, R, R) float images, NVlabs' output (not clamped)."""
-
-    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
-                 mapping: dict | None = None, synthesis: dict | None = None) -> None:
-        super().__init__()
-        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **(synthesis or {}))
-        mapping = {**MAPPING_DEFAULTS, **(mapping or {})}
-        self.mapping = Mapping(z_dim, c_dim, w_dim, num_layers=mapping["num_layers"],
-                               lr_multiplier=mapping["lr_multiplier"])
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None,
-                truncation: torch.Tensor | None = None) -> torch.Tensor:
-        w = self.mapping.truncate(self.mapping(z, labels), truncation)
-        return self.synthesis(w)
-
-
-def build_generator(spec) -> NVlabsStyleGAN3:
+def build_generator(spec) -> Generator:
     mapping, synthesis, w_dim = check_kwargs("stylegan3_nvlabs", spec, MAPPING_DEFAULTS, SYNTHESIS_DEFAULTS)
-    return NVlabsStyleGAN3(spec.latent_dim, spec.num_classes, w_dim, spec.height, spec.channels, mapping=mapping,
-                           synthesis=synthesis)
+    mapping = {**MAPPING_DEFAULTS, **mapping}
+    return Generator(Mapping(spec.latent_dim, spec.num_classes, w_dim, num_layers=mapping["num_layers"],
+                             lr_multiplier=mapping["lr_multiplier"]),
+                     SynthesisNetwork(w_dim, spec.height, spec.channels, **synthesis))
 
 
 register(ModelFamily(

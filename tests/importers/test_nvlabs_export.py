@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ganrt.export.verify import TOLERANCES
 from ganrt.parity import image_parity
 from ganrt.precisions import PRECISIONS
 
@@ -24,18 +25,6 @@ EXPORTS = {
 # export verifies every variant at truncation 0.7; int8 (lossy) is held to its tolerance up to there. At psi 1
 # openvino-int8 of stylegan2-ada-cond-32 measured mean 4.6 levels from NVlabs' images (the row allows 4).
 INT8_VERIFIED_PSI = 0.7
-
-
-def _within(precision: str, parity: dict) -> list[str]:
-    """The precision row's tolerance (ganrt.precisions), applied to NVlabs' images instead of torch's."""
-    row, problems = PRECISIONS[precision], []
-    if row.max_abs_diff is not None and parity["max_abs_diff"] > row.max_abs_diff:
-        problems.append(f"max {parity['max_abs_diff']:.0f} levels > {row.max_abs_diff}")
-    if row.min_psnr_db is not None and parity["psnr_db"] < row.min_psnr_db:
-        problems.append(f"PSNR {parity['psnr_db']:.1f} dB < {row.min_psnr_db}")
-    if row.max_mean_abs_diff is not None and parity["mean_abs_diff"] > row.max_mean_abs_diff:
-        problems.append(f"mean {parity['mean_abs_diff']:.2f} levels > {row.max_mean_abs_diff}")
-    return problems
 
 
 @pytest.fixture(scope="module", params=sorted(EXPORTS))
@@ -76,7 +65,7 @@ def test_every_cpu_variant_draws_nvlabs_images_within_its_tolerance(imported_bun
                 labels = stored["labels"] if bundle.spec.num_classes else None
                 images = gen.generate(seeds=stored["seeds"], labels=labels, truncation=float(psi))
                 parity = image_parity(stored["images"][i], images)
-                problems = _within(choice.precision, parity)
+                problems = TOLERANCES[choice.precision].failures(parity)
                 if problems:
                     failures.append(f"{choice.variant} psi {psi:g}: {', '.join(problems)}")
     assert not failures, failures
