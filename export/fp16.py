@@ -109,18 +109,22 @@ def value_ranges(model, feeds: list[dict[str, np.ndarray]]) -> dict[str, dict[st
     opts.log_severity_level = 3
     sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     stats = {name: {"max_abs": 0.0, "tiny": 0, "nonzero": 0, "nonfinite": 0} for name in float_outputs}
-    for f in feeds:
+    # one latent at a time: every intermediate tensor of a batch at once ran a 256x256 StyleGAN3 (24 GB) out of
+    # memory, and the figures are per tensor over all feeds either way
+    rows = [{k: v[i:i + 1] for k, v in f.items()} for f in feeds for i in range(len(next(iter(f.values()))))]
+    for f in rows:
         for name, value in zip(float_outputs, sess.run(float_outputs, f), strict=True):
-            a = np.abs(value.astype(np.float64))
+            a = np.abs(value)  # no float64 copy, no masked copies: 3x faster on a 128x552x552 tensor
             finite = np.isfinite(a)
             s = stats[name]
-            s["nonfinite"] += int((~finite).sum())
-            a = a[finite]
+            bad = a.size - int(np.count_nonzero(finite))
+            s["nonfinite"] += bad
+            if bad:
+                a = np.where(finite, a, 0)
             if a.size:
                 s["max_abs"] = max(s["max_abs"], float(a.max()))
-                nz = a[a > 0]
-                s["nonzero"] += int(nz.size)
-                s["tiny"] += int((nz < FP16_MIN_NORMAL).sum())
+                s["nonzero"] += int(np.count_nonzero(a))
+                s["tiny"] += int(np.count_nonzero((a > 0) & (a < FP16_MIN_NORMAL)))
     return {n: {"max_abs": s["max_abs"], "underflow_share": s["tiny"] / s["nonzero"] if s["nonzero"] else 0.0,
                 "nonfinite": s["nonfinite"]} for n, s in stats.items()}
 

@@ -18,6 +18,8 @@ from ganrt.errors import GanrtError
 # command name -> ("module:attribute", one-line help shown by `ganrt --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("ganrt.train.cli:train", "Train a GAN (or VAE) on a dataset; writes checkpoints and sample grids."),
+    "import": ("ganrt.importers.cli:import_group",
+               "Import another tool's generator (NVlabs StyleGAN2/3 .pkl) as a checkpoint; no code from it runs."),
     "export": ("ganrt.export.cli:export", "Export a checkpoint or your own generator to a verified bundle."),
     "export-triton": ("ganrt.export.cli:export_triton",
                       "Write a Triton model repository of a bundle (ONNX, TensorRT, OpenVINO, or ganrt in Python)."),

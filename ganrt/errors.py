@@ -22,6 +22,10 @@ class CheckpointError(GanrtError):
     """A checkpoint file is missing, corrupt, foreign or of an unsupported version."""
 
 
+class SnapshotError(CheckpointError):
+    """Another tool's generator file (an NVlabs pickle) cannot be read safely, or its network is not supported."""
+
+
 class BundleError(GanrtError):
     """A bundle is missing, incomplete, tampered with or of an unsupported version."""
 

@@ -37,6 +37,12 @@ FAMILY_MODULES: dict[str, str] = {
     "progan": "ganrt.models.progan",
     "vae": "ganrt.models.vae",
 }
+# Families that reproduce another codebase's network exactly: built by an importer (ganrt.importers) from that
+# codebase's files, never trained here, so not among the names `ganrt train` offers.
+IMPORTED_FAMILY_MODULES: dict[str, str] = {
+    "stylegan2_nvlabs": "ganrt.models.stylegan2_nvlabs",
+    "stylegan3_nvlabs": "ganrt.models.stylegan3_nvlabs",
+}
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,10 @@ def names() -> list[str]:
 
 def get(name: str) -> ModelFamily:
     if name not in _REGISTRY:
-        module = FAMILY_MODULES.get(name)
+        module = FAMILY_MODULES.get(name) or IMPORTED_FAMILY_MODULES.get(name)
         if module is None:
-            raise SpecError(f"unknown architecture {name!r}; known: {', '.join(names())}")
+            known = names() + list(IMPORTED_FAMILY_MODULES)
+            raise SpecError(f"unknown architecture {name!r}; known: {', '.join(known)}")
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:

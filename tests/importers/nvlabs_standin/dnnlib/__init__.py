@@ -1,0 +1,1 @@
+"""Stand-in for NVlabs' dnnlib (ganrt tests): only what a snapshot names."""

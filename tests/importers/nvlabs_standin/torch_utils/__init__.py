@@ -1,0 +1,1 @@
+"""Stand-in for NVlabs' torch_utils (ganrt tests)."""
