@@ -19,6 +19,7 @@ openvino and nncf are imported only here, when these artifacts are asked for.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,54 @@ def verify_openvino(model: Any, reference: Reference, spec, *, variant: str, tol
     return v
 
 
+CALIBRATION_BATCH = 8  # latents per NNCF item when memory allows
+CALIBRATION_MEMORY_SHARE = 0.25  # of the memory available now, for the activations NNCF holds per item
+
+
+def activation_bytes(model_path: Path) -> int:
+    """Bytes of every float activation of the ONNX graph at ``model_path`` for one latent (batch axis = 1),
+    from ONNX shape inference. NNCF's statistics collection runs the graph with each of them as an output, so
+    they are alive at once: about what one calibration item costs per latent."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(model_path), load_external_data=False))
+    widths = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2,
+              onnx.TensorProto.DOUBLE: 8}
+    total = 0
+    for info in model.graph.value_info:
+        t = info.type.tensor_type
+        if t.elem_type not in widths:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim]  # the symbolic batch -> 1
+        total += widths[t.elem_type] * math.prod(dims)
+    return total
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to this process now (Linux ``MemAvailable``), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def calibration_batch(model_path: Path) -> int:
+    """Latents per NNCF calibration item: CALIBRATION_BATCH, fewer where a batch's activations would take more
+    than CALIBRATION_MEMORY_SHARE of the memory available (a 256x256 StyleGAN3-T's batch of 8 ran out of 24 GB
+    and was killed by the kernel). One latent needing more than all of it is refused with the figures."""
+    per_latent, free = activation_bytes(model_path), available_memory()
+    if free is None or per_latent <= 0:
+        return CALIBRATION_BATCH
+    if per_latent > free:
+        raise ExportError(f"OpenVINO int8 calibration (NNCF) holds every activation of a latent at once: about "
+                          f"{per_latent / 2**20:,.0f} MiB for this graph, and {free / 2**20:,.0f} MiB of memory is "
+                          "available. Export without --openvino-int8, or on a machine with more memory")
+    return max(1, min(CALIBRATION_BATCH, int(free * CALIBRATION_MEMORY_SHARE) // per_latent))
+
+
 def quantize_int8(model_path: Path, spec, *, calibration_size: int = 128, keep_first: bool = True,
                   seed: int = 20240607):
     """NNCF post-training quantization of the ONNX graph at ``model_path`` -> (openvino.Model, info)."""
@@ -90,8 +139,9 @@ def quantize_int8(model_path: Path, spec, *, calibration_size: int = 128, keep_f
     core = ov.Core()
     model = core.read_model(str(model_path))
     inputs = [p.get_any_name() for p in model.inputs]
+    batch = calibration_batch(model_path)
     feeds = [{k: v for k, v in f.items() if k in inputs}
-             for f in calibration_inputs(spec, calibration_size, seed=seed)]
+             for f in calibration_inputs(spec, calibration_size, seed=seed, batch=batch)]
     ignored, kept = None, []
     if keep_first:
         weighted = [op.get_friendly_name() for op in model.get_ordered_ops()
@@ -107,8 +157,9 @@ def quantize_int8(model_path: Path, spec, *, calibration_size: int = 128, keep_f
                           "Export without --openvino-int8") from None
     fq = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ordered_ops())
     info = {"quantizer": "nncf.quantize (post-training)", "nncf": nncf.__version__, "openvino": ov.__version__,
-            "preset": "performance (symmetric)", "calibration": {"latents": calibration_size, "seed": seed,
-                                                                  "z": "N(0, I)", "labels": "uniform"},
+            "preset": "performance (symmetric)",
+            "calibration": {"latents": calibration_size, "seed": seed, "batch": batch, "z": "N(0, I)",
+                            "labels": "uniform"},
             "kept_fp32": kept, "fake_quantize_nodes": fq}
     return quantized, info
 
