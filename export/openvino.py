@@ -84,8 +84,8 @@ CALIBRATION_MEMORY_SHARE = 0.25  # of the memory available now, for the activati
 
 
 def activation_bytes(model_path: Path) -> int:
-    """Bytes of every float activation of the ONNX graph at ``model_path`` for one latent (batch axis = 1),
-    from ONNX shape inference. NNCF's statistics collection runs the graph with each of them as an output, so
+    """Bytes of every float activation and output of the ONNX graph at ``model_path`` for one latent (batch
+    axis = 1), from ONNX shape inference. NNCF's statistics collection runs the graph with each of them as an output, so
     they are alive at once: about what one calibration item costs per latent."""
     import onnx
 
@@ -93,7 +93,7 @@ def activation_bytes(model_path: Path) -> int:
     widths = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2,
               onnx.TensorProto.DOUBLE: 8}
     total = 0
-    for info in model.graph.value_info:
+    for info in [*model.graph.value_info, *model.graph.output]:
         t = info.type.tensor_type
         if t.elem_type not in widths:
             continue
@@ -103,14 +103,22 @@ def activation_bytes(model_path: Path) -> int:
 
 
 def available_memory() -> int | None:
-    """Bytes of memory available to this process now (Linux ``MemAvailable``), None where unknown."""
+    """Bytes of memory available to this process now: the machine's ``MemAvailable``, less where a cgroup v2
+    limit (a container's) leaves less; None where unknown."""
+    found = []
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip()))
+    except (OSError, ValueError):
+        pass
+    return max(0, min(found)) if found else None
 
 
 def calibration_batch(model_path: Path) -> int:

@@ -52,8 +52,6 @@ def nvlabs(snapshot, out, network, force, checkout, trust_code, seeds, truncatio
                           "embedded in the snapshot: pass --trust-code if you trust both")
     if trust_code and checkout is None:
         raise ConfigError("--trust-code goes with --verify-against-source (importing itself never runs code)")
-    if out.exists() and not force:
-        raise ConfigError(f"{out} exists; pass --force to replace it")
     seed_list = parse_seed_range(seeds, max_count=1024)
     try:
         psis = [float(t) for t in truncations.split(",") if t.strip()]
@@ -64,6 +62,7 @@ def nvlabs(snapshot, out, network, force, checkout, trust_code, seeds, truncatio
 
     from ganrt.importers import nvlabs as importer
 
+    importer.check_destination(snapshot, out, force=force)
     imported = importer.read(snapshot, network=network)
     parity = None
     if checkout is not None:

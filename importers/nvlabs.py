@@ -170,11 +170,48 @@ def _stylegan2_kwargs(g: Persistent) -> dict[str, Any]:
 
 
 def _stylegan3_kwargs(g: Persistent) -> dict[str, Any]:
-    from ganrt.models.stylegan3_nvlabs import SYNTHESIS_DEFAULTS
+    """The synthesis network as the snapshot built it: the input's and every layer's geometry, read from their
+    objects (ganrt derives none of it; the filters and frequencies are the snapshot's tensors)."""
+    from ganrt.models.stylegan3_nvlabs import InputPlan, LayerPlan
 
-    given = g.child("synthesis").init_kwargs  # NVlabs' StyleGAN3 has one set of defaults: ganrt's copy of them
-    synthesis = {k: given.get(k, default) for k, default in SYNTHESIS_DEFAULTS.items()}
-    return {"w_dim": _int_attr(g, "w_dim", 1), "mapping": _mapping_kwargs(g, full=False), "synthesis": synthesis}
+    synthesis = g.child("synthesis")
+    names = synthesis.attr("layer_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise SnapshotError(f"SynthesisNetwork.layer_names is {names!r:.100}, expected the layers' names")
+    layers = []
+    for name in names:
+        layer = synthesis.child(name)
+        if layer is None or layer.class_name != "SynthesisLayer":
+            raise SnapshotError(f"synthesis.{name} is not a SynthesisLayer")
+        layers.append({"name": name, **_fields(layer, LayerPlan, skip=("name",))})
+    first = synthesis.child("input")
+    output_scale = synthesis.attr("output_scale")
+    if not isinstance(output_scale, (int, float)) or isinstance(output_scale, bool):
+        raise SnapshotError(f"SynthesisNetwork.output_scale is {output_scale!r}, expected a number")
+    return {"w_dim": _int_attr(g, "w_dim", 1), "mapping": _mapping_kwargs(g, full=False),
+            "synthesis": {"input": _fields(first, InputPlan), "layers": layers, "output_scale": float(output_scale)}}
+
+
+def _fields(obj: Persistent, plan, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The values ``obj`` holds for the fields of ``plan`` (a dataclass): a square size [s, s] as s, numbers as
+    Python numbers; the family checks their types when it builds."""
+    from dataclasses import fields
+
+    out = {}
+    for f in fields(plan):
+        if f.name in skip:
+            continue
+        value = obj.attr(f.name)
+        if f.name.endswith("_size") or f.name == "size":
+            if not isinstance(value, list) or len(value) != 2 or value[0] != value[1]:
+                raise SnapshotError(f"{obj.class_name}.{f.name} is {value!r}: ganrt reproduces square grids only")
+            value = value[0]
+        if f.name == "padding" and isinstance(value, list):
+            value = [int(v) for v in value]
+        if isinstance(value, float) and str(f.type) == "int" and value.is_integer():
+            value = int(value)  # NVlabs keeps sampling rates as floats of whole numbers
+        out[f.name] = value
+    return out
 
 
 def _stylegan3_config(synthesis: Persistent) -> str:
@@ -200,13 +237,12 @@ def _agreement(module) -> dict[str, Any]:
         return {"conv_clamp": module.conv_clamp, "weight_gain": module.weight_gain}
     if isinstance(module, S2.SynthesisBlock):
         return {"architecture": module.architecture, "in_channels": module.in_channels}
+    if isinstance(module, S2.SkipConv):
+        return {"up": 2, "down": 1, "activation": "linear", "conv_clamp": None, "weight_gain": module.weight_gain}
     if isinstance(module, S3.SynthesisLayer):
         p = module.plan
         return {"is_torgb": p.is_torgb, "in_channels": p.in_channels, "out_channels": p.out_channels,
                 "in_size": [p.in_size, p.in_size], "out_size": [p.out_size, p.out_size],
-                "in_sampling_rate": p.in_sampling_rate, "out_sampling_rate": p.out_sampling_rate,
-                "tmp_sampling_rate": p.tmp_sampling_rate, "in_cutoff": p.in_cutoff, "out_cutoff": p.out_cutoff,
-                "in_half_width": p.in_half_width, "out_half_width": p.out_half_width,
                 "conv_kernel": p.conv_kernel, "up_factor": p.up_factor, "down_factor": p.down_factor,
                 "up_taps": p.up_taps, "down_taps": p.down_taps, "down_radial": p.down_radial,
                 "padding": list(p.padding), "conv_clamp": module.conv_clamp}
@@ -249,13 +285,31 @@ def _build_and_load(spec: GeneratorSpec, g: Persistent):
                 raise SnapshotError(f"{name}.{attr} is {held!r} in the snapshot, ganrt's network has {value!r}: "
                                     f"this {record.class_name} is built differently and ganrt does not reproduce it")
     tensors = {k: v.float() for k, v in g.tensors().items()}
-    result = module.load_state_dict(tensors, strict=False)
+    try:
+        result = module.load_state_dict(tensors, strict=False)
+    except RuntimeError as e:  # a tensor of another shape than the snapshot's own attributes describe
+        first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e).strip())
+        raise SnapshotError(f"the snapshot's tensors do not fit the network its attributes describe ({first[:200]})") \
+            from None
     problems = [f"missing {', '.join(result.missing_keys[:3])}" if result.missing_keys else "",
                 f"unexpected {', '.join(result.unexpected_keys[:3])}" if result.unexpected_keys else ""]
     if any(problems):
         raise SnapshotError("the snapshot's tensors do not match ganrt's network: " + "; ".join(p for p in problems
                                                                                                if p))
     return module.eval().requires_grad_(False)
+
+
+def check_destination(snapshot: str | os.PathLike, out: str | os.PathLike, *, force: bool) -> Path:
+    """``out`` as a Path, if a checkpoint may be written there: not a directory, not the snapshot itself, not an
+    existing file unless ``force``."""
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"{out} is a directory; give the checkpoint's file name, e.g. {out / 'g.safetensors'}")
+    if out.exists() and out.resolve() == Path(snapshot).resolve():
+        raise ConfigError(f"{out} is the snapshot itself; write the checkpoint to another file")
+    if out.exists() and not force:
+        raise ConfigError(f"{out} exists; pass --force (force=True) to replace it")
+    return out
 
 
 def import_snapshot(path: str | os.PathLike, out: str | os.PathLike, *, network: str = "G_ema", force: bool = False,
@@ -267,11 +321,7 @@ def import_snapshot(path: str | os.PathLike, out: str | os.PathLike, *, network:
     """
     from ganrt.checkpoint import Checkpoint, save_checkpoint
 
-    out = Path(out)
-    if out.is_dir():
-        raise ConfigError(f"{out} is a directory; give the checkpoint's file name, e.g. {out / 'g.safetensors'}")
-    if out.exists() and not force:
-        raise ConfigError(f"{out} exists; pass --force (force=True) to replace it")
+    out = check_destination(path, out, force=force)
     imported = imported or read(path, network=network)
     prefix = "G_ema." if imported.source["network"] == "G_ema" else "G."
     tensors = {prefix + k: v for k, v in imported.module.state_dict().items()}

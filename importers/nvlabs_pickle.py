@@ -46,10 +46,6 @@ class Persistent:
     def init_kwargs(self) -> dict[str, Any]:
         return plain(self.state.get("_init_kwargs") or {})
 
-    @property
-    def init_args(self) -> tuple:
-        return tuple(plain(self.state.get("_init_args") or ()))
-
     def child(self, name: str) -> "Persistent | None":
         return (self.state.get("_modules") or {}).get(name)
 

@@ -57,6 +57,13 @@ CONFIGS = {
          "magnitude_ema_beta": SG3_BETA, "conv_kernel": 1, "use_radial_filters": True},
         "training.networks_stylegan2.Discriminator", D_TINY, 3, 32, 4),
 }
+# StyleGAN2's other two architectures, for parity runs (made with --only; not committed as test snapshots)
+EXTRA = {}
+for _arch, _seed in (("orig", 8), ("resnet", 9)):
+    EXTRA[f"stylegan2-{_arch}-32"] = (
+        "stylegan3", "training.networks_stylegan2.Generator",
+        {"z_dim": 16, "w_dim": 16, "mapping_kwargs": {"num_layers": 8}, "channel_base": 256, "channel_max": 16,
+         "fused_modconv_default": "inference_only", "conv_clamp": 256, "architecture": _arch}, None, {}, 0, 32, _seed)
 PAPER = {  # 256x256, the widths of NVlabs' FFHQ-U 256 ablations (--cbase=16384; config R doubles it)
     "stylegan2-256-paper": (
         "stylegan3", "training.networks_stylegan2.Generator",
@@ -84,7 +91,7 @@ def make(name: str, checkout: Path, out: Path, keep_source: bool) -> None:
     from ganrt.latents import labels_from_seeds, latents_from_seeds
     from ganrt.postprocess import ToUint8NHWC
 
-    _, g_class, g_kwargs, d_class, d_kwargs, c_dim, res, seed = {**CONFIGS, **PAPER}[name]
+    _, g_class, g_kwargs, d_class, d_kwargs, c_dim, res, seed = {**CONFIGS, **EXTRA, **PAPER}[name]
 
     def easy(value):  # NVlabs' train.py passes nested EasyDicts, and they end up in the pickle
         return dnnlib.EasyDict({k: easy(v) for k, v in value.items()}) if isinstance(value, dict) else value
@@ -125,7 +132,7 @@ def make(name: str, checkout: Path, out: Path, keep_source: bool) -> None:
             b.copy_(q)
     G.eval()
     out.mkdir(parents=True, exist_ok=True)
-    if name in CONFIGS:
+    if name in CONFIGS or name in EXTRA:
         z = torch.from_numpy(latents_from_seeds(SEEDS, g_kwargs["z_dim"]))
         ls = torch.from_numpy(labels_from_seeds(SEEDS, c_dim)) if c_dim else torch.zeros(0, dtype=torch.int64)
         c = torch.nn.functional.one_hot(ls, c_dim).float() if c_dim else torch.zeros(len(SEEDS), 0)
@@ -160,11 +167,13 @@ def main() -> None:
     args = parser.parse_args()
     checkouts = {"stylegan3": args.stylegan3, "stylegan2-ada": args.stylegan2_ada}
     if args.worker:
-        make(args.worker, checkouts[{**CONFIGS, **PAPER}[args.worker][0]], args.out, args.keep_source)
+        make(args.worker, checkouts[{**CONFIGS, **EXTRA, **PAPER}[args.worker][0]], args.out, args.keep_source)
         return
-    names = [n for n in (PAPER if args.paper else CONFIGS) if not args.only or n in args.only.split(",")]
+    only = [n for n in args.only.split(",") if n]
+    names = [n for n in ({**CONFIGS, **EXTRA, **PAPER} if only else PAPER if args.paper else CONFIGS)
+             if not only or n in only]
     for name in names:
-        checkout = checkouts[{**CONFIGS, **PAPER}[name][0]]
+        checkout = checkouts[{**CONFIGS, **EXTRA, **PAPER}[name][0]]
         if checkout is None:
             sys.exit(f"{name} needs --stylegan2-ada")
         subprocess.run([sys.executable, __file__, *sys.argv[1:], "--worker", name], check=True)

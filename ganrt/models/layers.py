@@ -9,6 +9,11 @@ import torch
 from torch import nn
 
 
+def unit_rms(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Each row of ``x`` divided by its root mean square over dim 1 (StyleGAN's normalization of z)."""
+    return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + eps)
+
+
 def maybe_spectral_norm(module: nn.Module, enabled: bool) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(module) if enabled else module
 

@@ -17,43 +17,32 @@ bf16 and OpenVINO without custom operators.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-# name -> (function of (x, alpha), default alpha, default gain): the activations NVlabs' layers name
-ACTIVATIONS: dict[str, tuple[Callable[[torch.Tensor, float], torch.Tensor], float, float]] = {
-    "linear": (lambda x, a: x, 0.0, 1.0),
-    "relu": (lambda x, a: F.relu(x), 0.0, math.sqrt(2)),
-    "lrelu": (lambda x, a: F.leaky_relu(x, a), 0.2, math.sqrt(2)),
-    "tanh": (lambda x, a: torch.tanh(x), 0.0, 1.0),
-    "sigmoid": (lambda x, a: torch.sigmoid(x), 0.0, 1.0),
-    "elu": (lambda x, a: F.elu(x), 0.0, 1.0),
-    "selu": (lambda x, a: F.selu(x), 0.0, 1.0),
-    "softplus": (lambda x, a: F.softplus(x), 0.0, 1.0),
-    "swish": (lambda x, a: torch.sigmoid(x) * x, 0.0, math.sqrt(2)),
-}
+from ganrt.models.layers import unit_rms
 
-
-def activation_gain(name: str) -> float:
-    return ACTIVATIONS[name][2]
+# the activations of StyleGAN2/3 generators: name -> (slope for negative inputs, gain). The gain sqrt(2) keeps a
+# leaky ReLU's output at about the variance of its input (the papers' equalized learning rate).
+ACTIVATIONS: dict[str, tuple[float, float]] = {"linear": (1.0, 1.0), "lrelu": (0.2, math.sqrt(2))}
 
 
 def bias_act(x: torch.Tensor, bias: torch.Tensor | None, activation: str = "linear", gain: float | None = None,
              clamp: float | None = None, alpha: float | None = None) -> torch.Tensor:
-    """x + bias (over dim 1), the activation, times its gain, clamped to +-clamp (None: not clamped)."""
-    fn, default_alpha, default_gain = ACTIVATIONS[activation]
+    """Add ``bias`` along dim 1, apply ``activation`` (its slope, or ``alpha``), scale by its gain (or ``gain``),
+    clamp to +-``clamp`` (None: no clamp)."""
+    slope, natural_gain = ACTIVATIONS[activation]
+    slope = slope if alpha is None else alpha
     if bias is not None:  # 1-D on (B, N): a fused Gemm keeps a 1-D bias (onnxruntime's int8 quantizer needs it)
         x = x + (bias if x.ndim == 2 else bias.reshape([1, -1] + [1] * (x.ndim - 2)))
-    x = fn(x, default_alpha if alpha is None else alpha)
-    gain = default_gain if gain is None else gain
-    if gain != 1:
-        x = x * gain
-    if clamp is not None:
-        x = x.clamp(-clamp, clamp)
-    return x
+    if slope != 1.0:
+        x = F.leaky_relu(x, slope)
+    scale = natural_gain if gain is None else gain
+    x = x * scale if scale != 1 else x
+    return x if clamp is None else x.clamp(-clamp, clamp)
 
 
 def fir_filter(taps: Sequence[float] | None, normalize: bool = True) -> torch.Tensor:
@@ -126,37 +115,35 @@ def _resample_axis(x: torch.Tensor, f: torch.Tensor, up: int, down: int, before:
     return F.conv2d(x, f.flip(0).reshape(one).expand(*shape), stride=stride_down, groups=channels)
 
 
-def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
-
-
 class FullyConnected(nn.Module):
-    """Equalized-lr linear layer: ``act(x @ (weight * lr / sqrt(in)).T + bias * lr) * gain``."""
+    """Equalized-lr linear layer: ``act(x @ (weight * lr / sqrt(in)).T + bias * lr) * gain``.
+
+    The parameters are the snapshot's (allocated as zeros here); ``weight_gain`` and ``bias_gain`` are the
+    run-time scales the learning-rate multiplier implies."""
 
     def __init__(self, in_features: int, out_features: int, activation: str = "linear", bias: bool = True,
-                 lr_multiplier: float = 1.0, bias_init: float | Sequence[float] = 0.0) -> None:
+                 lr_multiplier: float = 1.0) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; known: {list(ACTIVATIONS)}")
+            raise ValueError(f"activation {activation!r} is not one of the StyleGAN2/3 generators' "
+                             f"{list(ACTIVATIONS)}")
         self.activation = activation
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
-        init = torch.as_tensor(bias_init, dtype=torch.float32).expand(out_features) / lr_multiplier
-        self.bias = nn.Parameter(init.clone()) if bias else None
+        self.weight = nn.Parameter(torch.zeros(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
 
     def scaled(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(weight, bias) as the layer applies them."""
-        b = self.bias
-        if b is not None and self.bias_gain != 1:
-            b = b * self.bias_gain
-        return self.weight * self.weight_gain, b
+        bias = None if self.bias is None else self.bias * self.bias_gain if self.bias_gain != 1 else self.bias
+        return self.weight * self.weight_gain, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.scaled()
-        if self.activation == "linear" and b is not None:
-            return F.linear(x, w, b)  # one Gemm with a 1-D bias (onnxruntime's int8 quantizer needs it 1-D)
-        return bias_act(x.matmul(w.t()), b, self.activation)
+        weight, bias = self.scaled()
+        # one Gemm with its 1-D bias for a linear layer (onnxruntime's int8 quantizer needs the bias 1-D)
+        linear = self.activation == "linear"
+        y = F.linear(x, weight, bias if linear else None)
+        return y if linear else bias_act(y, bias, self.activation)
 
 
 class Mapping(nn.Module):
@@ -182,13 +169,13 @@ class Mapping(nn.Module):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        x = normalize_2nd_moment(z.float())
+        x = unit_rms(z)
         if self.c_dim:
             weight, bias = self.embed.scaled()
             y = weight.t()[labels]  # the one-hot product: the label's column, exactly
             if bias is not None:
                 y = y + bias
-            x = torch.cat([x, normalize_2nd_moment(y)], dim=1)
+            x = torch.cat([x, unit_rms(y)], dim=1)
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
         return x
@@ -213,3 +200,19 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None,
                 truncation: torch.Tensor | None = None) -> torch.Tensor:
         return self.synthesis(self.mapping.truncate(self.mapping(z, labels), truncation))
+
+
+def check_kwargs(family: str, spec, mapping_keys, synthesis_keys) -> tuple[dict, dict, int]:
+    """(mapping kwargs, synthesis kwargs, w_dim) from ``spec.arch_kwargs``; ValueError names what is wrong."""
+    kw = dict(spec.arch_kwargs)
+    if spec.height != spec.width:
+        raise ValueError(f"{family} draws square images, got {spec.height}x{spec.width}")
+    unknown = set(kw) - {"w_dim", "mapping", "synthesis"}
+    if unknown or "w_dim" not in kw:
+        raise ValueError(f"{family} arch_kwargs take w_dim, mapping and synthesis; got {sorted(kw)}")
+    mapping, synthesis = dict(kw.get("mapping") or {}), dict(kw.get("synthesis") or {})
+    for name, given, known in (("mapping", mapping, mapping_keys), ("synthesis", synthesis, synthesis_keys)):
+        bad = set(given) - set(known)
+        if bad:
+            raise ValueError(f"unknown {family} {name} arch_kwargs {sorted(bad)}; known: {list(known)}")
+    return mapping, synthesis, int(kw["w_dim"])

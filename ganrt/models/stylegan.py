@@ -32,6 +32,7 @@ from ganrt.models.layers import (
     MinibatchDiscrimination,
     MinibatchStdDev,
     doubling_levels,
+    unit_rms,
 )
 
 SQRT2 = math.sqrt(2.0)
@@ -44,10 +45,6 @@ def channels_at(level: int, levels: int, width: int, max_width: int) -> int:
 
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, 0.2) * SQRT2  # gain keeps the activation variance ~1
-
-
-def normalize_2nd_moment(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8)
 
 
 class MappingNetwork(nn.Module):
@@ -64,9 +61,9 @@ class MappingNetwork(nn.Module):
         self.fcs = nn.ModuleList(EqualizedLinear(dims[i], dims[i + 1], lr_mul=lr_mul) for i in range(num_layers))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:  # -> (B, w_dim)
-        x = normalize_2nd_moment(z)
+        x = unit_rms(z)
         if self.num_classes:
-            x = torch.cat([x, normalize_2nd_moment(self.embed(labels))], dim=1)
+            x = torch.cat([x, unit_rms(self.embed(labels))], dim=1)
         for fc in self.fcs:
             x = _lrelu(fc(x))
         return x

@@ -29,11 +29,12 @@ from torch.nn import functional as F
 
 from ganrt.models import ModelFamily, register
 from ganrt.models.nvlabs_layers import (
+    ACTIVATIONS,
     FullyConnected,
     Generator,
     Mapping,
-    activation_gain,
     bias_act,
+    check_kwargs,
     fir_filter,
     upfirdn2d,
 )
@@ -75,12 +76,14 @@ class SynthesisLayer(nn.Module):
         self.activation = activation
         self.conv_clamp = conv_clamp
         self.padding = kernel_size // 2
-        self.act_gain = activation_gain(activation)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} is not one of {list(ACTIVATIONS)}")
+        self.act_gain = ACTIVATIONS[activation][1]
         self.register_buffer("resample_filter", fir_filter(resample_filter))
-        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.affine = FullyConnected(w_dim, in_channels)
+        self.weight = nn.Parameter(torch.zeros(out_channels, in_channels, kernel_size, kernel_size))
         if use_noise:
-            self.register_buffer("noise_const", torch.randn(resolution, resolution))
+            self.register_buffer("noise_const", torch.zeros(resolution, resolution))
             self.noise_strength = nn.Parameter(torch.zeros(()))
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
@@ -108,8 +111,8 @@ class ToRGBLayer(nn.Module):
         super().__init__()
         self.conv_clamp = conv_clamp
         self.padding = kernel_size // 2
-        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.affine = FullyConnected(w_dim, in_channels)
+        self.weight = nn.Parameter(torch.zeros(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
 
@@ -125,7 +128,7 @@ class SkipConv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, resample_filter=(1, 3, 3, 1)) -> None:
         super().__init__()
         self.register_buffer("resample_filter", fir_filter(resample_filter))
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.weight = nn.Parameter(torch.zeros(out_channels, in_channels, 1, 1))
         self.weight_gain = 1.0 / math.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
@@ -145,7 +148,7 @@ class SynthesisBlock(nn.Module):
         layer = dict(w_dim=w_dim, resolution=resolution, kernel_size=kernel_size, use_noise=use_noise,
                      activation=activation, resample_filter=resample_filter, conv_clamp=conv_clamp)
         if in_channels == 0:
-            self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
+            self.const = nn.Parameter(torch.zeros(out_channels, resolution, resolution))
         else:
             self.conv0 = SynthesisLayer(in_channels, out_channels, up=2, **layer)
         self.conv1 = SynthesisLayer(out_channels, out_channels, **layer)
@@ -197,22 +200,6 @@ class SynthesisNetwork(nn.Module):
 MAPPING_KWARGS = ("num_layers", "embed_features", "layer_features", "activation", "lr_multiplier")
 SYNTHESIS_KWARGS = ("channel_base", "channel_max", "architecture", "resample_filter", "conv_clamp", "kernel_size",
                     "use_noise", "activation")
-
-
-def check_kwargs(family: str, spec, mapping_keys, synthesis_keys) -> tuple[dict, dict, int]:
-    """(mapping kwargs, synthesis kwargs, w_dim) from ``spec.arch_kwargs``; ValueError names what is wrong."""
-    kw = dict(spec.arch_kwargs)
-    if spec.height != spec.width:
-        raise ValueError(f"{family} draws square images, got {spec.height}x{spec.width}")
-    unknown = set(kw) - {"w_dim", "mapping", "synthesis"}
-    if unknown or "w_dim" not in kw:
-        raise ValueError(f"{family} arch_kwargs take w_dim, mapping and synthesis; got {sorted(kw)}")
-    mapping, synthesis = dict(kw.get("mapping") or {}), dict(kw.get("synthesis") or {})
-    for name, given, known in (("mapping", mapping, mapping_keys), ("synthesis", synthesis, synthesis_keys)):
-        bad = set(given) - set(known)
-        if bad:
-            raise ValueError(f"unknown {family} {name} arch_kwargs {sorted(bad)}; known: {list(known)}")
-    return mapping, synthesis, int(kw["w_dim"])
 
 
 def build_generator(spec) -> Generator:

@@ -8,70 +8,61 @@ The network (Karras et al. 2021, "Alias-Free Generative Adversarial Networks"):
 
 - the input is Fourier features: ``channels`` sinusoids of fixed frequencies and phases, sampled on a
   ``size`` x ``size`` grid at the first layer's sampling rate, rotated and translated per image by an affine
-  map of w (and by the snapshot's ``transform``), out-of-band frequencies faded, then mixed by a learned
+  map of w (and by the snapshot's ``transform``), frequencies past the band faded, then mixed by a learned
   matrix;
-- ``num_layers`` synthesis layers and a ToRGB layer. Layer i has a cutoff f_c rising geometrically from
-  ``first_cutoff`` to half the output resolution (reached ``num_critical`` layers before the end, which
-  are critically sampled), a minimum stopband f_t rising from ``first_stopband`` to ``last_stopband_rel``
-  times the last cutoff, a sampling rate s = the power of two at or above 2 f_t (at most the resolution),
-  a transition half-width max(f_t, s/2) - f_c, a grid of s + 2 * ``margin_size`` pixels (the resolution for
-  the last two) and min(channel_base / 2 / f_c, channel_max) channels;
-- each layer: a modulated convolution (``conv_kernel`` x ``conv_kernel``; 1x1 in config R; weights and
-  styles pre-normalized, demodulated, input scaled by the tracked 1/sqrt(magnitude_ema)), then the filtered
-  leaky ReLU: bias, upsample to ``lrelu_upsampling`` times the higher of the two sampling rates through a
-  Kaiser-windowed low-pass filter at the input cutoff, leaky ReLU times sqrt(2), clamp to +-``conv_clamp``,
-  low-pass at the output cutoff (radially symmetric, jinc-based, in config R's non-critical layers) and
-  downsample to the output rate. Paddings follow the paper's symmetric sample placement.
+- synthesis layers and a ToRGB layer, each: a modulated convolution (``conv_kernel`` x ``conv_kernel``; 1x1
+  in config R; weights and styles pre-normalized, demodulated, the input scaled by the tracked
+  1/sqrt(``magnitude_ema``)), then the filtered leaky ReLU: bias, upsampling by ``up_factor`` through the
+  layer's ``up_filter``, leaky ReLU times sqrt(2), clamp to +-``conv_clamp``, low-pass through its
+  ``down_filter`` (2-D and radially symmetric in config R's non-critical layers, else separable) and
+  downsampling by ``down_factor``;
 - the output is scaled by ``output_scale``.
 
-The filters are buffers (``up_filter``, ``down_filter``) loaded from the snapshot; a fresh build designs
-them the same way (scipy.signal.firwin; the jinc formula with a Kaiser window). Export form as in
-stylegan2_nvlabs: modulation by scaling activations, a convolution whose weight the batch shares, and
-demodulation coefficients per sample (each image's styles pre-normalized by their own RMS, so an image
-never depends on the others in its batch).
+The geometry of every layer (grid sizes, channels, resampling factors, filter lengths, paddings) is not
+derived here: the importer reads it from the snapshot's layer objects into the spec (``synthesis.input``,
+``synthesis.layers``), and the filters and Fourier frequencies are the snapshot's tensors. A build from a
+spec allocates them (zeros) for the checkpoint to fill. Export form as in stylegan2_nvlabs: modulation by
+scaling activations, a convolution whose weight the batch shares, and demodulation coefficients per sample
+(each image's styles pre-normalized by their own RMS, so an image never depends on the others in its batch).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ganrt.models import ModelFamily, register
-from ganrt.models.nvlabs_layers import FullyConnected, Generator, Mapping, bias_act, upfirdn2d
-from ganrt.models.stylegan2_nvlabs import check_kwargs
+from ganrt.models.nvlabs_layers import FullyConnected, Generator, Mapping, bias_act, check_kwargs, upfirdn2d
 
-# NVlabs' defaults for the synthesis network (the paper's config T; config R sets conv_kernel 1,
-# use_radial_filters and doubles channel_base/channel_max)
-SYNTHESIS_DEFAULTS = {
-    "channel_base": 32768, "channel_max": 512, "num_layers": 14, "num_critical": 2, "first_cutoff": 2.0,
-    "first_stopband": 2 ** 2.1, "last_stopband_rel": 2 ** 0.3, "margin_size": 10, "output_scale": 0.25,
-    "conv_kernel": 3, "filter_size": 6, "lrelu_upsampling": 2, "use_radial_filters": False, "conv_clamp": 256,
-}
 MAPPING_DEFAULTS = {"num_layers": 2, "lr_multiplier": 0.01}
+SYNTHESIS_KEYS = ("input", "layers", "output_scale")
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """The Fourier-feature input: ``channels`` features on a ``size`` x ``size`` grid sampled at
+    ``sampling_rate``, frequencies within ``bandwidth``."""
+
+    channels: int
+    size: int
+    sampling_rate: float
+    bandwidth: float
 
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """The geometry of one synthesis layer (index ``i``) derived from the network's hyperparameters."""
+    """One synthesis layer as the snapshot built it (its attributes of the same names)."""
 
     name: str
     is_torgb: bool
-    is_critically_sampled: bool
     in_channels: int
     out_channels: int
     in_size: int
     out_size: int
-    in_sampling_rate: int
-    out_sampling_rate: int
-    in_cutoff: float
-    out_cutoff: float
-    in_half_width: float
-    out_half_width: float
     conv_kernel: int
     up_factor: int
     down_factor: int
@@ -79,96 +70,73 @@ class LayerPlan:
     down_taps: int
     down_radial: bool
     padding: tuple[int, int, int, int]  # left, right, top, bottom
-    tmp_sampling_rate: int
+    conv_clamp: float | None
+
+    def grid_sizes(self) -> tuple[int, int]:
+        """(height, width) the layer's forward pass makes of its input grid: the convolution grows it by
+        kernel - 1, the upsampling filter adds the padding less its taps - 1, the low-pass and downsampling
+        take down_taps - 1 and keep every down_factor-th sample."""
+        left, right, top, bottom = self.padding
+
+        def size(before: int, after: int) -> int:
+            n = (self.in_size + self.conv_kernel - 1) * self.up_factor + before + after - (self.up_taps - 1)
+            return (n - (self.down_taps - 1) + self.down_factor - 1) // self.down_factor
+
+        return size(top, bottom), size(left, right)
 
 
-def plan_layers(img_resolution: int, img_channels: int, *, channel_base, channel_max, num_layers, num_critical,
-                first_cutoff, first_stopband, last_stopband_rel, margin_size, conv_kernel, filter_size,
-                lrelu_upsampling, use_radial_filters, **_unused) -> tuple[dict, list[LayerPlan]]:
-    """(input plan, layer plans) for a network of these hyperparameters (see the module docstring)."""
-    last_cutoff = img_resolution / 2
-    last_stopband = last_cutoff * last_stopband_rel
-    progress = np.minimum(np.arange(num_layers + 1) / (num_layers - num_critical), 1)
-    cutoffs = first_cutoff * (last_cutoff / first_cutoff) ** progress
-    stopbands = first_stopband * (last_stopband / first_stopband) ** progress
-    rates = np.exp2(np.ceil(np.log2(np.minimum(stopbands * 2, img_resolution))))
-    half_widths = np.maximum(stopbands, rates / 2) - cutoffs
-    sizes = rates + margin_size * 2
-    sizes[-2:] = img_resolution
-    channels = np.rint(np.minimum((channel_base / 2) / cutoffs, channel_max))
-    channels[-1] = img_channels
-    first = {"channels": int(channels[0]), "size": int(sizes[0]), "sampling_rate": float(rates[0]),
-             "bandwidth": float(cutoffs[0])}
-    plans = []
-    for i in range(num_layers + 1):
-        prev = max(i - 1, 0)
-        torgb = i == num_layers
-        critical = i >= num_layers - num_critical
-        s_in, s_out = int(rates[prev]), int(rates[i])
-        tmp = max(s_in, s_out) * (1 if torgb else lrelu_upsampling)
-        up, down = int(round(tmp / s_in)), int(round(tmp / s_out))
-        if s_in * up != tmp or s_out * down != tmp:
-            raise ValueError(f"layer {i}: sampling rates {s_in} -> {s_out} are not integer resampling factors")
-        up_taps = filter_size * up if up > 1 and not torgb else 1
-        down_taps = filter_size * down if down > 1 and not torgb else 1
-        kernel = 1 if torgb else conv_kernel
-        in_size, out_size = int(sizes[prev]), int(sizes[i])
-        # input grows by the kernel and the upsampling; the filters shrink it; the rest is padding, placed so
-        # that samples sit symmetrically (more before than after by the upsampling factor's half)
-        total = (out_size - 1) * down + 1 - (in_size + kernel - 1) * up + up_taps + down_taps - 2
-        lo = (total + up) // 2
-        plans.append(LayerPlan(
-            name=f"L{i}_{out_size}_{int(channels[i])}", is_torgb=torgb, is_critically_sampled=critical,
-            in_channels=int(channels[prev]), out_channels=int(channels[i]), in_size=in_size, out_size=out_size,
-            in_sampling_rate=s_in, out_sampling_rate=s_out, in_cutoff=float(cutoffs[prev]),
-            out_cutoff=float(cutoffs[i]), in_half_width=float(half_widths[prev]),
-            out_half_width=float(half_widths[i]), conv_kernel=kernel, up_factor=up, down_factor=down,
-            up_taps=up_taps, down_taps=down_taps, down_radial=bool(use_radial_filters and not critical),
-            padding=(lo, total - lo, lo, total - lo), tmp_sampling_rate=tmp))
-    return first, plans
-
-
-def lowpass_filter(taps: int, cutoff: float, width: float, fs: float, radial: bool = False) -> torch.Tensor | None:
-    """A Kaiser-windowed low-pass FIR: separable 1-D (sinc), or 2-D radially symmetric (jinc). None: 1 tap."""
-    if taps == 1:
-        return None
-    import scipy.signal
-    import scipy.special
-
-    if not radial:
-        return torch.as_tensor(scipy.signal.firwin(numtaps=taps, cutoff=cutoff, width=width, fs=fs),
-                               dtype=torch.float32)
-    x = (np.arange(taps) - (taps - 1) / 2) / fs
-    r = np.hypot(*np.meshgrid(x, x))
-    f = scipy.special.j1(2 * cutoff * (np.pi * r)) / (np.pi * r)
-    beta = scipy.signal.kaiser_beta(scipy.signal.kaiser_atten(taps, width / (fs / 2)))
-    window = np.kaiser(taps, beta)
-    f = f * np.outer(window, window)
-    return torch.as_tensor(f / f.sum(), dtype=torch.float32)
+def plan_from_dict(cls, given: dict):
+    """``cls`` (InputPlan or LayerPlan) from a spec's dict, every field present and of its type (ValueError)."""
+    names = [f.name for f in fields(cls)]
+    if not isinstance(given, dict) or set(given) != set(names):
+        raise ValueError(f"a StyleGAN3 {cls.__name__} takes exactly {names}, got {given!r:.200}")
+    values = {}
+    for f in fields(cls):
+        v = given[f.name]
+        kind = str(f.type)
+        if kind == "bool":
+            ok = isinstance(v, bool)
+        elif kind == "int":
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        elif kind == "float":
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        elif kind == "str":
+            ok = isinstance(v, str) and v.isidentifier()
+        elif f.name == "padding":
+            ok = isinstance(v, (list, tuple)) and len(v) == 4 and all(isinstance(x, int) for x in v)
+            v = tuple(v) if ok else v
+        else:  # conv_clamp
+            ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)
+        if not ok:
+            raise ValueError(f"StyleGAN3 {cls.__name__}.{f.name} is {v!r}, not a valid {kind}")
+        values[f.name] = v
+    plan = cls(**values)
+    if cls is LayerPlan:
+        sizes = plan.grid_sizes()
+        if sizes != (plan.out_size, plan.out_size):
+            raise ValueError(f"StyleGAN3 layer {plan.name}: padding {list(plan.padding)} with its kernel, filters and "
+                             f"factors gives a {sizes[0]}x{sizes[1]} grid, not its out_size {plan.out_size}")
+    return plan
 
 
 class SynthesisInput(nn.Module):
     """Fourier features (B, channels, size, size), transformed per image by an affine map of w."""
 
-    def __init__(self, w_dim: int, channels: int, size: int, sampling_rate: float, bandwidth: float) -> None:
+    def __init__(self, w_dim: int, plan: InputPlan) -> None:
         super().__init__()
-        self.channels = channels
-        self.sampling_rate = sampling_rate
-        self.bandwidth = bandwidth
-        freqs = torch.randn(channels, 2)  # random directions, radii drawn toward a disc of radius bandwidth
-        radii = freqs.square().sum(dim=1, keepdim=True).sqrt()
-        freqs = freqs / (radii * radii.square().exp().pow(0.25)) * bandwidth
-        self.weight = nn.Parameter(torch.randn(channels, channels))
-        self.affine = FullyConnected(w_dim, 4, bias_init=(1.0, 0.0, 0.0, 0.0))
-        nn.init.zeros_(self.affine.weight)
+        channels, size = plan.channels, plan.size
+        self.channels, self.size = channels, size
+        self.sampling_rate, self.bandwidth = plan.sampling_rate, plan.bandwidth
+        self.weight = nn.Parameter(torch.zeros(channels, channels))
+        self.affine = FullyConnected(w_dim, 4)
         self.register_buffer("transform", torch.eye(3))  # the user's inverse transform of the image
-        self.register_buffer("freqs", freqs)
-        self.register_buffer("phases", torch.rand(channels) - 0.5)
+        self.register_buffer("freqs", torch.zeros(channels, 2))  # the snapshot's
+        self.register_buffer("phases", torch.zeros(channels))
         # sample positions: pixel centres of a size x size grid, in units of the first layer's sampling period
-        theta = torch.tensor([[0.5 * size / sampling_rate, 0.0, 0.0], [0.0, 0.5 * size / sampling_rate, 0.0]])
+        half = 0.5 * size / plan.sampling_rate
+        theta = torch.tensor([[half, 0.0, 0.0], [0.0, half, 0.0]])
         grid = F.affine_grid(theta.unsqueeze(0), [1, 1, size, size], align_corners=False)  # (1, H, W, 2)
         self.register_buffer("grid", grid.reshape(1, size * size, 2), persistent=False)
-        self.size = size
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         t = self.affine(w)  # (B, 4): rotation (cos, sin) and translation (x, y), the rotation normalized
@@ -203,20 +171,19 @@ def small_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class SynthesisLayer(nn.Module):
     """Modulated conv, then the filtered leaky ReLU (bias, up, lrelu * gain, clamp, low-pass, down)."""
 
-    def __init__(self, plan: LayerPlan, w_dim: int, conv_clamp: float | None = 256) -> None:
+    def __init__(self, plan: LayerPlan, w_dim: int) -> None:
         super().__init__()
         self.plan = plan
-        self.conv_clamp = conv_clamp
-        self.affine = FullyConnected(w_dim, plan.in_channels, bias_init=1.0)
+        self.conv_clamp = plan.conv_clamp
+        self.affine = FullyConnected(w_dim, plan.in_channels)
         k = plan.conv_kernel
-        self.weight = nn.Parameter(torch.randn(plan.out_channels, plan.in_channels, k, k))
+        self.weight = nn.Parameter(torch.zeros(plan.out_channels, plan.in_channels, k, k))
         self.bias = nn.Parameter(torch.zeros(plan.out_channels))
         self.register_buffer("magnitude_ema", torch.ones(()))
-        up = lowpass_filter(plan.up_taps, plan.in_cutoff, plan.in_half_width * 2, plan.tmp_sampling_rate)
-        down = lowpass_filter(plan.down_taps, plan.out_cutoff, plan.out_half_width * 2, plan.tmp_sampling_rate,
-                              radial=plan.down_radial)
-        self.register_buffer("up_filter", up)  # None (1 tap) registers nothing to load
-        self.register_buffer("down_filter", down)
+        # the snapshot's filters: separable (1-D) but for a radial low-pass; one tap is no filter at all
+        down_shape = (plan.down_taps, plan.down_taps) if plan.down_radial else (plan.down_taps,)
+        self.register_buffer("up_filter", torch.zeros(plan.up_taps) if plan.up_taps > 1 else None)
+        self.register_buffer("down_filter", torch.zeros(down_shape) if plan.down_taps > 1 else None)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         p = self.plan
@@ -240,15 +207,14 @@ class SynthesisLayer(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, **kwargs) -> None:
+    def __init__(self, w_dim: int, input: InputPlan, layers: list[LayerPlan], output_scale: float) -> None:
         super().__init__()
-        options = {**SYNTHESIS_DEFAULTS, **kwargs}
-        first, self.plans = plan_layers(img_resolution, img_channels, **options)
-        self.output_scale = options["output_scale"]
-        self.input = SynthesisInput(w_dim, **first)
-        self.layer_names = [p.name for p in self.plans]
-        for plan in self.plans:
-            setattr(self, plan.name, SynthesisLayer(plan, w_dim, conv_clamp=options["conv_clamp"]))
+        self.plans = layers
+        self.output_scale = output_scale
+        self.input = SynthesisInput(w_dim, input)
+        self.layer_names = [p.name for p in layers]
+        for plan in layers:
+            setattr(self, plan.name, SynthesisLayer(plan, w_dim))
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         x = self.input(w)
@@ -258,11 +224,27 @@ class SynthesisNetwork(nn.Module):
 
 
 def build_generator(spec) -> Generator:
-    mapping, synthesis, w_dim = check_kwargs("stylegan3_nvlabs", spec, MAPPING_DEFAULTS, SYNTHESIS_DEFAULTS)
+    mapping, synthesis, w_dim = check_kwargs("stylegan3_nvlabs", spec, MAPPING_DEFAULTS, SYNTHESIS_KEYS)
     mapping = {**MAPPING_DEFAULTS, **mapping}
+    if set(synthesis) != set(SYNTHESIS_KEYS) or not isinstance(synthesis["layers"], list) or not synthesis["layers"]:
+        raise ValueError(f"stylegan3_nvlabs synthesis arch_kwargs take {list(SYNTHESIS_KEYS)} (the snapshot's "
+                         f"layers, as `ganrt import nvlabs` reads them); got {sorted(synthesis)}")
+    layers = [plan_from_dict(LayerPlan, d) for d in synthesis["layers"]]
+    last = layers[-1]
+    if not last.is_torgb or last.out_channels != spec.channels or last.out_size != spec.height:
+        raise ValueError(f"the last StyleGAN3 layer must be ToRGB of {spec.channels} channels at {spec.height}, "
+                         f"got {last}")
+    for before, after in zip(layers, layers[1:], strict=False):
+        if (before.out_channels, before.out_size) != (after.in_channels, after.in_size):
+            raise ValueError(f"StyleGAN3 layer {after.name} takes {after.in_channels}x{after.in_size}, "
+                             f"{before.name} gives {before.out_channels}x{before.out_size}")
+    first = plan_from_dict(InputPlan, synthesis["input"])
+    if (first.channels, first.size) != (layers[0].in_channels, layers[0].in_size):
+        raise ValueError(f"StyleGAN3 layer {layers[0].name} takes {layers[0].in_channels}x{layers[0].in_size}, "
+                         f"the input gives {first.channels}x{first.size}")
     return Generator(Mapping(spec.latent_dim, spec.num_classes, w_dim, num_layers=mapping["num_layers"],
                              lr_multiplier=mapping["lr_multiplier"]),
-                     SynthesisNetwork(w_dim, spec.height, spec.channels, **synthesis))
+                     SynthesisNetwork(w_dim, first, layers, float(synthesis["output_scale"])))
 
 
 register(ModelFamily(

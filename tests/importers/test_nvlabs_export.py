@@ -18,7 +18,7 @@ EXPORTS = {
     "stylegan2-ada-cond-32": {"precisions": ("fp32", "fp16", "bf16", "int8"), "openvino_int8": True},
     "stylegan2-64": {"precisions": ("fp32", "fp16")},
     "stylegan3-t-32": {"precisions": ("fp32", "fp16")},
-    "stylegan3-r-cond-32": {"precisions": ("fp32", "fp16")},
+    "stylegan3-r-cond-32": {"precisions": ("fp32", "fp16"), "torch_precisions": ("fp16", "bf16")},
 }
 
 
@@ -79,6 +79,9 @@ def test_the_manifest_says_what_was_verified_and_the_graph_takes_truncation(impo
     for artifact in ("onnx-fp32", "onnx-fp16"):
         assert bundle.artifacts[artifact]["passed"] is True
     assert bundle.artifacts["onnx-fp32"]["parity"]["max_abs_diff"] <= 1
+    for precision in EXPORTS[name].get("torch_precisions", ()):  # the torch CUDA variants' weights, checked here
+        entry = bundle.artifacts[f"weights-{precision}"]
+        assert entry["passed"] is True and entry["made_by"]["verified_on"] == "cpu", entry
 
 
 def test_a_seed_draws_the_same_image_in_any_batch(imported_bundle):

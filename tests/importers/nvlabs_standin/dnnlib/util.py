@@ -1,12 +1,11 @@
-"""Stand-in for NVlabs' dnnlib.util (ganrt tests): EasyDict, a dict with attribute access."""
+"""Stand-in for the one class of NVlabs' dnnlib.util a snapshot names (ganrt tests): a dict whose keys also
+read and write as attributes."""
 
 
 class EasyDict(dict):
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    __setattr__ = dict.__setitem__
 
-    def __setattr__(self, name, value):
-        self[name] = value
+    def __getattr__(self, key):
+        if key in self:
+            return self[key]
+        raise AttributeError(key)
