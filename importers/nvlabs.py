@@ -231,8 +231,9 @@ def _agreement(module) -> dict[str, Any]:
     if isinstance(module, L.FullyConnected):
         return {"activation": module.activation, "weight_gain": module.weight_gain, "bias_gain": module.bias_gain}
     if isinstance(module, S2.SynthesisLayer):
-        return {"up": module.up, "use_noise": module.use_noise, "activation": module.activation,
-                "conv_clamp": module.conv_clamp, "padding": module.padding}
+        c = module.config
+        return {"up": c.up, "use_noise": c.use_noise, "activation": c.activation, "conv_clamp": c.conv_clamp,
+                "padding": c.kernel_size // 2}
     if isinstance(module, S2.ToRGBLayer):
         return {"conv_clamp": module.conv_clamp, "weight_gain": module.weight_gain}
     if isinstance(module, S2.SynthesisBlock):

@@ -127,11 +127,18 @@ class FullyConnected(nn.Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not one of the StyleGAN2/3 generators' "
                              f"{list(ACTIVATIONS)}")
+        self.gains = (lr_multiplier / math.sqrt(in_features), lr_multiplier)  # (weight's, bias's)
         self.activation = activation
         self.weight = nn.Parameter(torch.zeros(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        self.weight_gain = lr_multiplier / math.sqrt(in_features)
-        self.bias_gain = lr_multiplier
+
+    @property
+    def weight_gain(self) -> float:
+        return self.gains[0]
+
+    @property
+    def bias_gain(self) -> float:
+        return self.gains[1]
 
     def scaled(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(weight, bias) as the layer applies them."""
@@ -157,16 +164,17 @@ class Mapping(nn.Module):
                  layer_features: int | None = None, activation: str = "lrelu", lr_multiplier: float = 0.01) -> None:
         super().__init__()
         self.c_dim = c_dim
-        embed_features = (w_dim if embed_features is None else embed_features) if c_dim else 0
-        layer_features = w_dim if layer_features is None else layer_features
-        if c_dim:
-            self.embed = FullyConnected(c_dim, embed_features)
-        features = [z_dim + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
         self.num_layers = num_layers
-        for i in range(num_layers):
-            setattr(self, f"fc{i}", FullyConnected(features[i], features[i + 1], activation=activation,
-                                                   lr_multiplier=lr_multiplier))
         self.register_buffer("w_avg", torch.zeros(w_dim))
+        width = z_dim
+        if c_dim:  # the label's embedding joins z (both normalized) at the first layer
+            self.embed = FullyConnected(c_dim, w_dim if embed_features is None else embed_features)
+            width += self.embed.weight.shape[0]
+        hidden = w_dim if layer_features is None else layer_features
+        for i in range(num_layers):
+            out = w_dim if i == num_layers - 1 else hidden
+            setattr(self, f"fc{i}", FullyConnected(width, out, activation=activation, lr_multiplier=lr_multiplier))
+            width = out
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = unit_rms(z)

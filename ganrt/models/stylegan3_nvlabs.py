@@ -129,7 +129,7 @@ class SynthesisInput(nn.Module):
         self.sampling_rate, self.bandwidth = plan.sampling_rate, plan.bandwidth
         self.weight = nn.Parameter(torch.zeros(channels, channels))
         self.affine = FullyConnected(w_dim, 4)
-        self.register_buffer("transform", torch.eye(3))  # the user's inverse transform of the image
+        self.register_buffer("transform", torch.eye(3))  # identity unless the snapshot stores one (after the pose)
         self.register_buffer("freqs", torch.zeros(channels, 2))  # the snapshot's
         self.register_buffer("phases", torch.zeros(channels))
         # sample positions: pixel centres of a size x size grid, in units of the first layer's sampling period
@@ -138,24 +138,32 @@ class SynthesisInput(nn.Module):
         grid = F.affine_grid(theta.unsqueeze(0), [1, 1, size, size], align_corners=False)  # (1, H, W, 2)
         self.register_buffer("grid", grid.reshape(1, size * size, 2), persistent=False)
 
+    def pose(self, w: torch.Tensor) -> torch.Tensor:
+        """(B, 2, 3): each image's rotation and translation of the sample grid, from the affine layer's (cos,
+        sin, x, y) with the rotation part normalized, followed by the stored ``transform``: a sample at p reads
+        the features at pose @ [p, 1]."""
+        a = self.affine(w)
+        a = a / a[:, :2].norm(dim=1, keepdim=True)
+        cos, sin, dx, dy = a.unbind(dim=1)
+        # rotate after moving by (-dx, -dy)
+        rows = torch.stack([cos, -sin, sin * dy - cos * dx, sin, cos, -(sin * dx + cos * dy)], dim=1)
+        return small_matmul(rows.reshape(-1, 2, 3), self.transform.unsqueeze(0))
+
+    def band_fade(self, freqs: torch.Tensor) -> torch.Tensor:
+        """Per feature, 1 inside the band, falling linearly to 0 at the Nyquist rate of the first layer's
+        sampling: a pose that stretches a frequency past the band fades it rather than aliasing it."""
+        nyquist = self.sampling_rate / 2
+        return (1 - (freqs.norm(dim=2) - self.bandwidth) / (nyquist - self.bandwidth)).clamp(0, 1)
+
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        t = self.affine(w)  # (B, 4): rotation (cos, sin) and translation (x, y), the rotation normalized
-        t = t / t[:, :2].norm(dim=1, keepdim=True)
-        c, s, tx, ty = t[:, 0], t[:, 1], t[:, 2], t[:, 3]
-        zero, one = torch.zeros_like(c), torch.ones_like(c)
-        rotation = torch.stack([c, -s, zero, s, c, zero, zero, zero, one], dim=1).reshape(-1, 3, 3)
-        translation = torch.stack([one, zero, -tx, zero, one, -ty, zero, zero, one], dim=1).reshape(-1, 3, 3)
-        transforms = small_matmul(small_matmul(rotation, translation), self.transform.unsqueeze(0))  # (B, 3, 3)
-        freqs = self.freqs.unsqueeze(0)  # (1, C, 2)
-        phases = self.phases.unsqueeze(0) + small_matmul(freqs, transforms[:, :2, 2:]).squeeze(2)  # (B, C)
-        freqs = small_matmul(freqs, transforms[:, :2, :2])  # (B, C, 2)
-        # fade frequencies the user's transform pushed past the band toward the Nyquist rate
-        amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth))
-        amplitudes = amplitudes.clamp(0, 1)
-        x = small_matmul(self.grid, freqs.transpose(1, 2))  # (B, H*W, C): position . frequency
-        x = torch.sin((x + phases.unsqueeze(1)) * (math.pi * 2)) * amplitudes.unsqueeze(1)
-        x = x @ (self.weight / math.sqrt(self.channels)).t()
-        return x.transpose(1, 2).reshape(-1, self.channels, self.size, self.size)
+        pose = self.pose(w)
+        base = self.freqs.unsqueeze(0)  # (1, C, 2)
+        freqs = small_matmul(base, pose[:, :, :2])  # (B, C, 2)
+        phases = self.phases.unsqueeze(0) + small_matmul(base, pose[:, :, 2:]).squeeze(2)  # (B, C)
+        angle = small_matmul(self.grid, freqs.transpose(1, 2)) + phases.unsqueeze(1)  # (B, H*W, C)
+        features = torch.sin(angle * (2 * math.pi)) * self.band_fade(freqs).unsqueeze(1)
+        mixed = features @ (self.weight / math.sqrt(self.channels)).t()
+        return mixed.transpose(1, 2).reshape(-1, self.channels, self.size, self.size)
 
 
 def small_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -184,26 +192,34 @@ class SynthesisLayer(nn.Module):
         down_shape = (plan.down_taps, plan.down_taps) if plan.down_radial else (plan.down_taps,)
         self.register_buffer("up_filter", torch.zeros(plan.up_taps) if plan.up_taps > 1 else None)
         self.register_buffer("down_filter", torch.zeros(down_shape) if plan.down_taps > 1 else None)
+        # ToRGB: no demodulation, its styles scaled by 1/sqrt(fan-in), and no nonlinearity (slope 1, gain 1)
+        fan_in = plan.in_channels * plan.conv_kernel ** 2
+        self.style_gain = 1 / math.sqrt(fan_in) if plan.is_torgb else 1.0
+        self.activation = (1.0, 1.0) if plan.is_torgb else (math.sqrt(2), 0.2)  # (gain, slope)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         p = self.plan
-        styles = self.affine(w)  # (B, I)
+        styles = self.affine(w) * self.style_gain  # (B, I)
         weight = self.weight
-        input_gain = self.magnitude_ema.rsqrt()
-        if p.is_torgb:
-            styles = styles * (1 / math.sqrt(p.in_channels * p.conv_kernel ** 2))
-            x = F.conv2d(x * (styles * input_gain)[:, :, None, None], weight, padding=p.conv_kernel - 1)
-        else:  # pre-normalize weight and styles (each image by its own styles), then demodulate
+        if not p.is_torgb:  # weight and styles to unit RMS (each image by its own styles), then demodulated
             weight = weight * weight.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
             styles = styles * styles.square().mean(dim=1, keepdim=True).rsqrt()
-            d = (styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8).rsqrt()  # (B, O)
-            x = F.conv2d(x * (styles * input_gain)[:, :, None, None], weight, padding=p.conv_kernel - 1)
-            x = x * d[:, :, None, None]
-        gain, slope = (1.0, 1.0) if p.is_torgb else (math.sqrt(2), 0.2)
-        x = bias_act(x, self.bias)
-        x = upfirdn2d(x, self.up_filter, up=p.up_factor, padding=p.padding, gain=p.up_factor ** 2)
-        x = bias_act(x, None, "lrelu", gain=gain, clamp=self.conv_clamp, alpha=slope)
-        return upfirdn2d(x, self.down_filter, down=p.down_factor)
+        x = x * (styles * self.magnitude_ema.rsqrt()).reshape(*styles.shape, 1, 1)
+        x = F.conv2d(x, weight, padding=p.conv_kernel - 1)
+        if not p.is_torgb:
+            x = x * (styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8).rsqrt()[:, :, None, None]
+        return filtered_lrelu(x, self.bias, self.up_filter, self.down_filter, p, *self.activation)
+
+
+def filtered_lrelu(x: torch.Tensor, bias: torch.Tensor, up_filter: torch.Tensor | None,
+                   down_filter: torch.Tensor | None, plan: LayerPlan, gain: float, slope: float) -> torch.Tensor:
+    """The alias-free nonlinearity: add the bias, upsample by ``plan.up_factor`` through ``up_filter`` (padded
+    by ``plan.padding``), leaky ReLU of ``slope`` times ``gain`` clamped to +-``plan.conv_clamp``, then low-pass
+    through ``down_filter`` and keep every ``plan.down_factor``-th sample."""
+    x = bias_act(x, bias)
+    x = upfirdn2d(x, up_filter, up=plan.up_factor, padding=plan.padding, gain=plan.up_factor ** 2)
+    x = bias_act(x, None, "lrelu", gain=gain, clamp=plan.conv_clamp, alpha=slope)
+    return upfirdn2d(x, down_filter, down=plan.down_factor)
 
 
 class SynthesisNetwork(nn.Module):
