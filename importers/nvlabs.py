@@ -246,7 +246,7 @@ def _agreement(module) -> dict[str, Any]:
                 "in_size": [p.in_size, p.in_size], "out_size": [p.out_size, p.out_size],
                 "conv_kernel": p.conv_kernel, "up_factor": p.up_factor, "down_factor": p.down_factor,
                 "up_taps": p.up_taps, "down_taps": p.down_taps, "down_radial": p.down_radial,
-                "padding": list(p.padding), "conv_clamp": module.conv_clamp}
+                "padding": list(p.padding), "conv_clamp": p.conv_clamp}
     if isinstance(module, S3.SynthesisInput):
         return {"channels": module.channels, "size": [module.size, module.size],
                 "sampling_rate": module.sampling_rate, "bandwidth": module.bandwidth}

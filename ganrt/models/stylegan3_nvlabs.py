@@ -182,7 +182,6 @@ class SynthesisLayer(nn.Module):
     def __init__(self, plan: LayerPlan, w_dim: int) -> None:
         super().__init__()
         self.plan = plan
-        self.conv_clamp = plan.conv_clamp
         self.affine = FullyConnected(w_dim, plan.in_channels)
         k = plan.conv_kernel
         self.weight = nn.Parameter(torch.zeros(plan.out_channels, plan.in_channels, k, k))
